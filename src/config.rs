@@ -1,0 +1,447 @@
+//! The YAML configuration: its shape, its defaults and its validation.
+//!
+//! Every key but `nodes` has a default. Whatever is wrong is reported as one message that names the
+//! key, e.g. `nodes[1].url: "notaurl" is not an http(s) URL`.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, ToSocketAddrs},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{consistency::Consistency, units};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file asked for.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The YAML does not have the expected shape (serde names the key).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value has the right shape but cannot be used.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, e.g. `nodes[1].url`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Directory for per-node state (the durable queues).
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// The InfluxDB servers behind the gateway.
+    pub nodes: Vec<NodeConfig>,
+    /// Health checking of the nodes.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Backoff between retries to a node.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The write path.
+    #[serde(default)]
+    pub write: WriteConfig,
+    /// The query path.
+    #[serde(default)]
+    pub query: QueryConfig,
+    /// The per-node durable retry queues.
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+/// One InfluxDB server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A unique name, used in logs, `/health` and (later) shard definitions.
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:8086`; normalised without a trailing slash.
+    pub url: String,
+}
+
+/// `health:` — how nodes are probed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each node's `/ping` is probed.
+    #[serde(deserialize_with = "units::duration")]
+    pub interval: Duration,
+    /// How long a probe may take before the node counts as down.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+}
+
+/// `retry:` — backoff between attempts to reach a failing node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First wait after a failure.
+    #[serde(deserialize_with = "units::duration")]
+    pub initial_backoff: Duration,
+    /// The wait doubles up to this.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_backoff: Duration,
+    /// How many 4xx answers a queued entry may get before it moves to the dead letters.
+    pub max_attempts_4xx: u32,
+}
+
+/// `write:` — the write path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteConfig {
+    /// Default consistency level; a request's `?consistency=` overrides it.
+    pub consistency: Consistency,
+    /// Writes and mutations a node actor holds before new ones are refused as busy.
+    pub mailbox_capacity: usize,
+    /// Requests a node actor has on the wire at once; 1 keeps writes strictly ordered per node.
+    pub max_in_flight: usize,
+    /// How long one write to one node may take.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// Largest write body accepted, after gzip decoding (InfluxDB's `max-body-size`).
+    #[serde(deserialize_with = "units::size")]
+    pub max_body_size: u64,
+}
+
+/// `query:` — the query path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// How long a node may take to start answering a query.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+}
+
+/// `queue:` — the per-node durable retry queues under `data_dir`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Largest queue per node, on disk; beyond it copies for that node are refused.
+    #[serde(deserialize_with = "units::size")]
+    pub max_bytes: u64,
+    /// Entries older than this are dead-lettered instead of replayed.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_age: Duration,
+    /// Largest request body built when replaying a backlog.
+    #[serde(deserialize_with = "units::size")]
+    pub replay_batch_size: u64,
+}
+
+mod defaults {
+    use std::path::PathBuf;
+
+    pub fn listen() -> String {
+        "0.0.0.0:8080".to_owned()
+    }
+
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("./data")
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            max_attempts_4xx: 3,
+        }
+    }
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        WriteConfig {
+            consistency: Consistency::One,
+            mailbox_capacity: 1024,
+            max_in_flight: 1,
+            timeout: Duration::from_secs(10),
+            max_body_size: 25_000_000,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            // InfluxDB Enterprise's hinted-handoff default.
+            max_bytes: 10 * 1024 * 1024 * 1024,
+            max_age: Duration::from_secs(168 * 3600),
+            replay_batch_size: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The address to bind, resolved.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        resolve_listen(&self.listen)
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        resolve_listen(&self.listen)?;
+        if self.nodes.is_empty() {
+            return Err(ConfigError::invalid(
+                "nodes",
+                "at least one node is required",
+            ));
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            node.url = normalise_url(&node.url)
+                .map_err(|message| ConfigError::invalid(format!("nodes[{i}].url"), message))?;
+            let name = node.name.trim();
+            if name.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("nodes[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if name != node.name || name.contains(char::is_control) {
+                return Err(ConfigError::invalid(
+                    format!("nodes[{i}].name"),
+                    format!(
+                        "{:?} must not contain spaces at its ends or control characters",
+                        node.name
+                    ),
+                ));
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(first) = seen.insert(&node.name, i) {
+                return Err(ConfigError::invalid(
+                    format!("nodes[{i}].name"),
+                    format!("duplicate node name {:?} (also nodes[{first}])", node.name),
+                ));
+            }
+        }
+        positive("health.interval", self.health.interval)?;
+        positive("health.timeout", self.health.timeout)?;
+        positive("retry.initial_backoff", self.retry.initial_backoff)?;
+        if self.retry.max_backoff < self.retry.initial_backoff {
+            return Err(ConfigError::invalid(
+                "retry.max_backoff",
+                format!(
+                    "{} is shorter than retry.initial_backoff ({})",
+                    units::format_duration(self.retry.max_backoff),
+                    units::format_duration(self.retry.initial_backoff)
+                ),
+            ));
+        }
+        positive("write.timeout", self.write.timeout)?;
+        positive("query.timeout", self.query.timeout)?;
+        nonzero("write.mailbox_capacity", self.write.mailbox_capacity as u64)?;
+        nonzero("write.max_in_flight", self.write.max_in_flight as u64)?;
+        nonzero("retry.max_attempts_4xx", self.retry.max_attempts_4xx as u64)?;
+        nonzero("queue.max_bytes", self.queue.max_bytes)?;
+        positive("queue.max_age", self.queue.max_age)?;
+        nonzero("queue.replay_batch_size", self.queue.replay_batch_size)?;
+        nonzero("write.max_body_size", self.write.max_body_size)?;
+        Ok(())
+    }
+}
+
+fn nonzero(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn resolve_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |why: String| ConfigError::invalid("listen", format!("{listen:?} {why}"));
+    let mut addrs = listen
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("is not a host:port address ({e})")))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("resolves to no address".to_owned()))
+}
+
+fn normalise_url(text: &str) -> Result<String, String> {
+    let not_http = || format!("{text:?} is not an http(s) URL");
+    let url = url::Url::parse(text).map_err(|_| not_http())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(not_http());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    if url.scheme() == "https" {
+        // TLS to nodes arrives with the security work; refusing now beats failing on first write.
+        return Err(format!("{text:?}: https nodes are not supported yet"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "nodes:\n  - name: a\n    url: http://127.0.0.1:8086\n";
+
+    fn error_of(yaml: &str) -> String {
+        Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_fill_every_key_but_nodes() {
+        let config = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.health.interval, Duration::from_secs(5));
+        assert_eq!(config.health.timeout, Duration::from_secs(2));
+        assert_eq!(config.retry.initial_backoff, Duration::from_millis(100));
+        assert_eq!(config.retry.max_backoff, Duration::from_secs(30));
+        assert_eq!(config.write.consistency, Consistency::One);
+        assert_eq!(config.write.mailbox_capacity, 1024);
+        assert_eq!(config.write.timeout, Duration::from_secs(10));
+        assert_eq!(config.query.timeout, Duration::from_secs(60));
+        assert_eq!(config.retry.max_attempts_4xx, 3);
+        assert_eq!(config.queue.max_bytes, 10 << 30);
+        assert_eq!(config.queue.max_age, Duration::from_secs(168 * 3600));
+        assert_eq!(config.queue.replay_batch_size, 4 << 20);
+    }
+
+    #[test]
+    fn the_repository_example_is_valid() {
+        let text = include_str!("../config.yaml");
+        let config = Config::from_yaml(text).unwrap();
+        assert_eq!(config.nodes.len(), 3);
+    }
+
+    #[test]
+    fn trailing_slash_is_dropped() {
+        let config =
+            Config::from_yaml("nodes:\n  - name: a\n    url: http://127.0.0.1:8086/\n").unwrap();
+        assert_eq!(config.nodes[0].url, "http://127.0.0.1:8086");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let two = |second_url: &str| {
+            format!(
+                "nodes:\n  - name: a\n    url: http://127.0.0.1:1\n  - name: b\n    url: {second_url}\n"
+            )
+        };
+        assert_eq!(
+            error_of(&two("notaurl")),
+            r#"nodes[1].url: "notaurl" is not an http(s) URL"#
+        );
+        assert!(error_of(&two("ftp://x")).starts_with("nodes[1].url: "));
+        assert!(error_of("nodes: []\n").starts_with("nodes: at least one node"));
+        assert!(error_of("listen: 0.0.0.0:1\n").contains("missing field `nodes`"));
+        let dup = "nodes:\n  - name: a\n    url: http://h:1\n  - name: a\n    url: http://h:2\n";
+        assert_eq!(
+            error_of(dup),
+            r#"nodes[1].name: duplicate node name "a" (also nodes[0])"#
+        );
+        let unknown = format!("{MINIMAL}helth:\n  interval: 5s\n");
+        assert!(
+            error_of(&unknown).contains("unknown field `helth`"),
+            "{}",
+            error_of(&unknown)
+        );
+        let nested = format!("{MINIMAL}health:\n  intervl: 5s\n");
+        assert!(
+            error_of(&nested).starts_with("health: unknown field `intervl`"),
+            "{}",
+            error_of(&nested)
+        );
+        let duration = format!("{MINIMAL}health:\n  interval: 5 parsecs\n");
+        assert!(
+            error_of(&duration).starts_with("health.interval: "),
+            "{}",
+            error_of(&duration)
+        );
+        let bare = format!("{MINIMAL}write:\n  timeout: 10\n");
+        assert!(
+            error_of(&bare).contains("has no unit"),
+            "{}",
+            error_of(&bare)
+        );
+        let level = format!("{MINIMAL}write:\n  consistency: two\n");
+        assert!(error_of(&level).starts_with("write.consistency: unknown variant `two`"));
+        let zero = format!("{MINIMAL}write:\n  mailbox_capacity: 0\n");
+        assert_eq!(
+            error_of(&zero),
+            "write.mailbox_capacity: must be greater than zero"
+        );
+        let backoff = format!("{MINIMAL}retry:\n  initial_backoff: 1s\n  max_backoff: 10ms\n");
+        assert!(error_of(&backoff).starts_with("retry.max_backoff: 10ms is shorter"));
+        let listen = format!("{MINIMAL}listen: nonsense\n");
+        assert!(
+            error_of(&listen).starts_with("listen: \"nonsense\""),
+            "{}",
+            error_of(&listen)
+        );
+    }
+}

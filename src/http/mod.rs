@@ -1,0 +1,97 @@
+//! The HTTP API, shaped like InfluxDB 1.x's.
+
+mod body;
+mod error;
+mod query;
+mod status;
+mod write;
+
+use std::{io, sync::Arc};
+
+use actix_web::{
+    dev::Server, http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer, ResponseError,
+};
+use serde::de::DeserializeOwned;
+
+pub use error::ApiError;
+
+use crate::{gateway::Gateway, node::NodeResponse};
+
+/// The HTTP client one worker thread uses for reads (awc clients are per thread).
+pub struct QueryClient(awc::Client);
+
+/// The HTTP server, bound and ready to run; signals are left to the caller, which must stop the
+/// node actors' intake before the server drains.
+pub fn server(gateway: Arc<Gateway>) -> io::Result<Server> {
+    let addr = gateway
+        .config()
+        .listen_addr()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    // Requests under way at a stop get the time a write may take to be answered.
+    let grace = gateway.config().write.timeout.as_secs() * 2 + 1;
+    let data = web::Data::from(gateway);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap_fn(status::influxdb_headers)
+            .app_data(data.clone())
+            .app_data(web::Data::new(QueryClient(awc::Client::default())))
+            .configure(routes)
+    })
+    .disable_signals()
+    .shutdown_timeout(grace)
+    .bind(addr)
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    log::info!("listening on http://{addr}");
+    Ok(server.run())
+}
+
+/// The routes, for the server and for tests.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/ping")
+            .route(web::get().to(status::ping))
+            .route(web::head().to(status::ping))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/write")
+            .route(web::post().to(write::write))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/query")
+            .route(web::get().to(query::query))
+            .route(web::post().to(query::query))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/health")
+            .route(web::get().to(status::health))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::new(StatusCode::NOT_FOUND, format!("{} not found", req.path())).error_response()
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let message = format!("{} does not allow {}", req.path(), req.method());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).error_response()
+}
+
+/// Parses the query string into `T`; a malformed one is a 400.
+fn params<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
+}
+
+/// A node's buffered answer, passed on as it was.
+fn respond(answer: &NodeResponse) -> HttpResponse {
+    let mut response = HttpResponse::build(answer.status);
+    for (name, value) in &answer.headers {
+        response.append_header((name.clone(), value.clone()));
+    }
+    response.body(answer.body.clone())
+}

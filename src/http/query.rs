@@ -1,0 +1,117 @@
+//! `GET|POST /query`: reads go to one node, mutations to every node.
+
+use actix_web::{
+    body::SizedStream,
+    http::{header, Method},
+    web, HttpRequest, HttpResponse,
+};
+use bytes::Bytes;
+
+use super::{body, respond, ApiError, QueryClient};
+use crate::{
+    gateway::Gateway,
+    node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery},
+    query::{self, BroadcastOutcome, Plan, QueryText},
+};
+
+/// Names the node that answered a read, for operators following a query.
+const ANSWERED_BY: &str = "X-Influx-Gateway-Node";
+
+/// Handles `GET|POST /query`.
+pub async fn query(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    client: web::Data<QueryClient>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body::read(&req, payload, gateway.config().write.max_body_size).await?;
+    let q = query_text(&req, &body);
+    let mut headers = Vec::new();
+    for name in FORWARDED_REQUEST_HEADERS {
+        if let Some(value) = req.headers().get(&name) {
+            headers.push((name, value.clone()));
+        }
+    }
+    // The body was decoded once here; the node gets it plain.
+    let forwarded = ForwardedQuery {
+        method: req.method().clone(),
+        query_string: req.query_string().to_owned(),
+        headers,
+        body,
+    };
+    let timeout = gateway.config().query.timeout;
+    match query::plan(&q) {
+        Plan::Read => {
+            let order = gateway.next_read_order();
+            let (node, answer) =
+                query::read(gateway.nodes(), &order, &client.0, &forwarded, timeout)
+                    .await
+                    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            Ok(stream(gateway.nodes()[node].status().name(), answer))
+        }
+        Plan::Broadcast { statements } => {
+            match query::broadcast(
+                gateway.nodes(),
+                gateway.order(),
+                &forwarded,
+                statements,
+                timeout,
+            )
+            .await
+            {
+                BroadcastOutcome::Answered(answer) => Ok(respond(&answer)),
+                BroadcastOutcome::Incomplete(why) => Err(ApiError::unavailable(why)),
+            }
+        }
+    }
+}
+
+/// The `q` parameter as InfluxDB reads it: Go's `FormValue`, where a form body's values come
+/// before the URL's. A multipart body may hold `q` as a field or a file: the gateway does not
+/// decode those, so it reports `q` as unknown and the query is broadcast.
+fn query_text(req: &HttpRequest, body: &Bytes) -> QueryText {
+    let media_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let form_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    if form_body && media_type == "multipart/form-data" {
+        return QueryText::Unknown;
+    }
+    let from_body = (form_body && media_type == "application/x-www-form-urlencoded")
+        .then(|| find_q(body))
+        .flatten();
+    match from_body.or_else(|| find_q(req.query_string().as_bytes())) {
+        Some(q) => QueryText::Found(q),
+        None => QueryText::Absent,
+    }
+}
+
+fn find_q(encoded: &[u8]) -> Option<String> {
+    url::form_urlencoded::parse(encoded)
+        .find(|(key, _)| key == "q")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Passes a node's answer on as it arrives: chunked answers stay chunked and are never held whole.
+fn stream(node: &str, answer: awc::ClientResponse) -> HttpResponse {
+    let mut response = HttpResponse::build(answer.status());
+    for (name, value) in answer.headers() {
+        if forwardable(name) {
+            response.append_header((name.clone(), value.clone()));
+        }
+    }
+    response.insert_header((ANSWERED_BY, node.to_owned()));
+    let length = answer
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(length) => response.body(SizedStream::new(length, answer)),
+        None => response.streaming(answer),
+    }
+}

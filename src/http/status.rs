@@ -1,0 +1,129 @@
+//! `/ping` and `/health`: is the gateway there, and how are its nodes.
+
+use actix_web::{
+    dev::{Service, ServiceRequest, ServiceResponse},
+    http::{
+        header::{HeaderName, HeaderValue},
+        StatusCode,
+    },
+    web, HttpRequest, HttpResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use super::params;
+use crate::{
+    gateway::Gateway,
+    node::{queue::OrphanQueue, NodeHealth, NodeState},
+};
+
+/// InfluxDB's build flavour, which some clients read.
+const BUILD: &str = "OSS";
+
+#[derive(Deserialize)]
+struct PingParams {
+    verbose: Option<String>,
+}
+
+/// Handles `GET|HEAD /ping` as InfluxDB does: 204, or 200 with the version when verbose
+/// (the version headers are added by [`influxdb_headers`]).
+pub async fn ping(req: HttpRequest, gateway: web::Data<Gateway>) -> HttpResponse {
+    // InfluxDB's rule: any value but "", "0" and "false" asks for the verbose answer.
+    let verbose = params::<PingParams>(&req)
+        .ok()
+        .and_then(|p| p.verbose)
+        .is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    if verbose {
+        HttpResponse::Ok().json(serde_json::json!({ "version": gateway.reported_version() }))
+    } else {
+        HttpResponse::NoContent().finish()
+    }
+}
+
+/// Adds InfluxDB's `X-Influxdb-Version` and `X-Influxdb-Build` to every answer that lacks them
+/// (answers made by the gateway itself; a node's answers carry its own).
+pub fn influxdb_headers<S>(
+    req: ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let gateway = req.app_data::<web::Data<Gateway>>().cloned();
+    let answer = service.call(req);
+    async move {
+        let mut response = answer.await?;
+        let headers = response.headers_mut();
+        if !headers.contains_key(VERSION_HEADER) {
+            if let Some(version) = gateway
+                .map(|g| g.reported_version())
+                .and_then(|v| HeaderValue::from_str(&v).ok())
+            {
+                headers.insert(HeaderName::from_static(VERSION_HEADER), version);
+            }
+        }
+        if !headers.contains_key(BUILD_HEADER) {
+            headers.insert(
+                HeaderName::from_static(BUILD_HEADER),
+                HeaderValue::from_static(BUILD),
+            );
+        }
+        Ok(response)
+    }
+}
+
+const VERSION_HEADER: &str = "x-influxdb-version";
+const BUILD_HEADER: &str = "x-influxdb-build";
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    message: String,
+    version: String,
+    gateway_version: &'static str,
+    nodes: Vec<NodeHealth>,
+    shards: Vec<ShardHealth<'a>>,
+    /// Queues on disk for nodes no longer configured: kept, never replayed or deleted.
+    orphan_queues: &'a [OrphanQueue],
+}
+
+#[derive(Serialize)]
+struct ShardHealth<'a> {
+    name: &'a str,
+    replicas: Vec<&'a str>,
+}
+
+/// Handles `GET /health`: every node's state; 200 while a node is up, 503 when none is.
+pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
+    let nodes: Vec<NodeHealth> = gateway.nodes().iter().map(|n| n.health()).collect();
+    let up = nodes
+        .iter()
+        .filter(|n| n.status.state == NodeState::Up)
+        .count();
+    let (status, code) = if up > 0 {
+        ("pass", StatusCode::OK)
+    } else {
+        ("fail", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    let shards = gateway
+        .router()
+        .shards()
+        .iter()
+        .map(|shard| ShardHealth {
+            name: &shard.name,
+            replicas: shard
+                .replicas
+                .iter()
+                .map(|&n| gateway.nodes()[n].status().name())
+                .collect(),
+        })
+        .collect();
+    HttpResponse::build(code).json(Health {
+        status,
+        message: format!("{up} of {} nodes up", nodes.len()),
+        version: gateway.reported_version(),
+        gateway_version: env!("CARGO_PKG_VERSION"),
+        nodes,
+        shards,
+        orphan_queues: gateway.orphans(),
+    })
+}

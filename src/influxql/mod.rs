@@ -1,0 +1,7 @@
+//! Just enough InfluxQL to route a query: a lexer, statement splitting and classification.
+
+pub mod classify;
+pub mod lexer;
+
+pub use classify::{classify_query, Statement, StatementKind};
+pub use lexer::{LexError, Lexer, Token, TokenKind};

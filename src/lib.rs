@@ -1,0 +1,81 @@
+//! influx-gateway: several independent InfluxDB 1.x servers behind one InfluxDB-compatible API.
+//!
+//! Each node is an actix actor ([`node`]) that owns the ordered traffic to one influxd; the
+//! [`router`] splits writes into per-shard bodies; [`write`] replicates them and applies the
+//! consistency level; [`query`] sends reads to one healthy node and mutations to all; [`http`]
+//! exposes it all with InfluxDB's endpoints and error shapes.
+
+pub mod cli;
+pub mod config;
+pub mod consistency;
+pub mod gateway;
+pub mod http;
+pub mod influxql;
+pub mod node;
+pub mod query;
+pub mod router;
+pub mod units;
+pub mod write;
+
+use std::{sync::Arc, time::Duration};
+
+use config::Config;
+
+/// How long the actors get to move what they hold in memory to disk at a stop.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Why the gateway stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The queues under `data_dir` could not be opened or flushed.
+    #[error("queue: {0}")]
+    Queue(#[from] node::QueueError),
+    /// The HTTP server failed (e.g. the port is taken).
+    #[error("{0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Reopens the queues, starts the node actors and serves the API until SIGINT or SIGTERM. Then, in
+/// this order: the actors stop writing to nodes and move what they hold in memory to their queues
+/// (so requests waiting on a node are answered from the queue), the server stops accepting and
+/// lets requests under way finish, and the queues are flushed. Runs inside an actix system.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+    log::info!(
+        "influx-gateway {} in front of {}",
+        env!("CARGO_PKG_VERSION"),
+        names.join(", ")
+    );
+    let gateway = Arc::new(gateway::Gateway::start(config)?);
+    let server = http::server(Arc::clone(&gateway))?;
+    let handle = server.handle();
+    let stopping = Arc::clone(&gateway);
+    actix_web::rt::spawn(async move {
+        let signal = stop_signal().await;
+        log::info!("{signal}: stopping; queueing what the node actors hold and finishing requests");
+        stopping.close_nodes(SHUTDOWN_LIMIT).await;
+        handle.stop(true).await;
+    });
+    server.await?;
+    gateway.close_queues()?;
+    log::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            log::error!("cannot listen for SIGTERM/SIGINT; stop the gateway with SIGKILL (nothing acknowledged is lost)");
+            std::future::pending().await
+        }
+    }
+}

@@ -1,0 +1,730 @@
+//! The actor that owns all ordered traffic to one InfluxDB node.
+//!
+//! Every write and mutation for the node is numbered by the actor as it arrives; that number is
+//! its place in the node's order and its key on disk. The actor is in one of two modes:
+//!
+//! - **Direct** (queue empty, node not known down): work waits in a short in-memory line and goes
+//!   on the wire oldest first, at most `max_in_flight` at a time. A mutation waits for the writes
+//!   before it and holds back the writes after it.
+//! - **Draining** (queue not empty, or node down): new work is appended to the disk queue and
+//!   answered once the append is flushed. The replayer sends the oldest entries in batches, removes
+//!   them after a 2xx, backs off with jitter on failure, and dead-letters an entry refused
+//!   `max_attempts_4xx` times. It starts only when nothing older is in memory or on the wire.
+//!
+//! A direct request that fails (cannot connect, 5xx, timeout) is appended under its own number, in
+//! front of anything newer, and everything still waiting in memory follows it to disk. The actor
+//! goes back to Direct only here, between two messages, when the replayer finds the queue empty:
+//! no write can overtake the backlog. Handlers never await the network; durability comes from the
+//! queue, not from the actor surviving.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use super::{
+    backoff::Backoff,
+    client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, WriteTarget},
+    queue::{self, Entry, NodeQueue, QueueError, Record},
+    status::{NodeState, NodeStatus},
+};
+
+/// Time allowed, beyond a request's timeout, for its answer's body to arrive.
+const BODY_GRACE: Duration = Duration::from_secs(5);
+
+/// Most entries merged into one replayed request.
+const MAX_REPLAY_ENTRIES: usize = 10_000;
+
+/// Timeouts and limits of one node actor.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// How often `/ping` is probed.
+    pub health_interval: Duration,
+    /// How long a probe may take.
+    pub health_timeout: Duration,
+    /// How long one write may take.
+    pub write_timeout: Duration,
+    /// How long a mutation may take to be answered.
+    pub query_timeout: Duration,
+    /// Requests on the wire at once.
+    pub max_in_flight: usize,
+    /// Writes and mutations that may wait in memory before new ones go to disk.
+    pub capacity: usize,
+    /// First wait after a failed replay.
+    pub initial_backoff: Duration,
+    /// Longest wait between replays.
+    pub max_backoff: Duration,
+    /// 4xx answers an entry may get before it is dead-lettered.
+    pub max_attempts_4xx: u32,
+    /// Age after which a queued entry is dead-lettered instead of replayed.
+    pub max_age: Duration,
+    /// Largest replayed request body.
+    pub replay_batch_bytes: u64,
+}
+
+/// Ordered work for a node.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Line protocol for `/write`.
+    Write(NodeWrite),
+    /// A statement that changes the node's data or schema, for `/query`.
+    Mutation(ForwardedQuery),
+}
+
+impl Op {
+    fn is_mutation(&self) -> bool {
+        matches!(self, Op::Mutation(_))
+    }
+}
+
+/// The message: do `op`, and say how it went on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Job {
+    /// The work.
+    pub op: Op,
+    /// Where the outcome goes; the requester may have stopped listening.
+    pub reply: oneshot::Sender<Delivery>,
+}
+
+/// The message: keep `op` as a dead letter; the node refused it while its replicas accepted it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refused {
+    /// The refused write.
+    pub op: Op,
+    /// The node's answer, as text.
+    pub reason: String,
+    /// Told `true` once the dead letter is on disk, `false` if it could not be stored (the node
+    /// is still flagged for a resync).
+    pub reply: oneshot::Sender<bool>,
+}
+
+/// The message: the gateway is stopping; put everything still in memory on disk.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// What the head of the queue offers the replayer.
+enum Batch {
+    /// Entries to send as one request, with their decoded records.
+    Ready(Vec<Entry>, Vec<Record>),
+    /// The head entry was dead-lettered; look again.
+    Skipped,
+    /// Nothing is queued.
+    Empty,
+}
+
+/// Work accepted by the actor, with its place in the node's order.
+struct Pending {
+    seq: u64,
+    op: Op,
+    reply: oneshot::Sender<Delivery>,
+}
+
+/// One InfluxDB node.
+pub struct Node {
+    status: Arc<NodeStatus>,
+    queue: NodeQueue,
+    http: awc::Client,
+    settings: NodeSettings,
+    next_seq: u64,
+    waiting: VecDeque<Pending>,
+    in_flight: usize,
+    mutation_in_flight: bool,
+    replay: Replay,
+    probing: bool,
+    closing: bool,
+    /// The queue was found empty and the removals are being flushed: until they are durable the
+    /// node stays draining, so that a crash cannot bring a replayed entry back behind a newer
+    /// direct write.
+    settling: bool,
+}
+
+/// The replayer's state.
+struct Replay {
+    running: bool,
+    /// No replay before this instant (backoff).
+    not_before: Option<Instant>,
+    timer: Option<SpawnHandle>,
+    backoff: Backoff,
+    /// Entries still to send one at a time: a merged batch was refused and its culprit must be
+    /// found without refusing (or rewriting) the whole batch again for each entry.
+    single: usize,
+    /// Points replayed since `window_start`, for the rate.
+    window_points: u64,
+    window_start: Instant,
+}
+
+impl Node {
+    /// An actor for the node whose shared status is `status`, with its queue reopened.
+    pub fn new(
+        status: Arc<NodeStatus>,
+        queue: NodeQueue,
+        next_seq: u64,
+        settings: NodeSettings,
+    ) -> Self {
+        // One client per node: its own pool of keep-alive connections, sized to what is on the wire.
+        let connector = awc::Connector::new().limit(settings.max_in_flight + 2);
+        let http = awc::Client::builder().connector(connector).finish();
+        let replay = Replay {
+            running: false,
+            not_before: None,
+            timer: None,
+            backoff: Backoff::new(settings.initial_backoff, settings.max_backoff),
+            single: 0,
+            window_points: 0,
+            window_start: Instant::now(),
+        };
+        Node {
+            status,
+            queue,
+            http,
+            settings,
+            next_seq,
+            waiting: VecDeque::new(),
+            in_flight: 0,
+            mutation_in_flight: false,
+            replay,
+            probing: false,
+            closing: false,
+            settling: false,
+        }
+    }
+
+    /// Whether new work must go to disk rather than straight to the node.
+    fn must_queue(&self) -> bool {
+        self.closing
+            || self.settling
+            || !self.queue.is_empty()
+            || self.status.state() == NodeState::Down
+            || self.waiting.len() >= self.settings.capacity
+    }
+
+    /// Appends `pending` to the disk queue and answers it once the append is durable.
+    fn enqueue(&mut self, pending: Pending, ctx: &mut Context<Self>) {
+        let was_empty = self.queue.is_empty();
+        match self.queue.append(pending.seq, &pending.op) {
+            Ok(ticket) => {
+                if was_empty {
+                    log::info!(
+                        "node {}: queueing writes on disk until it catches up",
+                        self.status.name()
+                    );
+                }
+                self.reply_when_durable(ticket, pending.reply, Delivery::Queued, ctx);
+                self.schedule_replay(ctx);
+            }
+            Err(QueueError::Full { bytes, limit }) => {
+                // The refusal is counted and the node flagged durably before anyone hears of it.
+                let ticket = self.queue.refuse_copy();
+                let refused = Delivery::Failed(NodeError::QueueFull { bytes, limit });
+                self.reply_when_durable(ticket, pending.reply, refused, ctx);
+            }
+            Err(e) => {
+                log::error!("node {}: cannot queue a write: {e}", self.status.name());
+                let ticket = self.queue.flag_resync();
+                let failed = Delivery::Failed(NodeError::Storage(e.to_string()));
+                self.reply_when_durable(ticket, pending.reply, failed, ctx);
+            }
+        }
+    }
+
+    /// Sends `answer` on `reply` once `ticket` is on disk, without holding up the actor.
+    fn reply_when_durable<T: 'static>(
+        &self,
+        ticket: queue::Ticket,
+        reply: oneshot::Sender<T>,
+        answer: T,
+        ctx: &mut Context<Self>,
+    ) {
+        let durable = self.queue.durable(ticket);
+        ctx.spawn(actix::fut::wrap_future(async move {
+            durable.await;
+            let _ = reply.send(answer);
+        }));
+    }
+
+    /// Moves everything waiting in memory to disk, keeping its order.
+    fn spill_waiting(&mut self, ctx: &mut Context<Self>) {
+        while let Some(pending) = self.waiting.pop_front() {
+            self.enqueue(pending, ctx);
+        }
+        self.status.set_waiting(0);
+    }
+
+    /// Puts waiting work on the wire while the in-flight limit and the ordering rules allow.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight < self.settings.max_in_flight && !self.mutation_in_flight {
+            let Some(front) = self.waiting.front() else {
+                break;
+            };
+            if front.op.is_mutation() && self.in_flight > 0 {
+                break; // a mutation waits for every write accepted before it
+            }
+            let Some(Pending { seq, op, reply }) = self.waiting.pop_front() else {
+                break;
+            };
+            self.in_flight += 1;
+            let was_mutation = op.is_mutation();
+            self.mutation_in_flight = was_mutation;
+            let request = self.send(op.clone());
+            ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
+                node.in_flight -= 1;
+                if was_mutation {
+                    node.mutation_in_flight = false;
+                }
+                node.observe(&delivery);
+                match delivery {
+                    Delivery::Failed(e) if e.is_transient() => {
+                        // This one and everything after it go to disk, in order.
+                        node.enqueue(Pending { seq, op, reply }, ctx);
+                        node.spill_waiting(ctx);
+                    }
+                    // The requester may have given up (timeout, client gone): the work was done.
+                    other => {
+                        let _ = reply.send(other);
+                    }
+                }
+                node.pump(ctx);
+                node.schedule_replay(ctx);
+            }));
+        }
+        self.status.set_waiting(self.waiting.len());
+    }
+
+    fn send(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
+        let http = self.http.clone();
+        let status = Arc::clone(&self.status);
+        let (write_timeout, query_timeout) =
+            (self.settings.write_timeout, self.settings.query_timeout);
+        // awc bounds the wait for the answer's head; this also bounds a body that stalls.
+        let limit = match op {
+            Op::Write(_) => write_timeout,
+            Op::Mutation(_) => query_timeout,
+        } + BODY_GRACE;
+        async move {
+            let _in_flight = status.start_request();
+            let exchange = async {
+                match op {
+                    Op::Write(write) => {
+                        client::write(&http, status.url(), &write, write_timeout).await
+                    }
+                    Op::Mutation(query) => {
+                        client::query_buffered(&http, status.url(), &query, query_timeout).await
+                    }
+                }
+            };
+            tokio::time::timeout(limit, exchange)
+                .await
+                .unwrap_or(Delivery::Failed(NodeError::Timeout(limit)))
+        }
+    }
+
+    /// Lets every answer inform the node's health, not only the probes.
+    fn observe(&self, delivery: &Delivery) {
+        match delivery {
+            Delivery::Accepted(_) | Delivery::Rejected(_) => self.status.mark_up(None),
+            Delivery::Failed(e) if e.is_unreachable() => self.status.mark_down(&e.to_string()),
+            Delivery::Failed(e) => self.status.record_error(&e.to_string()),
+            Delivery::Queued => {}
+        }
+    }
+
+    /// Starts a replay if there is a backlog and nothing older is in memory or on the wire.
+    fn schedule_replay(&mut self, ctx: &mut Context<Self>) {
+        if self.replay.running
+            || self.closing
+            || self.queue.is_empty()
+            || self.in_flight > 0
+            || !self.waiting.is_empty()
+        {
+            return;
+        }
+        if let Some(at) = self.replay.not_before {
+            let now = Instant::now();
+            if at > now {
+                if self.replay.timer.is_none() {
+                    self.replay.timer = Some(ctx.run_later(at - now, |node, ctx| {
+                        node.replay.timer = None;
+                        node.schedule_replay(ctx);
+                    }));
+                }
+                return;
+            }
+        }
+        self.replay_head(ctx);
+    }
+
+    fn retry_after(&mut self, delay: Duration) {
+        self.replay.not_before = Some(Instant::now() + delay);
+    }
+
+    /// Sends the oldest entries, merged into one request where they share their target.
+    fn replay_head(&mut self, ctx: &mut Context<Self>) {
+        let limit = if self.replay.single > 0 {
+            1
+        } else {
+            MAX_REPLAY_ENTRIES
+        };
+        let (entries, records) = loop {
+            let batch = self
+                .queue
+                .head(limit, self.settings.replay_batch_bytes)
+                .and_then(|head| self.take_batch(head));
+            match batch {
+                Ok(Batch::Ready(entries, records)) => break (entries, records),
+                // The head was dead-lettered (corrupt or expired): look again.
+                Ok(Batch::Skipped) => {}
+                Ok(Batch::Empty) => return self.caught_up(ctx),
+                Err(e) => return self.storage_trouble(&e, ctx),
+            }
+        };
+        let attempts = records[0].attempts;
+        let (op, points) = merge(records);
+        self.replay.running = true;
+        let request = self.send(op);
+        ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
+            node.replay.running = false;
+            if let Err(e) = node.replayed(entries, attempts, points, delivery) {
+                return node.storage_trouble(&e, ctx);
+            }
+            if node.queue.is_empty() {
+                node.caught_up(ctx);
+            } else {
+                node.schedule_replay(ctx);
+            }
+        }));
+    }
+
+    /// The queue's storage failed: wait the longest backoff before touching it again, rather than
+    /// spinning on the same entry.
+    fn storage_trouble(&mut self, error: &QueueError, ctx: &mut Context<Self>) {
+        log::error!(
+            "node {}: queue storage failed, replay paused: {error}",
+            self.status.name()
+        );
+        self.retry_after(self.settings.max_backoff);
+        self.schedule_replay(ctx);
+    }
+
+    /// The entries at the head that can go in one request, or why there are none.
+    fn take_batch(&mut self, head: Vec<Entry>) -> Result<Batch, QueueError> {
+        let max_age_ms = self.settings.max_age.as_millis() as u64;
+        let now = queue::now_ms();
+        let mut entries = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
+        for entry in head {
+            let reason = match Record::decode(&entry.raw) {
+                Ok(record) if now.saturating_sub(record.enqueued_at_ms) > max_age_ms => format!(
+                    "older than queue.max_age ({})",
+                    crate::units::format_duration(self.settings.max_age)
+                ),
+                Ok(record) => {
+                    if records
+                        .first()
+                        .is_some_and(|first| !mergeable(first, &record))
+                    {
+                        break;
+                    }
+                    records.push(record);
+                    entries.push(entry);
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            };
+            if !entries.is_empty() {
+                break; // deal with it when it is the head
+            }
+            self.queue.dead_letter(&entry, &reason)?;
+            return Ok(Batch::Skipped);
+        }
+        Ok(if entries.is_empty() {
+            Batch::Empty
+        } else {
+            Batch::Ready(entries, records)
+        })
+    }
+
+    /// Acts on the node's answer to a replayed batch.
+    fn replayed(
+        &mut self,
+        entries: Vec<Entry>,
+        attempts: u32,
+        points: u64,
+        delivery: Delivery,
+    ) -> Result<(), QueueError> {
+        self.observe(&delivery);
+        match delivery {
+            Delivery::Accepted(_) => {
+                self.queue.remove(entries.iter().map(|e| e.seq))?;
+                self.replay.backoff.reset();
+                self.replay.not_before = None;
+                self.replay.single = self.replay.single.saturating_sub(entries.len());
+                self.count_replayed(points);
+            }
+            Delivery::Rejected(answer) if entries.len() > 1 => {
+                // Which entry is at fault? Replay the batch's entries one by one.
+                log::debug!(
+                    "node {}: batch refused ({}), replaying its {} entries singly",
+                    self.status.name(),
+                    answer.status,
+                    entries.len()
+                );
+                self.replay.single = entries.len();
+            }
+            Delivery::Rejected(answer) => {
+                let reason = answer.refusal();
+                let attempts = attempts + 1;
+                let head = &entries[0];
+                if attempts >= self.settings.max_attempts_4xx {
+                    self.replay.single = self.replay.single.saturating_sub(1);
+                    self.queue
+                        .dead_letter(head, &format!("refused {attempts} times: {reason}"))?;
+                } else {
+                    log::warn!(
+                        "node {}: queued entry {} refused ({reason}), attempt {attempts}",
+                        self.status.name(),
+                        head.seq
+                    );
+                    self.retry_after(self.settings.initial_backoff);
+                    self.queue.set_attempts(head, attempts)?;
+                }
+            }
+            Delivery::Failed(_) | Delivery::Queued => {
+                let delay = self.replay.backoff.next_delay();
+                self.retry_after(delay);
+            }
+        }
+        Ok(())
+    }
+
+    fn count_replayed(&mut self, points: u64) {
+        self.status.add_replayed(points);
+        self.replay.window_points += points;
+        let elapsed = self.replay.window_start.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            self.status
+                .set_replay_rate((self.replay.window_points as f64 / elapsed.as_secs_f64()) as u64);
+            self.replay.window_points = 0;
+            self.replay.window_start = Instant::now();
+        }
+    }
+
+    /// The replayer emptied the queue: once its removals are on disk, back to Direct.
+    fn caught_up(&mut self, ctx: &mut Context<Self>) {
+        self.replay.single = 0;
+        self.replay.window_points = 0;
+        self.replay.window_start = Instant::now();
+        self.status.set_replay_rate(0);
+        if self.settling {
+            return;
+        }
+        self.settling = true;
+        let durable = self.queue.durable(self.queue.sync());
+        ctx.spawn(durable.into_actor(self).map(|(), node, ctx| {
+            node.settling = false;
+            if node.queue.is_empty() {
+                log::info!(
+                    "node {}: caught up, queue empty, writing directly again",
+                    node.status.name()
+                );
+            } else {
+                node.schedule_replay(ctx); // written to while settling: keep draining
+            }
+        }));
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing {
+            return; // the previous probe is still out: a slow node must not pile probes up
+        }
+        self.probing = true;
+        let http = self.http.clone();
+        let status = Arc::clone(&self.status);
+        let timeout = self.settings.health_timeout;
+        let probe = async move { client::ping(&http, status.url(), timeout).await };
+        ctx.spawn(probe.into_actor(self).map(|result, node, ctx| {
+            node.probing = false;
+            match result {
+                Ok(version) => {
+                    node.status.mark_up(version.as_deref());
+                    // Back: replay now rather than wait out a long backoff.
+                    node.replay.not_before = None;
+                    node.schedule_replay(ctx);
+                }
+                Err(e) => {
+                    node.status.mark_down(&e.to_string());
+                    node.spill_waiting(ctx);
+                }
+            }
+        }));
+    }
+}
+
+/// Whether two queued operations can be sent as one request.
+fn mergeable(first: &Record, next: &Record) -> bool {
+    match (&first.op, &next.op) {
+        (Op::Write(a), Op::Write(b)) => {
+            a.target.query == b.target.query && a.target.authorization == b.target.authorization
+        }
+        _ => false,
+    }
+}
+
+/// One request for a run of mergeable records, and how many points it carries.
+fn merge(records: Vec<Record>) -> (Op, u64) {
+    let mut records = records.into_iter();
+    let Some(first) = records.next() else {
+        return (Op::Write(empty_write()), 0);
+    };
+    let Op::Write(first_write) = first.op else {
+        return (first.op, 0);
+    };
+    let mut body = BytesMut::from(&first_write.body[..]);
+    for record in records {
+        if let Op::Write(write) = record.op {
+            if !body.is_empty() && !body.ends_with(b"\n") {
+                body.extend_from_slice(b"\n");
+            }
+            body.extend_from_slice(&write.body);
+        }
+    }
+    let body = body.freeze();
+    let points = count_lines(&body);
+    (
+        Op::Write(NodeWrite {
+            target: first_write.target,
+            body,
+        }),
+        points,
+    )
+}
+
+fn empty_write() -> NodeWrite {
+    NodeWrite {
+        target: Arc::new(WriteTarget {
+            query: String::new(),
+            authorization: None,
+        }),
+        body: Bytes::new(),
+    }
+}
+
+/// Non-empty, non-comment lines: the points in a line-protocol body.
+fn count_lines(body: &[u8]) -> u64 {
+    body.split(|&b| b == b'\n')
+        .filter(|line| {
+            let line = line.trim_ascii();
+            !line.is_empty() && !line.starts_with(b"#")
+        })
+        .count() as u64
+}
+
+impl Actor for Node {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.settings.capacity);
+        if !self.queue.is_empty() {
+            log::info!(
+                "node {}: {} queued entries from before the restart will be replayed",
+                self.status.name(),
+                self.queue.stats().entries
+            );
+        }
+        self.probe(ctx);
+        ctx.run_interval(self.settings.health_interval, Self::probe);
+        self.schedule_replay(ctx);
+    }
+}
+
+impl Handler<Job> for Node {
+    type Result = ();
+
+    fn handle(&mut self, job: Job, ctx: &mut Self::Context) {
+        let pending = Pending {
+            seq: self.next_seq,
+            op: job.op,
+            reply: job.reply,
+        };
+        self.next_seq += 1;
+        if self.must_queue() {
+            self.enqueue(pending, ctx);
+        } else {
+            self.waiting.push_back(pending);
+            self.pump(ctx);
+        }
+    }
+}
+
+impl Handler<Refused> for Node {
+    type Result = ();
+
+    fn handle(&mut self, refused: Refused, ctx: &mut Self::Context) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let (ticket, kept) = match self.queue.keep_refused(seq, &refused.op, &refused.reason) {
+            Ok(ticket) => (ticket, true),
+            Err(e) => {
+                log::error!(
+                    "node {}: cannot keep a refused write: {e}",
+                    self.status.name()
+                );
+                (self.queue.flag_resync(), false)
+            }
+        };
+        self.reply_when_durable(ticket, refused.reply, kept, ctx);
+    }
+}
+
+impl Handler<Shutdown> for Node {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.closing = true;
+        self.spill_waiting(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(query: &str, body: &'static [u8]) -> Record {
+        Record {
+            enqueued_at_ms: 0,
+            attempts: 0,
+            op: Op::Write(NodeWrite {
+                target: Arc::new(WriteTarget {
+                    query: query.to_owned(),
+                    authorization: None,
+                }),
+                body: Bytes::from_static(body),
+            }),
+        }
+    }
+
+    #[test]
+    fn merged_bodies_keep_every_line() {
+        let (op, points) = merge(vec![
+            record("db=a", b"cpu v=1"),
+            record("db=a", b"cpu v=2\n# c\n\nmem v=3\n"),
+        ]);
+        let Op::Write(write) = op else { panic!() };
+        assert_eq!(write.body, "cpu v=1\ncpu v=2\n# c\n\nmem v=3\n");
+        assert_eq!(points, 3);
+    }
+
+    #[test]
+    fn only_same_target_writes_merge() {
+        assert!(mergeable(&record("db=a", b""), &record("db=a", b"")));
+        assert!(!mergeable(&record("db=a", b""), &record("db=b", b"")));
+    }
+}

@@ -1,0 +1,330 @@
+//! Speaking HTTP to one influxd, and sorting its answers into accepted, rejected and failed.
+//!
+//! The split follows what the answer means for the data, as vector's `RetryLogic` does: a 2xx was
+//! applied; a 4xx is the client's fault and goes back to it as InfluxDB wrote it; anything else
+//! (cannot connect, timeout, 5xx) says nothing about the request and may be retried elsewhere or later.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::http::{
+    header::{self, HeaderName, HeaderValue},
+    Method, StatusCode,
+};
+use awc::error::SendRequestError;
+use bytes::Bytes;
+
+/// Largest answer buffered from a node (write errors, mutation results).
+const MAX_BUFFERED_ANSWER: usize = 64 * 1024 * 1024;
+
+/// Why a request to a node did not get an answer that can be passed on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// No TCP connection could be made: the node is down.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The node did not answer in time.
+    #[error("no answer within {}", crate::units::format_duration(*.0))]
+    Timeout(Duration),
+    /// The node answered with a server error.
+    #[error("answered {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// InfluxDB's error text, or the body.
+        message: String,
+    },
+    /// The exchange broke off half-way.
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// The node's actor already holds as many requests as it may.
+    #[error("busy: {0} writes and mutations already waiting")]
+    Busy(usize),
+    /// The node's actor is gone (shutting down).
+    #[error("node actor stopped")]
+    Stopped,
+    /// The node's disk queue holds `queue.max_bytes` already.
+    #[error("queue full ({bytes} of {limit} bytes)")]
+    QueueFull {
+        /// Bytes queued.
+        bytes: u64,
+        /// `queue.max_bytes`.
+        limit: u64,
+    },
+    /// The disk queue could not store the write.
+    #[error("cannot queue: {0}")]
+    Storage(String),
+}
+
+impl NodeError {
+    /// Whether this failure means the node cannot be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, NodeError::Connect(_))
+    }
+
+    /// Whether the request may succeed later: it goes to the node's queue.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NodeError::Connect(_)
+                | NodeError::Timeout(_)
+                | NodeError::Server { .. }
+                | NodeError::Transport(_)
+        )
+    }
+}
+
+/// A node's answer, kept whole.
+#[derive(Debug, Clone)]
+pub struct NodeResponse {
+    /// Its status.
+    pub status: StatusCode,
+    /// The headers worth passing to the client (see [`forwardable`]).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl NodeResponse {
+    /// A refusal as text for logs, errors and dead letters: status and InfluxDB's message.
+    pub fn refusal(&self) -> String {
+        format!("{} {}", self.status.as_u16(), error_message(&self.body))
+            .trim_end()
+            .to_owned()
+    }
+}
+
+/// What became of one write or mutation sent to one node.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// 2xx: the node applied it.
+    Accepted(NodeResponse),
+    /// 4xx: the node refused it because of what it says; it would refuse it again.
+    Rejected(NodeResponse),
+    /// The node could not take it now; it is in the node's disk queue, flushed, and will be replayed.
+    Queued,
+    /// No usable answer; trying again later may succeed.
+    Failed(NodeError),
+}
+
+/// The parts of a write that are the same for every replica.
+#[derive(Debug)]
+pub struct WriteTarget {
+    /// Encoded query string for influxd's `/write`: `db`, `rp`, `precision`, `u`, `p`.
+    pub query: String,
+    /// The client's `Authorization` header, passed through.
+    pub authorization: Option<HeaderValue>,
+}
+
+/// A write for one node: shared parameters and that shard's body.
+#[derive(Debug, Clone)]
+pub struct NodeWrite {
+    /// Parameters, shared by every replica of every shard.
+    pub target: Arc<WriteTarget>,
+    /// Line protocol, shared by every replica of the shard.
+    pub body: Bytes,
+}
+
+/// A `/query` request passed to a node as the client sent it.
+#[derive(Debug, Clone)]
+pub struct ForwardedQuery {
+    /// GET or POST, as the client used.
+    pub method: Method,
+    /// The client's query string, verbatim.
+    pub query_string: String,
+    /// Headers that change what InfluxDB does: authorization, content type, accept, encoding.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The client's body (a form with `q` and friends, or empty).
+    pub body: Bytes,
+}
+
+/// Headers a client sends that a node must see to answer the same way.
+pub const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+];
+
+/// Whether a header of a node's answer goes back to the client.
+pub fn forwardable(name: &HeaderName) -> bool {
+    name == header::CONTENT_TYPE
+        || name == header::CONTENT_ENCODING
+        || name.as_str().starts_with("x-influxdb-")
+        || name.as_str() == "request-id"
+        || name.as_str() == "x-request-id"
+}
+
+/// Sends a write to a node.
+pub async fn write(
+    http: &awc::Client,
+    base: &str,
+    write: &NodeWrite,
+    timeout: Duration,
+) -> Delivery {
+    let mut request = http
+        .post(format!("{base}/write?{}", write.target.query))
+        .timeout(timeout)
+        .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"));
+    if let Some(auth) = &write.target.authorization {
+        request = request.insert_header((header::AUTHORIZATION, auth.clone()));
+    }
+    buffered(request.send_body(write.body.clone()).await, timeout).await
+}
+
+/// Sends a query and keeps its whole answer (mutations, whose answers are small).
+pub async fn query_buffered(
+    http: &awc::Client,
+    base: &str,
+    query: &ForwardedQuery,
+    timeout: Duration,
+) -> Delivery {
+    buffered(query_request(http, base, query, timeout).await, timeout).await
+}
+
+/// Sends a query and returns the answer as soon as its head arrives, for the body to be streamed.
+/// A 5xx is returned as [`NodeError::Server`] so that the caller may try another node.
+pub async fn query_streaming(
+    http: &awc::Client,
+    base: &str,
+    query: &ForwardedQuery,
+    timeout: Duration,
+) -> Result<awc::ClientResponse, NodeError> {
+    let mut response = query_request(http, base, query, timeout)
+        .await
+        .map_err(|e| send_error(e, timeout))?;
+    if response.status().is_server_error() {
+        let body = response.body().limit(64 * 1024).await.unwrap_or_default();
+        return Err(server_error(response.status(), &body));
+    }
+    Ok(response)
+}
+
+/// Probes `/ping`; on success returns the version the node reports.
+pub async fn ping(
+    http: &awc::Client,
+    base: &str,
+    timeout: Duration,
+) -> Result<Option<String>, NodeError> {
+    let response = http
+        .get(format!("{base}/ping"))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| send_error(e, timeout))?;
+    if !response.status().is_success() {
+        return Err(NodeError::Server {
+            status: response.status().as_u16(),
+            message: "/ping did not answer 2xx".to_owned(),
+        });
+    }
+    Ok(response
+        .headers()
+        .get("x-influxdb-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned))
+}
+
+async fn query_request(
+    http: &awc::Client,
+    base: &str,
+    query: &ForwardedQuery,
+    timeout: Duration,
+) -> Result<awc::ClientResponse, SendRequestError> {
+    let url = if query.query_string.is_empty() {
+        format!("{base}/query")
+    } else {
+        format!("{base}/query?{}", query.query_string)
+    };
+    let mut request = http.request(query.method.clone(), url).timeout(timeout);
+    for (name, value) in &query.headers {
+        request = request.insert_header((name.clone(), value.clone()));
+    }
+    request.send_body(query.body.clone()).await
+}
+
+async fn buffered(
+    sent: Result<awc::ClientResponse, SendRequestError>,
+    timeout: Duration,
+) -> Delivery {
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(e) => return Delivery::Failed(send_error(e, timeout)),
+    };
+    let status = response.status();
+    let body = match response.body().limit(MAX_BUFFERED_ANSWER).await {
+        Ok(body) => body,
+        Err(e) => {
+            return Delivery::Failed(NodeError::Transport(format!("reading the answer: {e}")))
+        }
+    };
+    if status.is_server_error() {
+        return Delivery::Failed(server_error(status, &body));
+    }
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| forwardable(name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let answer = NodeResponse {
+        status,
+        headers,
+        body,
+    };
+    if status.is_success() {
+        Delivery::Accepted(answer)
+    } else {
+        Delivery::Rejected(answer)
+    }
+}
+
+fn send_error(error: SendRequestError, timeout: Duration) -> NodeError {
+    match error {
+        SendRequestError::Connect(e) => NodeError::Connect(e.to_string()),
+        SendRequestError::Timeout => NodeError::Timeout(timeout),
+        other => NodeError::Transport(other.to_string()),
+    }
+}
+
+/// InfluxDB puts its message in `{"error": ...}`; fall back to the start of the body.
+fn server_error(status: StatusCode, body: &[u8]) -> NodeError {
+    NodeError::Server {
+        status: status.as_u16(),
+        message: error_message(body),
+    }
+}
+
+/// The `error` member of an InfluxDB JSON answer, or the body's first 200 bytes of text.
+pub fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct InfluxError {
+        error: String,
+    }
+    match serde_json::from_slice::<InfluxError>(body) {
+        Ok(e) => e.error,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn influx_error_messages() {
+        assert_eq!(error_message(br#"{"error":"timeout"}"#), "timeout");
+        assert_eq!(error_message(b"upstream broke\n"), "upstream broke");
+    }
+
+    #[test]
+    fn only_meaningful_headers_are_forwarded() {
+        assert!(forwardable(&header::CONTENT_TYPE));
+        assert!(forwardable(&HeaderName::from_static("x-influxdb-version")));
+        assert!(forwardable(&HeaderName::from_static("x-influxdb-error")));
+        assert!(!forwardable(&header::CONNECTION));
+        assert!(!forwardable(&header::CONTENT_LENGTH));
+        assert!(!forwardable(&header::TRANSFER_ENCODING));
+    }
+}

@@ -1,0 +1,146 @@
+//! One InfluxDB server behind the gateway: its actor, its HTTP client, its health and its queue.
+
+pub mod actor;
+mod backoff;
+pub mod client;
+pub mod queue;
+pub mod status;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use actix::{Actor, Addr, Arbiter};
+use futures_util::future::{self, Either, FutureExt};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+pub use actor::{Job, Node, NodeSettings, Op, Refused, Shutdown};
+pub use client::{Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, WriteTarget};
+pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
+pub use status::{NodeSnapshot, NodeState, NodeStatus};
+
+use crate::config::Config;
+
+/// The gateway's way to reach a node: its actor for ordered work, its status and queue for the rest.
+pub struct NodeHandle {
+    status: Arc<NodeStatus>,
+    queue: NodeQueue,
+    addr: Addr<Node>,
+    arbiter: Arbiter,
+}
+
+/// What `/health` shows of a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeHealth {
+    /// State and counters.
+    #[serde(flatten)]
+    pub status: NodeSnapshot,
+    /// `direct` (writes go straight to the node) or `draining` (they go to its queue first).
+    pub mode: &'static str,
+    /// The disk queue.
+    pub queue: QueueStats,
+}
+
+impl NodeHandle {
+    /// Starts the actor for `config.nodes[index]` on a thread of its own, over its reopened queue.
+    pub fn spawn(config: &Config, index: usize, queue: NodeQueue) -> Result<Self, QueueError> {
+        let node = &config.nodes[index];
+        let status = Arc::new(NodeStatus::new(&node.name, &node.url));
+        let settings = NodeSettings {
+            health_interval: config.health.interval,
+            health_timeout: config.health.timeout,
+            write_timeout: config.write.timeout,
+            query_timeout: config.query.timeout,
+            max_in_flight: config.write.max_in_flight,
+            capacity: config.write.mailbox_capacity,
+            initial_backoff: config.retry.initial_backoff,
+            max_backoff: config.retry.max_backoff,
+            max_attempts_4xx: config.retry.max_attempts_4xx,
+            max_age: config.queue.max_age,
+            replay_batch_bytes: config.queue.replay_batch_size,
+        };
+        let next_seq = queue.next_seq()?;
+        let arbiter = Arbiter::new();
+        let (actor_status, actor_queue) = (Arc::clone(&status), queue.clone());
+        let addr = Node::start_in_arbiter(&arbiter.handle(), move |_| {
+            Node::new(actor_status, actor_queue, next_seq, settings)
+        });
+        Ok(NodeHandle {
+            status,
+            queue,
+            addr,
+            arbiter,
+        })
+    }
+
+    /// Shared status: name, URL, state, counters.
+    pub fn status(&self) -> &Arc<NodeStatus> {
+        &self.status
+    }
+
+    /// Its disk queue.
+    pub fn queue(&self) -> &NodeQueue {
+        &self.queue
+    }
+
+    /// What `/health` shows.
+    pub fn health(&self) -> NodeHealth {
+        NodeHealth {
+            status: self.status.snapshot(),
+            mode: if self.queue.is_empty() {
+                "direct"
+            } else {
+                "draining"
+            },
+            queue: self.queue.stats(),
+        }
+    }
+
+    /// Hands `op` to the actor without waiting for room: a full mailbox answers busy at once.
+    pub fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
+        let (reply, answer) = oneshot::channel();
+        match self.addr.try_send(Job { op, reply }) {
+            Ok(()) => Either::Left(
+                answer.map(|outcome| outcome.unwrap_or(Delivery::Failed(NodeError::Stopped))),
+            ),
+            Err(actix::prelude::SendError::Full(_)) => Either::Right(future::ready(
+                Delivery::Failed(NodeError::Busy(self.status.snapshot().waiting)),
+            )),
+            Err(actix::prelude::SendError::Closed(_)) => {
+                Either::Right(future::ready(Delivery::Failed(NodeError::Stopped)))
+            }
+        }
+    }
+
+    /// Has the actor keep `op`, which this node refused while its replicas accepted it, as a dead
+    /// letter; resolves to whether it is on disk. If the actor cannot take the message the node is
+    /// still flagged for a resync, and the answer is `false`.
+    pub fn keep_refused(&self, op: Op, reason: String) -> impl Future<Output = bool> + 'static {
+        let (reply, kept) = oneshot::channel();
+        match self.addr.try_send(Refused { op, reason, reply }) {
+            Ok(()) => Either::Left(kept.map(|kept| kept.unwrap_or(false))),
+            Err(_) => {
+                let durable = self.queue.durable(self.queue.flag_resync());
+                Either::Right(durable.map(|()| false))
+            }
+        }
+    }
+
+    /// Asks the actor to move what it holds in memory to its queue; waits at most `limit`.
+    pub async fn shutdown(&self, limit: Duration) {
+        if tokio::time::timeout(limit, self.addr.send(Shutdown))
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "node {}: actor did not stop within {limit:?}",
+                self.status.name()
+            );
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.arbiter.stop();
+    }
+}

@@ -1,0 +1,462 @@
+//! The durable per-node retry queue, kept in sled.
+//!
+//! # Design
+//!
+//! One sled database under `data_dir/queue` holds, for every node, a tree `queue:<node>` of
+//! pending writes and mutations and a tree `dead:<node>` of dead letters, plus a `meta` tree of
+//! per-node counters that must survive restarts. Keys are the node actor's sequence numbers,
+//! big-endian, so the tree's order is the order the gateway accepted the operations in — even
+//! when a write that failed on the wire is put back in front of newer ones.
+//!
+//! Guarantees, each tested:
+//! - **Append is durable before it is acknowledged.** [`NodeQueue::append`] inserts and returns a
+//!   ticket; [`NodeQueue::durable`] resolves once a flush covers it ([`commit`]: one fsync per
+//!   group of concurrent appends).
+//! - **Remove after accept.** Entries are removed only by [`NodeQueue::remove`], which the actor
+//!   calls after the node answered 2xx. A crash between append and remove replays the entry again,
+//!   which InfluxDB absorbs: a point written twice is the same point.
+//! - **Never dropped silently.** A record the node keeps refusing, one too old, or one that fails
+//!   its checksum moves to dead letters with its reason ([`NodeQueue::dead_letter`]).
+//! - **Bounded.** Appends beyond `queue.max_bytes` are refused ([`QueueError::Full`]).
+
+mod commit;
+pub mod record;
+
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+pub use commit::{GroupCommit, Ticket};
+pub use record::{CorruptRecord, Record};
+
+use crate::node::Op;
+
+/// sled's page cache; queues are written once and read once, so a small cache suffices.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Why the queue could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The node's queue holds `queue.max_bytes` already.
+    #[error("queue full: {bytes} bytes queued, limit {limit}")]
+    Full {
+        /// Bytes queued now.
+        bytes: u64,
+        /// `queue.max_bytes`.
+        limit: u64,
+    },
+    /// sled failed (disk full, I/O error).
+    #[error("queue storage: {0}")]
+    Storage(#[from] sled::Error),
+}
+
+/// The sled database shared by every node's queue.
+pub struct QueueStore {
+    db: sled::Db,
+    commit: Arc<GroupCommit>,
+    meta: sled::Tree,
+}
+
+impl QueueStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, QueueError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        // The directory entries of sled's files must survive a power loss too.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(sled::Error::Io)?;
+        let commit = Arc::new(GroupCommit::start(db.clone(), dir).map_err(sled::Error::Io)?);
+        Ok(QueueStore { db, commit, meta })
+    }
+
+    /// The queue of node `name`, reopened with whatever it held.
+    pub fn node(&self, name: &str, max_bytes: u64) -> Result<NodeQueue, QueueError> {
+        let pending = self.db.open_tree(format!("queue:{name}"))?;
+        let dead = self.db.open_tree(format!("dead:{name}"))?;
+        let (mut entries, mut bytes) = (0, 0);
+        for item in pending.iter() {
+            let (_, value) = item?;
+            entries += 1;
+            bytes += value.len() as u64;
+        }
+        let queue = NodeQueue {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                pending,
+                dead_letters: AtomicU64::new(dead.len() as u64),
+                dead,
+                meta: self.meta.clone(),
+                commit: Arc::clone(&self.commit),
+                entries: AtomicU64::new(entries),
+                bytes: AtomicU64::new(bytes),
+                max_bytes,
+                refused: AtomicU64::new(read_counter(&self.meta, &format!("refused:{name}"))?),
+                needs_resync: AtomicBool::new(
+                    read_counter(&self.meta, &format!("resync:{name}"))? > 0,
+                ),
+            }),
+        };
+        Ok(queue)
+    }
+
+    /// Queues on disk whose node is not in `configured`: reported, never deleted.
+    pub fn orphans(&self, configured: &[&str]) -> Result<Vec<OrphanQueue>, QueueError> {
+        let mut orphans = Vec::new();
+        for name in self.db.tree_names() {
+            let Some(node) = name.strip_prefix(b"queue:") else {
+                continue;
+            };
+            let node = String::from_utf8_lossy(node).into_owned();
+            if configured.contains(&node.as_str()) {
+                continue;
+            }
+            let tree = self.db.open_tree(&name)?;
+            let entries = tree.len() as u64;
+            let bytes = tree
+                .iter()
+                .values()
+                .map(|v| v.map(|v| v.len() as u64))
+                .sum::<sled::Result<u64>>()?;
+            if entries > 0 {
+                orphans.push(OrphanQueue {
+                    node,
+                    entries,
+                    bytes,
+                });
+            }
+        }
+        Ok(orphans)
+    }
+
+    /// Flushes everything and stops the flusher.
+    pub fn close(&self) -> Result<(), QueueError> {
+        Ok(self.commit.shutdown()?)
+    }
+}
+
+/// A queue left by a node that is no longer configured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrphanQueue {
+    /// The node it belonged to.
+    pub node: String,
+    /// Entries in it.
+    pub entries: u64,
+    /// Bytes in it.
+    pub bytes: u64,
+}
+
+/// One node's queue and dead letters. Cheap to clone; only the node's actor appends and removes.
+#[derive(Clone)]
+pub struct NodeQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    pending: sled::Tree,
+    dead: sled::Tree,
+    meta: sled::Tree,
+    commit: Arc<GroupCommit>,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    max_bytes: u64,
+    dead_letters: AtomicU64,
+    refused: AtomicU64,
+    needs_resync: AtomicBool,
+}
+
+/// A stored entry read back from the head of the queue.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its key: the node's sequence number.
+    pub seq: u64,
+    /// The stored bytes.
+    pub raw: sled::IVec,
+}
+
+/// Counters for `/health`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct QueueStats {
+    /// Entries waiting.
+    pub entries: u64,
+    /// Bytes waiting.
+    pub bytes: u64,
+    /// Age of the oldest entry, in seconds.
+    pub oldest_age_seconds: Option<u64>,
+    /// Entries moved to dead letters, ever.
+    pub dead_letters: u64,
+    /// Copies refused because the queue was full.
+    pub refused_full: u64,
+    /// Whether a copy was lost to a full queue, so the node differs from its replicas.
+    pub needs_resync: bool,
+}
+
+impl NodeQueue {
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.inner.entries.load(Ordering::Acquire) == 0
+    }
+
+    /// The sequence number after the last one stored, so numbering continues across restarts.
+    pub fn next_seq(&self) -> Result<u64, QueueError> {
+        let last = self.inner.pending.last()?.map(|(k, _)| key_seq(&k));
+        let last_dead = self.inner.dead.last()?.map(|(k, _)| key_seq(&k));
+        Ok(last.max(last_dead).map_or(0, |s| s + 1))
+    }
+
+    /// Stores `op` under `seq`; the returned ticket becomes durable with [`Self::durable`].
+    pub fn append(&self, seq: u64, op: &Op) -> Result<Ticket, QueueError> {
+        let raw = Record {
+            enqueued_at_ms: now_ms(),
+            attempts: 0,
+            op: op.clone(),
+        }
+        .encode();
+        self.append_raw(seq, raw)
+    }
+
+    fn append_raw(&self, seq: u64, raw: Vec<u8>) -> Result<Ticket, QueueError> {
+        let len = raw.len() as u64;
+        let bytes = self.inner.bytes.load(Ordering::Acquire);
+        if bytes + len > self.inner.max_bytes {
+            return Err(QueueError::Full {
+                bytes,
+                limit: self.inner.max_bytes,
+            });
+        }
+        if let Some(old) = self.inner.pending.insert(seq.to_be_bytes(), raw)? {
+            // Same key again (never expected): account the replacement, not a new entry.
+            self.inner
+                .bytes
+                .fetch_sub(old.len() as u64, Ordering::AcqRel);
+            self.inner.entries.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.inner.bytes.fetch_add(len, Ordering::AcqRel);
+        self.inner.entries.fetch_add(1, Ordering::AcqRel);
+        Ok(self.inner.commit.ticket())
+    }
+
+    /// Resolves when the append that returned `ticket` is on disk.
+    pub fn durable(&self, ticket: Ticket) -> impl std::future::Future<Output = ()> + 'static {
+        self.inner.commit.durable(ticket)
+    }
+
+    /// Up to `max_entries` entries from the head, stopping before `max_bytes` is exceeded (the
+    /// first entry is always returned whatever its size).
+    pub fn head(&self, max_entries: usize, max_bytes: u64) -> Result<Vec<Entry>, QueueError> {
+        let mut entries = Vec::new();
+        let mut total = 0;
+        for item in self.inner.pending.iter() {
+            let (key, raw) = item?;
+            total += raw.len() as u64;
+            if !entries.is_empty() && (total > max_bytes || entries.len() >= max_entries) {
+                break;
+            }
+            entries.push(Entry {
+                seq: key_seq(&key),
+                raw,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Removes entries the node accepted.
+    pub fn remove(&self, seqs: impl IntoIterator<Item = u64>) -> Result<(), QueueError> {
+        for seq in seqs {
+            if let Some(old) = self.inner.pending.remove(seq.to_be_bytes())? {
+                self.inner
+                    .bytes
+                    .fetch_sub(old.len() as u64, Ordering::AcqRel);
+                self.inner.entries.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites an entry with a new 4xx attempt count.
+    pub fn set_attempts(&self, entry: &Entry, attempts: u32) -> Result<(), QueueError> {
+        match record::with_attempts(&entry.raw, attempts) {
+            Ok(raw) => {
+                self.inner.pending.insert(entry.seq.to_be_bytes(), raw)?;
+                Ok(())
+            }
+            Err(e) => self.dead_letter(entry, &e.to_string()),
+        }
+    }
+
+    /// Moves an entry to the dead letters with `reason`, atomically.
+    pub fn dead_letter(&self, entry: &Entry, reason: &str) -> Result<(), QueueError> {
+        use sled::Transactional;
+        let key = entry.seq.to_be_bytes();
+        let letter = letter(reason, &entry.raw);
+        let moved = (&self.inner.pending, &self.inner.dead)
+            .transaction(|(pending, dead)| {
+                dead.insert(&key, letter.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(pending.remove(&key)?)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(()) => unreachable_abort(),
+                sled::transaction::TransactionError::Storage(e) => QueueError::Storage(e),
+            })?;
+        if let Some(old) = moved {
+            self.inner
+                .bytes
+                .fetch_sub(old.len() as u64, Ordering::AcqRel);
+            self.inner.entries.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
+        log::warn!(
+            "node {}: entry {} moved to dead letters: {reason}",
+            self.inner.name,
+            entry.seq
+        );
+        Ok(())
+    }
+
+    /// Keeps, as a dead letter under `seq`, a copy the node refused while its replicas accepted it:
+    /// the node now differs from them and is marked as needing a resync.
+    pub fn keep_refused(&self, seq: u64, op: &Op, reason: &str) -> Result<Ticket, QueueError> {
+        let raw = Record {
+            enqueued_at_ms: now_ms(),
+            attempts: 1,
+            op: op.clone(),
+        }
+        .encode();
+        self.inner
+            .dead
+            .insert(seq.to_be_bytes(), letter(reason, &raw))?;
+        self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
+        self.mark_resync();
+        log::warn!(
+            "node {}: refused a write its replicas accepted ({reason}); kept as dead letter {seq}, node needs a resync",
+            self.inner.name
+        );
+        Ok(self.inner.commit.ticket())
+    }
+
+    /// Counts a copy refused because the queue was full and marks the node as needing a resync;
+    /// the ticket makes both durable.
+    pub fn refuse_copy(&self) -> Ticket {
+        let refused = self.inner.refused.fetch_add(1, Ordering::AcqRel) + 1;
+        let name = &self.inner.name;
+        if let Err(e) = self
+            .inner
+            .meta
+            .insert(format!("refused:{name}"), &refused.to_be_bytes())
+        {
+            log::error!("node {name}: cannot record a refused copy: {e}");
+        }
+        if self.mark_resync() {
+            log::error!(
+                "node {name}: queue full ({} bytes): a write copy was refused; the node needs a resync",
+                self.inner.max_bytes
+            );
+        }
+        self.inner.commit.ticket()
+    }
+
+    /// Marks the node as differing from its replicas (a copy could not be stored); the ticket
+    /// makes the mark durable.
+    pub fn flag_resync(&self) -> Ticket {
+        self.mark_resync();
+        self.inner.commit.ticket()
+    }
+
+    /// A ticket covering every change made so far (removals, dead-lettering), for when their
+    /// durability matters: before writing directly again.
+    pub fn sync(&self) -> Ticket {
+        self.inner.commit.ticket()
+    }
+
+    /// Flags the node as differing from its replicas; returns whether it was not flagged before.
+    fn mark_resync(&self) -> bool {
+        let first = !self.inner.needs_resync.swap(true, Ordering::AcqRel);
+        if first {
+            let name = &self.inner.name;
+            if let Err(e) = self
+                .inner
+                .meta
+                .insert(format!("resync:{name}"), &1u64.to_be_bytes())
+            {
+                log::error!("node {name}: cannot record that it needs a resync: {e}");
+            }
+        }
+        first
+    }
+
+    /// Dead letters: `(seq, reason)` of each, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<(u64, String)>, QueueError> {
+        let mut letters = Vec::new();
+        for item in self.inner.dead.iter() {
+            let (key, value) = item?;
+            let len = value
+                .get(..4)
+                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            let reason = value
+                .get(4..4 + len)
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            letters.push((key_seq(&key), reason.into_owned()));
+        }
+        Ok(letters)
+    }
+
+    /// Counters for `/health`.
+    pub fn stats(&self) -> QueueStats {
+        let oldest_age_seconds = match self.inner.pending.first() {
+            Ok(Some((_, raw))) => Record::decode(&raw)
+                .ok()
+                .map(|r| now_ms().saturating_sub(r.enqueued_at_ms) / 1000),
+            _ => None,
+        };
+        QueueStats {
+            entries: self.inner.entries.load(Ordering::Acquire),
+            bytes: self.inner.bytes.load(Ordering::Acquire),
+            oldest_age_seconds,
+            dead_letters: self.inner.dead_letters.load(Ordering::Acquire),
+            refused_full: self.inner.refused.load(Ordering::Acquire),
+            needs_resync: self.inner.needs_resync.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// A dead letter: the reason, then the record as it was stored.
+fn letter(reason: &str, raw: &[u8]) -> Vec<u8> {
+    let mut letter = Vec::with_capacity(4 + reason.len() + raw.len());
+    letter.extend_from_slice(&(reason.len() as u32).to_be_bytes());
+    letter.extend_from_slice(reason.as_bytes());
+    letter.extend_from_slice(raw);
+    letter
+}
+
+fn unreachable_abort() -> QueueError {
+    // The transaction closure never aborts; keep a typed error rather than a panic all the same.
+    QueueError::Storage(sled::Error::Unsupported("transaction aborted".into()))
+}
+
+fn key_seq(key: &[u8]) -> u64 {
+    let mut bytes = [0; 8];
+    let n = key.len().min(8);
+    bytes[8 - n..].copy_from_slice(&key[key.len() - n..]);
+    u64::from_be_bytes(bytes)
+}
+
+fn read_counter(meta: &sled::Tree, key: &str) -> Result<u64, QueueError> {
+    Ok(meta.get(key)?.map_or(0, |v| key_seq(&v)))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,452 @@
+//! Replicating one write: split by shard, hand to every replica's actor, answer once the consistency
+//! level is met.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::{
+    future::join_all,
+    stream::{FuturesUnordered, StreamExt},
+};
+
+use crate::{
+    consistency::Consistency,
+    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, WriteTarget},
+    router::{NodeId, Router},
+};
+
+/// How a replicated write ended, as the client will hear it.
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// Every shard met the consistency level. `refused` lists the replicas that refused their copy
+    /// while the others accepted it: `(shard, node, the node's answer)`.
+    Acknowledged {
+        /// Copies to keep as dead letters on the nodes that refused them.
+        refused: Vec<(usize, NodeId, String)>,
+    },
+    /// The nodes refused the points (parse error, type conflict, unknown database, credentials)
+    /// and no replica of the shard accepted them: the first refusal, as InfluxDB sent it.
+    Rejected(NodeResponse),
+    /// Some shard did not get enough replicas to accept the write; the text says which and why.
+    NotMet(String),
+}
+
+/// Counts the answers of every replica of every shard and decides how the write is answered.
+///
+/// A write is acknowledged only when every replica has answered, each shard has at least the
+/// level's number of direct acceptances, and every other replica holds the write in its flushed
+/// queue. Two exceptions are tolerated when the shard's level is met by acceptances (and at least
+/// one replica accepted): a replica whose queue is full, and a replica that refused the points its
+/// peers accepted (it has diverged). Either copy is counted and its node flagged for resync. When
+/// no replica of a shard accepted and some refused, the client gets the node's refusal.
+#[derive(Debug)]
+pub struct Tally {
+    consistency: Consistency,
+    shards: Vec<ShardTally>,
+    outstanding: usize,
+}
+
+#[derive(Debug)]
+struct ShardTally {
+    name: String,
+    replicas: usize,
+    required: usize,
+    accepted: usize,
+    queued: usize,
+    /// Failures that may be tolerated: queue full, or a refusal.
+    tolerable: usize,
+    failures: Vec<String>,
+    refusals: Vec<(NodeId, NodeResponse)>,
+}
+
+impl ShardTally {
+    fn met(&self) -> bool {
+        self.accepted >= self.required
+            && self.failures.len() == self.tolerable
+            && (self.tolerable == 0 || self.accepted >= self.required.max(1))
+    }
+}
+
+impl Tally {
+    /// A tally for shards named `shards`, each with its replica count.
+    pub fn new<'a>(
+        consistency: Consistency,
+        shards: impl IntoIterator<Item = (&'a str, usize)>,
+    ) -> Self {
+        let shards: Vec<ShardTally> = shards
+            .into_iter()
+            .map(|(name, replicas)| ShardTally {
+                name: name.to_owned(),
+                replicas,
+                required: consistency.required(replicas),
+                accepted: 0,
+                queued: 0,
+                tolerable: 0,
+                failures: Vec::new(),
+                refusals: Vec::new(),
+            })
+            .collect();
+        let outstanding = shards.iter().map(|s| s.replicas).sum();
+        Tally {
+            consistency,
+            shards,
+            outstanding,
+        }
+    }
+
+    /// Records the answer of node `node` (named `name`) for shard `shard`; returns the outcome once
+    /// every replica has answered.
+    pub fn record(
+        &mut self,
+        shard: usize,
+        node: NodeId,
+        name: &str,
+        delivery: Delivery,
+    ) -> Option<WriteOutcome> {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let tally = &mut self.shards[shard];
+        match delivery {
+            Delivery::Accepted(_) => tally.accepted += 1,
+            Delivery::Queued => tally.queued += 1,
+            Delivery::Rejected(answer) => {
+                tally.tolerable += 1;
+                tally
+                    .failures
+                    .push(format!("{name}: refused: {}", answer.refusal()));
+                tally.refusals.push((node, answer));
+            }
+            Delivery::Failed(e) => {
+                if matches!(e, NodeError::QueueFull { .. }) {
+                    tally.tolerable += 1;
+                }
+                tally.failures.push(format!("{name}: {e}"));
+            }
+        }
+        (self.outstanding == 0).then(|| self.decide())
+    }
+
+    fn decide(&mut self) -> WriteOutcome {
+        // A refusal nobody contradicted is the client's error: pass InfluxDB's answer on.
+        for shard in &mut self.shards {
+            if shard.accepted == 0 && !shard.refusals.is_empty() {
+                return WriteOutcome::Rejected(shard.refusals.swap_remove(0).1);
+            }
+        }
+        if !self.shards.iter().all(ShardTally::met) {
+            return self.not_met();
+        }
+        let refused = self
+            .shards
+            .iter()
+            .enumerate()
+            .flat_map(|(i, shard)| {
+                shard
+                    .refusals
+                    .iter()
+                    .map(move |(node, answer)| (i, *node, answer.refusal()))
+            })
+            .collect();
+        WriteOutcome::Acknowledged { refused }
+    }
+
+    /// The outcome when time ran out; replicas that never answered are named in `silent`. Their
+    /// copies may still be applied or queued: the actor finishes what it was given.
+    pub fn expire(
+        mut self,
+        silent: impl IntoIterator<Item = (usize, String)>,
+        after: Duration,
+    ) -> WriteOutcome {
+        for (shard, node) in silent {
+            let wait = crate::units::format_duration(after);
+            self.shards[shard]
+                .failures
+                .push(format!("{node}: no answer within {wait}, outcome unknown"));
+        }
+        self.not_met()
+    }
+
+    fn not_met(&self) -> WriteOutcome {
+        let short: Vec<String> = self
+            .shards
+            .iter()
+            .filter(|s| !s.met())
+            .map(|s| {
+                let mut why = format!(
+                    "shard {:?}: {} of {} replicas accepted, {} needed, {} queued",
+                    s.name, s.accepted, s.replicas, s.required, s.queued
+                );
+                if !s.failures.is_empty() {
+                    why.push_str(&format!(" ({})", s.failures.join("; ")));
+                }
+                why
+            })
+            .collect();
+        WriteOutcome::NotMet(format!(
+            "write consistency {:?} not met: {}",
+            self.consistency.as_str(),
+            short.join("; ")
+        ))
+    }
+}
+
+/// Sends `body` for database `db` to every replica it belongs on and waits for `consistency`;
+/// replicas that have not answered within `deadline` count as failed.
+///
+/// The hand-off to the actors happens under `order`, a lock held only while messages are put in
+/// mailboxes (never across an await): every node receives concurrent writes and mutations in the
+/// same order, so replicas apply same-timestamp rewrites identically.
+#[allow(clippy::too_many_arguments)]
+pub async fn replicate(
+    nodes: &[NodeHandle],
+    router: &Router,
+    order: &Mutex<()>,
+    db: &str,
+    target: WriteTarget,
+    body: &Bytes,
+    consistency: Consistency,
+    deadline: Duration,
+) -> WriteOutcome {
+    let target = Arc::new(target);
+    let routed = router.route(db, body);
+    let mut tally = Tally::new(
+        consistency,
+        routed
+            .batches
+            .iter()
+            .map(|b| (b.shard.name.as_str(), b.shard.replicas.len())),
+    );
+    let mut answers = FuturesUnordered::new();
+    let mut pending: Vec<(usize, NodeId)> = Vec::new();
+    {
+        let _order = order.lock().unwrap_or_else(|p| p.into_inner());
+        for (shard, batch) in routed.batches.iter().enumerate() {
+            for &node in &batch.shard.replicas {
+                let write = NodeWrite {
+                    target: Arc::clone(&target),
+                    body: batch.body.clone(),
+                };
+                let delivery = nodes[node].deliver(Op::Write(write));
+                answers.push(async move { (shard, node, delivery.await) });
+                pending.push((shard, node));
+            }
+        }
+    }
+    let decided = tokio::time::timeout(deadline, async {
+        while let Some((shard, node, delivery)) = answers.next().await {
+            pending.retain(|&p| p != (shard, node));
+            if let Some(outcome) = tally.record(shard, node, nodes[node].status().name(), delivery)
+            {
+                return Some(outcome);
+            }
+        }
+        None
+    })
+    .await;
+    match decided {
+        Ok(Some(WriteOutcome::Acknowledged { refused })) if !refused.is_empty() => {
+            // The refused copies are kept, on disk, before the client hears the write is safe.
+            let kept = join_all(refused.iter().map(|&(shard, node, ref reason)| {
+                let write = NodeWrite {
+                    target: Arc::clone(&target),
+                    body: routed.batches[shard].body.clone(),
+                };
+                nodes[node].keep_refused(Op::Write(write), reason.clone())
+            }));
+            match tokio::time::timeout(deadline, kept).await {
+                Ok(kept) if kept.iter().all(|&k| k) => WriteOutcome::Acknowledged { refused },
+                _ => WriteOutcome::NotMet(format!(
+                    "write accepted, but the copies refused by {} could not be recorded as dead letters",
+                    refused
+                        .iter()
+                        .map(|&(_, node, _)| nodes[node].status().name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+        Ok(Some(outcome)) => outcome,
+        // Only when there was nothing to send: an empty routing must not hang or panic.
+        Ok(None) => WriteOutcome::Acknowledged {
+            refused: Vec::new(),
+        },
+        Err(_) => tally.expire(
+            pending
+                .into_iter()
+                .map(|(shard, node)| (shard, nodes[node].status().name().to_owned())),
+            deadline,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::StatusCode;
+
+    fn answer(status: u16) -> NodeResponse {
+        NodeResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    fn accepted() -> Delivery {
+        Delivery::Accepted(answer(204))
+    }
+
+    fn refused() -> Delivery {
+        Delivery::Failed(NodeError::Connect("refused".into()))
+    }
+
+    fn full() -> Delivery {
+        Delivery::Failed(NodeError::QueueFull {
+            bytes: 10,
+            limit: 10,
+        })
+    }
+
+    #[test]
+    fn every_replica_must_hold_the_write() {
+        let mut tally = Tally::new(Consistency::One, [("all", 3)]);
+        assert!(
+            tally.record(0, 0, "a", accepted()).is_none(),
+            "others have not answered yet"
+        );
+        assert!(tally.record(0, 1, "b", Delivery::Queued).is_none());
+        assert!(matches!(
+            tally.record(0, 2, "c", Delivery::Queued),
+            Some(WriteOutcome::Acknowledged { .. })
+        ));
+
+        let mut tally = Tally::new(Consistency::One, [("all", 2)]);
+        assert!(tally.record(0, 0, "a", accepted()).is_none());
+        let Some(WriteOutcome::NotMet(why)) = tally.record(0, 1, "b", refused()) else {
+            panic!("a replica that neither accepted nor queued fails the write");
+        };
+        assert!(why.contains("b: cannot connect: refused"), "{why}");
+    }
+
+    #[test]
+    fn levels_count_direct_acceptances() {
+        let queued_only = |level| {
+            let mut tally = Tally::new(level, [("all", 2)]);
+            tally.record(0, 0, "a", Delivery::Queued);
+            tally.record(0, 1, "b", Delivery::Queued)
+        };
+        assert!(matches!(
+            queued_only(Consistency::Any),
+            Some(WriteOutcome::Acknowledged { .. })
+        ));
+        assert!(matches!(
+            queued_only(Consistency::One),
+            Some(WriteOutcome::NotMet(_))
+        ));
+
+        let mut tally = Tally::new(Consistency::Quorum, [("all", 3)]);
+        assert!(tally.record(0, 0, "a", accepted()).is_none());
+        assert!(tally.record(0, 1, "b", accepted()).is_none());
+        assert!(matches!(
+            tally.record(0, 2, "c", Delivery::Queued),
+            Some(WriteOutcome::Acknowledged { .. })
+        ));
+
+        let mut tally = Tally::new(Consistency::All, [("all", 3)]);
+        assert!(tally.record(0, 0, "a", accepted()).is_none());
+        assert!(tally.record(0, 1, "b", accepted()).is_none());
+        let Some(WriteOutcome::NotMet(why)) = tally.record(0, 2, "c", Delivery::Queued) else {
+            panic!("all needs every replica to accept");
+        };
+        assert_eq!(
+            why,
+            "write consistency \"all\" not met: shard \"all\": 2 of 3 replicas accepted, 3 needed, 1 queued"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_is_tolerated_only_when_the_level_is_met_by_acceptances() {
+        let mut tally = Tally::new(Consistency::One, [("all", 2)]);
+        tally.record(0, 0, "a", accepted());
+        assert!(matches!(
+            tally.record(0, 1, "b", full()),
+            Some(WriteOutcome::Acknowledged { .. })
+        ));
+
+        let mut tally = Tally::new(Consistency::All, [("all", 2)]);
+        tally.record(0, 0, "a", accepted());
+        assert!(matches!(
+            tally.record(0, 1, "b", full()),
+            Some(WriteOutcome::NotMet(_))
+        ));
+
+        let mut tally = Tally::new(Consistency::Any, [("all", 2)]);
+        tally.record(0, 0, "a", Delivery::Queued);
+        assert!(
+            matches!(
+                tally.record(0, 1, "b", full()),
+                Some(WriteOutcome::NotMet(_))
+            ),
+            "nobody accepted it"
+        );
+    }
+
+    #[test]
+    fn every_shard_must_meet_the_level() {
+        let mut tally = Tally::new(Consistency::One, [("s1", 1), ("s2", 1)]);
+        assert!(tally.record(0, 0, "a", accepted()).is_none());
+        assert!(matches!(
+            tally.record(1, 2, "c", Delivery::Queued),
+            Some(WriteOutcome::NotMet(_))
+        ));
+    }
+
+    #[test]
+    fn a_refusal_nobody_contradicts_goes_back_to_the_client() {
+        let mut tally = Tally::new(Consistency::One, [("all", 2)]);
+        assert!(tally
+            .record(0, 0, "a", Delivery::Rejected(answer(400)))
+            .is_none());
+        let Some(WriteOutcome::Rejected(answer)) = tally.record(0, 1, "b", Delivery::Queued) else {
+            panic!("a 4xx with no acceptance must be returned");
+        };
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_diverged_replica_does_not_fail_a_write_its_peers_accepted() {
+        let mut tally = Tally::new(Consistency::One, [("all", 2)]);
+        assert!(tally
+            .record(0, 0, "a", Delivery::Rejected(answer(404)))
+            .is_none());
+        let Some(WriteOutcome::Acknowledged { refused }) = tally.record(0, 1, "b", accepted())
+        else {
+            panic!("one replica accepted: the level is met");
+        };
+        assert_eq!(refused, vec![(0, 0, "404".to_owned())]);
+
+        let mut tally = Tally::new(Consistency::All, [("all", 2)]);
+        tally.record(0, 0, "a", Delivery::Rejected(answer(404)));
+        assert!(matches!(
+            tally.record(0, 1, "b", accepted()),
+            Some(WriteOutcome::NotMet(_))
+        ));
+    }
+
+    #[test]
+    fn expiry_names_the_silent_replicas() {
+        let mut tally = Tally::new(Consistency::All, [("all", 2)]);
+        assert!(tally.record(0, 0, "a", accepted()).is_none());
+        let WriteOutcome::NotMet(why) =
+            tally.expire([(0, "b".to_owned())], Duration::from_secs(10))
+        else {
+            panic!("expired writes are not met");
+        };
+        assert!(
+            why.ends_with("(b: no answer within 10s, outcome unknown)"),
+            "{why}"
+        );
+    }
+}

@@ -1,0 +1,564 @@
+//! The shared integration-test harness: real `influxd` processes on free loopback ports in temporary
+//! directories, SIGKILLed and restarted on demand, and the gateway binary in front of them.
+//!
+//! Nothing here is a mock. Where `influxd` is not installed the tests fail and say how to install it.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    fs,
+    io::Read,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How long a process may take to start answering `/ping`.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// Finds `program` on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// The path of `influxd`, or a failure that says how to get it.
+pub fn influxd_binary() -> PathBuf {
+    which("influxd").unwrap_or_else(|| {
+        panic!(
+            "influxd is not on PATH: these tests need a real InfluxDB 1.x. \
+             Install it with `apt-get install influxdb influxdb-client` (or run `bash .ci/run`)."
+        )
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (released before use; collisions are unlikely, not impossible).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// A real influxd with its own directory and ports.
+pub struct Influxd {
+    /// Name used in the gateway's configuration.
+    pub name: String,
+    /// HTTP port on 127.0.0.1.
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Influxd {
+    /// Starts one and waits until it answers `/ping`. A port taken between choosing it and
+    /// binding it (another test, another program) is retried with new ports.
+    pub fn start(name: &str) -> Influxd {
+        influxd_binary(); // fail with the install hint before creating anything
+        let dir = tempfile::Builder::new()
+            .prefix("influxd-")
+            .tempdir()
+            .expect("temp dir");
+        let mut node = Influxd {
+            name: name.to_owned(),
+            port: 0,
+            dir,
+            child: None,
+        };
+        for attempt in 1..=3 {
+            node.port = free_port();
+            node.write_config(free_port());
+            match node.try_spawn() {
+                Ok(()) => return node,
+                Err(why) if attempt < 3 => {
+                    eprintln!("influxd {name} did not start, retrying: {why}")
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    fn write_config(&self, rpc: u16) {
+        let d = self.dir.path().display();
+        let config = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{d}/meta"
+  logging-enabled = false
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+  trace-logging-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+[logging]
+  level = "warn"
+[continuous_queries]
+  log-enabled = false
+"#,
+            port = self.port,
+        );
+        fs::write(self.dir.path().join("influxdb.conf"), config).expect("write influxd config");
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILLs it: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL on Unix
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        if let Err(why) = self.try_spawn() {
+            panic!("{why}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("influxd.log"))
+            .expect("influxd log");
+        let child = Command::new(influxd_binary())
+            .arg("-config")
+            .arg(self.dir.path().join("influxdb.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn influxd");
+        self.child = Some(child);
+        let log_path = self.dir.path().join("influxd.log");
+        let started = wait_for_ping(&self.url(), self.child.as_mut(), &log_path, &self.name);
+        if started.is_err() {
+            self.kill();
+        }
+        started
+    }
+
+    /// Runs `q` directly against this node (not through the gateway) and returns the JSON.
+    pub fn query(&self, db: &str, q: &str) -> Value {
+        let reply = post_form(&format!("{}/query", self.url()), &[("db", db), ("q", q)]);
+        assert_eq!(
+            reply.status, 200,
+            "direct query {q:?} on {}: {}",
+            self.name, reply.body
+        );
+        reply.json()
+    }
+
+    /// The sorted values of the first column after time of `q`, read directly from this node.
+    pub fn values(&self, db: &str, q: &str) -> Vec<Value> {
+        series_values(&self.query(db, q))
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The gateway binary under test, with its own config and data directory.
+pub struct Gateway {
+    /// HTTP port on 127.0.0.1.
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    /// Starts the gateway in front of `nodes`; `extra` is appended to the YAML (other sections).
+    pub fn start(nodes: &[&Influxd], extra: &str) -> Gateway {
+        let nodes: Vec<(&str, String)> = nodes.iter().map(|n| (n.name.as_str(), n.url())).collect();
+        Self::start_urls(&nodes, extra)
+    }
+
+    /// Starts the gateway in front of nodes given by name and URL.
+    pub fn start_urls(nodes: &[(&str, String)], extra: &str) -> Gateway {
+        let dir = tempfile::Builder::new()
+            .prefix("gateway-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let mut yaml = format!(
+            "listen: \"127.0.0.1:{port}\"\ndata_dir: \"{}\"\nnodes:\n",
+            dir.path().join("data").display()
+        );
+        for (name, url) in nodes {
+            yaml.push_str(&format!("  - name: {name}\n    url: \"{url}\"\n"));
+        }
+        yaml.push_str(extra);
+        Self::start_with_yaml(dir, port, &yaml)
+    }
+
+    fn start_with_yaml(dir: TempDir, port: u16, yaml: &str) -> Gateway {
+        fs::write(dir.path().join("config.yaml"), yaml).expect("write gateway config");
+        let mut gateway = Gateway {
+            port,
+            dir,
+            child: None,
+        };
+        gateway.spawn();
+        gateway
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .expect("gateway log");
+        let child = Command::new(env!("CARGO_BIN_EXE_influx-gateway"))
+            .arg("--config")
+            .arg(self.dir.path().join("config.yaml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn influx-gateway");
+        self.child = Some(child);
+        let log_path = self.dir.path().join("gateway.log");
+        if let Err(why) = wait_for_ping(
+            &self.url(),
+            self.child.as_mut(),
+            &log_path,
+            "influx-gateway",
+        ) {
+            panic!("{why}");
+        }
+    }
+
+    /// SIGKILLs the gateway: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same configuration and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit; returns the exit code.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        self.send_term();
+        self.wait_exit(limit)
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_term(&self) {
+        let Some(child) = &self.child else { return };
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `limit` for the gateway to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the gateway did not exit within {limit:?} of SIGTERM:\n{}",
+            self.log()
+        );
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its configuration file (edit it, then [`Gateway::restart`]).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// What the gateway logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// `POST /write` with line protocol; `params` is the query string without `?`.
+    pub fn write(&self, params: &str, body: &str) -> Reply {
+        post(
+            &format!("{}/write?{params}", self.url()),
+            body.as_bytes(),
+            &[],
+        )
+    }
+
+    /// `POST /query` with a form body, as the Go and Python clients send it.
+    pub fn query(&self, db: &str, q: &str) -> Reply {
+        post_form(&format!("{}/query", self.url()), &[("db", db), ("q", q)])
+    }
+
+    /// `GET /health` as JSON.
+    pub fn health(&self) -> (u16, Value) {
+        let reply = get(&format!("{}/health", self.url()));
+        let json = reply.json();
+        (reply.status, json)
+    }
+
+    /// `/health`'s entry for node `name`.
+    pub fn node_health(&self, name: &str) -> Value {
+        let (_, health) = self.health();
+        health["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The state `/health` gives node `name`.
+    pub fn node_state(&self, name: &str) -> String {
+        let (_, health) = self.health();
+        health["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+            .and_then(|n| n["state"].as_str())
+            .unwrap_or("missing")
+            .to_owned()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!("---- gateway log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A fake node that accepts connections and never answers: the one fault a real influxd cannot
+/// produce on demand. Returns its URL; it lives until the test process ends.
+pub fn black_hole() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind black hole");
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("black hole address")
+    );
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream); // keep it open, say nothing
+        }
+    });
+    url
+}
+
+/// Three real nodes and a gateway in front of them.
+pub struct Cluster {
+    /// The nodes, named influx1..influxN.
+    pub nodes: Vec<Influxd>,
+    /// The gateway.
+    pub gateway: Gateway,
+}
+
+impl Cluster {
+    /// `n` nodes and a gateway with the extra YAML `extra`.
+    pub fn start(n: usize, extra: &str) -> Cluster {
+        let nodes: Vec<Influxd> = (1..=n)
+            .map(|i| Influxd::start(&format!("influx{i}")))
+            .collect();
+        let gateway = Gateway::start(&nodes.iter().collect::<Vec<_>>(), extra);
+        Cluster { nodes, gateway }
+    }
+
+    /// Creates `db` on every node through the gateway.
+    pub fn create_database(&self, db: &str) {
+        let reply = self.gateway.query("", &format!("CREATE DATABASE \"{db}\""));
+        assert_eq!(reply.status, 200, "CREATE DATABASE {db}: {}", reply.body);
+    }
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The body parsed as JSON (fails the test if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `error` member of a JSON error answer.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {:?}", self.body))
+            .to_owned()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Reply {
+    let mut response = result.unwrap_or_else(|e| panic!("{what}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let mut body = String::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_string(&mut body)
+        .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `GET url`.
+pub fn get(url: &str) -> Reply {
+    reply(agent().get(url).call(), url)
+}
+
+/// `HEAD url`.
+pub fn head(url: &str) -> Reply {
+    reply(agent().head(url).call(), url)
+}
+
+/// `POST url` with a raw body and extra headers.
+pub fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    let mut request = agent().post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    reply(request.send(body), url)
+}
+
+/// `POST url` with an `application/x-www-form-urlencoded` body.
+pub fn post_form(url: &str, fields: &[(&str, &str)]) -> Reply {
+    reply(agent().post(url).send_form(fields.iter().copied()), url)
+}
+
+/// Every row of every series in a query answer, as `[time, v1, ...]` arrays in answer order.
+pub fn series_values(answer: &Value) -> Vec<Value> {
+    answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["series"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes; returns whether it did.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_ping(
+    url: &str,
+    child: Option<&mut Child>,
+    log: &Path,
+    what: &str,
+) -> Result<(), String> {
+    let Some(child) = child else { return Ok(()) };
+    let ping = format!("{url}/ping");
+    let probe: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(1)))
+        .build()
+        .into();
+    let started = Instant::now();
+    while started.elapsed() < STARTUP {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = fs::read_to_string(log).unwrap_or_default();
+            return Err(format!(
+                "{what} exited with {status} before answering /ping:\n{log}"
+            ));
+        }
+        if probe
+            .get(&ping)
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == 204)
+        {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = fs::read_to_string(log).unwrap_or_default();
+    Err(format!(
+        "{what} did not answer {ping} within {STARTUP:?}:\n{log}"
+    ))
+}
