@@ -12,7 +12,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{consistency::Consistency, units};
+use crate::{consistency::Consistency, router::Router, units};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A value at `key` that cannot be used, and why.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             message: message.into(),
@@ -74,6 +75,43 @@ pub struct Config {
     /// The per-node durable retry queues.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Sets of nodes that each hold a copy of part of the data; absent: one shard of every node.
+    #[serde(default)]
+    pub shards: Vec<ShardConfig>,
+    /// Which measurements go to which shards; the first matching route wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The routing table resolved from `nodes`, `shards` and `routes` by validation.
+    #[serde(skip)]
+    pub router: Router,
+}
+
+/// `shards[]`: nodes that each hold a full copy of the shard's data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// A unique name, used in routes, `/health`, `/route` and errors.
+    pub name: String,
+    /// Names of the nodes holding a copy; a node may serve several shards.
+    pub replicas: Vec<String>,
+}
+
+/// `routes[]`: one way of matching a measurement, and where its points go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Matches this exact measurement name.
+    pub measurement: Option<String>,
+    /// Matches measurement names starting with this.
+    pub measurement_prefix: Option<String>,
+    /// Matches measurement names this regular expression finds a match in.
+    pub measurement_regex: Option<String>,
+    /// The shard every matching point goes to.
+    pub shard: Option<String>,
+    /// Spread matching points over `shards` by the hash of this tag's value.
+    pub by_tag: Option<String>,
+    /// The shards a `by_tag` route spreads over (default: every shard).
+    pub shards: Option<Vec<String>>,
 }
 
 /// One InfluxDB server.
@@ -137,6 +175,9 @@ pub struct QueryConfig {
     /// How long a node may take to start answering a query.
     #[serde(deserialize_with = "units::duration")]
     pub timeout: Duration,
+    /// Largest answer one shard may give to a statement the gateway merges across shards.
+    #[serde(deserialize_with = "units::size")]
+    pub max_shard_answer_size: u64,
 }
 
 /// `queue:` — the per-node durable retry queues under `data_dir`.
@@ -212,6 +253,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             timeout: Duration::from_secs(60),
+            max_shard_answer_size: 64 * 1024 * 1024,
         }
     }
 }
@@ -298,6 +340,11 @@ impl Config {
         positive("queue.max_age", self.queue.max_age)?;
         nonzero("queue.replay_batch_size", self.queue.replay_batch_size)?;
         nonzero("write.max_body_size", self.write.max_body_size)?;
+        nonzero(
+            "query.max_shard_answer_size",
+            self.query.max_shard_answer_size,
+        )?;
+        self.router = Router::from_config(self)?;
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use crate::{
     config::Config,
     node::{queue::OrphanQueue, NodeHandle, NodeState, QueueError, QueueStore},
-    router::{NodeId, Router},
+    router::{NodeId, Router, ShardId},
 };
 
 /// Version reported before any node has told us its own.
@@ -21,7 +21,6 @@ const FALLBACK_VERSION: &str = "1.x";
 pub struct Gateway {
     config: Config,
     nodes: Vec<NodeHandle>,
-    router: Router,
     rotation: AtomicUsize,
     order: Mutex<()>,
     store: QueueStore,
@@ -49,11 +48,9 @@ impl Gateway {
             let queue = store.node(&node.name, config.queue.max_bytes)?;
             nodes.push(NodeHandle::spawn(&config, i, queue)?);
         }
-        let router = Router::replicate_to_all(config.nodes.len());
         Ok(Gateway {
             config,
             nodes,
-            router,
             rotation: AtomicUsize::new(0),
             order: Mutex::new(()),
             store,
@@ -73,7 +70,7 @@ impl Gateway {
 
     /// Where writes go.
     pub fn router(&self) -> &Router {
-        &self.router
+        &self.config.router
     }
 
     /// Held while writes and mutations are handed to the node actors, so that every node
@@ -89,9 +86,26 @@ impl Gateway {
 
     /// The nodes to try for the next read, best first; successive reads rotate.
     pub fn next_read_order(&self) -> Vec<NodeId> {
-        let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         let states: Vec<NodeState> = self.nodes.iter().map(|n| n.status().state()).collect();
-        crate::query::read_order(&states, start)
+        crate::query::read_order(&states, self.next_rotation())
+    }
+
+    /// The replicas of `shard` to try for the next read, best first; successive reads rotate.
+    pub fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId> {
+        let replicas = &self.router().shards()[shard].replicas;
+        let states: Vec<NodeState> = replicas
+            .iter()
+            .map(|&n| self.nodes[n].status().state())
+            .collect();
+        crate::query::read_order(&states, self.next_rotation())
+            .into_iter()
+            .map(|i| replicas[i])
+            .collect()
+    }
+
+    /// Where the next read starts its rotation.
+    fn next_rotation(&self) -> usize {
+        self.rotation.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The InfluxDB version to announce: the first node's that is up, as clients adapt to it.

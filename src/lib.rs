@@ -11,6 +11,7 @@ pub mod consistency;
 pub mod gateway;
 pub mod http;
 pub mod influxql;
+pub mod line_protocol;
 pub mod node;
 pub mod query;
 pub mod router;

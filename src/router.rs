@@ -1,14 +1,47 @@
-//! Decides which shard each point of a write belongs to.
+//! Decides which shard each point of a write belongs to, and where a measurement lives.
 //!
 //! A write is split into one body per shard; every replica of a shard receives that shard's body.
-//! Today there is one shard holding every node (full replication), so a body goes whole and
-//! uncopied to every node. Measurement and tag sharding fill in [`Router::route`] without changing
-//! its callers.
+//! With one shard (no `shards:` in the configuration) every point goes everywhere and the body is
+//! shared, unscanned and uncopied, with every node.
+//!
+//! With several shards each line's measurement is read with InfluxDB's escaping rules
+//! ([`crate::line_protocol`]) and placed by the first route that matches it:
+//!
+//! - `shard: s` — every point of the measurement goes to `s`;
+//! - `by_tag: k` with `shards: [...]` — the point goes to one of those shards chosen by the value
+//!   of tag `k`; a point without the tag is placed as if its value were empty (always the same
+//!   shard of the list);
+//! - no route — one shard of all, chosen by the database and measurement name.
+//!
+//! The choice among several shards is **rendezvous (highest random weight) hashing**: every shard
+//! scores the key, `fmix64(xxh3_64(key) ^ xxh3_64(shard name))`, and the highest score wins (ties,
+//! which take a 64-bit collision, go to the smaller name). Both functions are fixed algorithms
+//! (XXH3 with seed 0, MurmurHash3's 64-bit finaliser), so a key lands on the same shard across
+//! restarts and versions of the gateway; the order of `shards:` plays no part; and adding a shard
+//! moves only the keys that shard now wins, about 1/N of them. The key of an unrouted measurement
+//! is `db`, a zero byte and the unescaped measurement name; the key of a `by_tag` point is the
+//! unescaped tag value alone, so one customer's points share a shard across measurements.
+//!
+//! The split allocates per request, never per line: while every line goes to one shard the body is
+//! shared as it is; from the first line that goes elsewhere (or cannot be routed) each shard gets
+//! one buffer, a copy per shard, never one per replica.
 
-use bytes::Bytes;
+use std::{collections::HashMap, fmt, ops::Range};
+
+use bytes::{Bytes, BytesMut};
+use regex::Regex;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use crate::{
+    config::{Config, ConfigError, RouteConfig},
+    line_protocol::{self, Escaped, LineError, LineKind, SeriesKey},
+};
 
 /// Index of a node in the configuration's `nodes` list.
 pub type NodeId = usize;
+
+/// Index of a shard in the router's list.
+pub type ShardId = usize;
 
 /// A set of nodes that each hold a full copy of some of the data.
 #[derive(Debug, Clone)]
@@ -17,6 +50,81 @@ pub struct Shard {
     pub name: String,
     /// The nodes holding a copy, in configuration order.
     pub replicas: Vec<NodeId>,
+    /// This shard's part of every rendezvous score.
+    seed: u64,
+}
+
+/// How a route recognises a measurement.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl Matcher {
+    fn matches(&self, measurement: &Escaped<'_>) -> bool {
+        match self {
+            Matcher::Exact(name) => measurement.eq_str(name),
+            Matcher::Prefix(prefix) => measurement.starts_with_str(prefix),
+            Matcher::Regex(re) => re.is_match(&measurement.unescaped()),
+        }
+    }
+
+    fn matches_str(&self, measurement: &str) -> bool {
+        match self {
+            Matcher::Exact(name) => measurement == name,
+            Matcher::Prefix(prefix) => measurement.starts_with(prefix.as_str()),
+            Matcher::Regex(re) => re.is_match(measurement),
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Matcher::Exact(name) => write!(f, "measurement {name:?}"),
+            Matcher::Prefix(prefix) => write!(f, "measurement_prefix {prefix:?}"),
+            Matcher::Regex(re) => write!(f, "measurement_regex {:?}", re.as_str()),
+        }
+    }
+}
+
+/// Where a route sends the measurements it matches.
+#[derive(Debug, Clone)]
+enum Target {
+    Shard(ShardId),
+    ByTag { key: String, shards: Vec<ShardId> },
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    matcher: Matcher,
+    target: Target,
+}
+
+/// Where the points of one measurement go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement<'r> {
+    /// Every point goes to this shard.
+    Shard(ShardId),
+    /// Each point goes to one of `shards`, chosen by the value of tag `key`.
+    ByTag {
+        /// The tag whose value decides.
+        key: &'r str,
+        /// The candidate shards.
+        shards: &'r [ShardId],
+    },
+}
+
+impl Placement<'_> {
+    /// Every shard the measurement's points may be on.
+    pub fn shards(&self) -> &[ShardId] {
+        match self {
+            Placement::Shard(shard) => std::slice::from_ref(shard),
+            Placement::ByTag { shards, .. } => shards,
+        }
+    }
 }
 
 /// The part of one write that belongs to one shard.
@@ -24,8 +132,23 @@ pub struct Shard {
 pub struct ShardBatch<'r> {
     /// Where it goes.
     pub shard: &'r Shard,
-    /// Its line protocol; a slice of the request's body wherever possible.
+    /// Its line protocol: the request's body itself when every line goes to this shard.
     pub body: Bytes,
+}
+
+/// A line no shard can take, with InfluxDB's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unroutable {
+    /// The line, trimmed as InfluxDB quotes it.
+    pub line: String,
+    /// Why it has no place.
+    pub error: LineError,
+}
+
+impl fmt::Display for Unroutable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unable to parse '{}': {}", self.line, self.error)
+    }
 }
 
 /// A write split across shards.
@@ -33,22 +156,63 @@ pub struct ShardBatch<'r> {
 pub struct Routed<'r> {
     /// One entry per shard that receives points.
     pub batches: Vec<ShardBatch<'r>>,
+    /// Lines left out because they cannot be routed.
+    pub unroutable: Vec<Unroutable>,
 }
 
 /// Maps points to shards.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Router {
     shards: Vec<Shard>,
+    routes: Vec<Route>,
+    /// Every shard, for measurements no route matches.
+    all: Vec<ShardId>,
 }
 
 impl Router {
+    /// Resolves `shards:` and `routes:` against `nodes:`; errors name the key at fault.
+    pub fn from_config(config: &Config) -> Result<Router, ConfigError> {
+        let node_ids: HashMap<&str, NodeId> = config
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let shards = if config.shards.is_empty() {
+            if !config.routes.is_empty() {
+                return Err(ConfigError::invalid(
+                    "routes",
+                    "routes need shards: define `shards:` first",
+                ));
+            }
+            vec![Shard::new("all", (0..config.nodes.len()).collect())]
+        } else {
+            resolve_shards(config, &node_ids)?
+        };
+        let shard_ids: HashMap<&str, ShardId> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| resolve_route(i, route, &shard_ids))
+            .collect::<Result<_, _>>()?;
+        Ok(Router {
+            all: (0..shards.len()).collect(),
+            shards,
+            routes,
+        })
+    }
+
     /// One shard, named `all`, holding every one of `node_count` nodes.
     pub fn replicate_to_all(node_count: usize) -> Self {
         Router {
-            shards: vec![Shard {
-                name: "all".to_owned(),
-                replicas: (0..node_count).collect(),
-            }],
+            shards: vec![Shard::new("all", (0..node_count).collect())],
+            routes: Vec::new(),
+            all: vec![0],
         }
     }
 
@@ -57,25 +221,458 @@ impl Router {
         &self.shards
     }
 
-    /// Splits a write for database `_db` into per-shard bodies.
-    pub fn route(&self, _db: &str, body: &Bytes) -> Routed<'_> {
-        // With one shard every point goes everywhere: share the body rather than scanning it.
-        Routed {
-            batches: self
-                .shards
-                .iter()
-                .map(|shard| ShardBatch {
-                    shard,
-                    body: body.clone(),
-                })
-                .collect(),
+    /// Whether the data is split at all (more than one shard).
+    pub fn is_sharded(&self) -> bool {
+        self.shards.len() > 1
+    }
+
+    /// Where the points of `measurement` (unescaped) in database `db` go.
+    pub fn placement(&self, db: &str, measurement: &str) -> Placement<'_> {
+        self.placement_by(db, |m| m.matches_str(measurement), || measurement.bytes())
+    }
+
+    /// The tag keys by which some measurement is spread over shards.
+    pub fn shard_tags(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().filter_map(|r| match &r.target {
+            Target::ByTag { key, .. } => Some(key.as_str()),
+            Target::Shard(_) => None,
+        })
+    }
+
+    /// Which route places `measurement`, described for `/route`.
+    pub fn explain(&self, measurement: &str) -> String {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matcher.matches_str(measurement))
+            .map(|(i, r)| format!("routes[{i}] ({})", r.matcher))
+            .unwrap_or_else(|| "no route matches: hash of (db, measurement)".to_owned())
+    }
+
+    /// The shard of `shards` that the tag value `value` (unescaped) picks.
+    pub fn shard_for_tag(&self, shards: &[ShardId], value: &str) -> ShardId {
+        self.pick(xxh3_64(value.as_bytes()), shards)
+    }
+
+    fn placement_by<'m, I>(
+        &self,
+        db: &str,
+        matches: impl Fn(&Matcher) -> bool,
+        name: impl FnOnce() -> I,
+    ) -> Placement<'_>
+    where
+        I: Iterator<Item = u8> + 'm,
+    {
+        if let Some(route) = self.routes.iter().find(|r| matches(&r.matcher)) {
+            return match &route.target {
+                Target::Shard(shard) => Placement::Shard(*shard),
+                Target::ByTag { key, shards } => Placement::ByTag { key, shards },
+            };
+        }
+        if self.shards.len() == 1 {
+            return Placement::Shard(0);
+        }
+        let mut hasher = Xxh3::new();
+        hasher.update(db.as_bytes());
+        hasher.update(&[0]);
+        update_bytes(&mut hasher, name());
+        Placement::Shard(self.pick(hasher.digest(), &self.all))
+    }
+
+    /// Rendezvous hashing: the candidate with the highest score for `key` wins.
+    fn pick(&self, key: u64, candidates: &[ShardId]) -> ShardId {
+        let mut best: Option<(u64, ShardId)> = None;
+        for &shard in candidates {
+            let score = fmix64(key ^ self.shards[shard].seed);
+            let better = match best {
+                None => true,
+                Some((top, holder)) => {
+                    score > top
+                        || (score == top && self.shards[shard].name < self.shards[holder].name)
+                }
+            };
+            if better {
+                best = Some((score, shard));
+            }
+        }
+        best.map_or(0, |(_, shard)| shard)
+    }
+
+    /// The shard a point goes to once its measurement's placement is known.
+    fn shard_of_point(&self, placement: Placement<'_>, key: &SeriesKey<'_>) -> ShardId {
+        match placement {
+            Placement::Shard(shard) => shard,
+            Placement::ByTag { key: tag, shards } => {
+                let hash = match key.tag(tag) {
+                    Some(value) => {
+                        let mut hasher = Xxh3::new();
+                        update_bytes(&mut hasher, value.bytes());
+                        hasher.digest()
+                    }
+                    None => xxh3_64(b""),
+                };
+                self.pick(hash, shards)
+            }
         }
     }
+
+    /// Splits a write for database `db` into per-shard bodies.
+    pub fn route(&self, db: &str, body: &Bytes) -> Routed<'_> {
+        if self.shards.len() == 1 {
+            // Every point goes everywhere: share the body rather than scanning it; the nodes
+            // report any line they cannot parse.
+            return Routed {
+                batches: vec![ShardBatch {
+                    shard: &self.shards[0],
+                    body: body.clone(),
+                }],
+                unroutable: Vec::new(),
+            };
+        }
+        let mut split = Split::new(self.shards.len());
+        // Consecutive lines usually share their measurement: remember the last placement rather
+        // than match the routes (maybe a regex) again for every line.
+        let mut last: Option<(&[u8], Placement<'_>)> = None;
+        for line in line_protocol::lines(body) {
+            match &line.kind {
+                LineKind::Blank | LineKind::Comment => {}
+                LineKind::Point(key) => {
+                    let measurement = key.measurement();
+                    let placement = match last {
+                        Some((name, placement)) if name == measurement.raw() => placement,
+                        _ => {
+                            let placement = self.placement_by(
+                                db,
+                                |m| m.matches(&measurement),
+                                || measurement.bytes(),
+                            );
+                            last = Some((measurement.raw(), placement));
+                            placement
+                        }
+                    };
+                    split.push(body, line.span, self.shard_of_point(placement, key));
+                }
+                LineKind::Invalid(error) => {
+                    split.leave_out(body, line.span.start);
+                    let text = String::from_utf8_lossy(&body[line.span]);
+                    split.unroutable.push(Unroutable {
+                        line: text.trim().to_owned(),
+                        error: error.clone(),
+                    });
+                }
+            }
+        }
+        split.finish(body, &self.shards)
+    }
+}
+
+/// The per-shard bodies of one write, built while its lines are read.
+struct Split {
+    shard_count: usize,
+    /// While every line so far went to one shard: that shard; the body is still shared.
+    sole: Option<ShardId>,
+    /// Set once lines go to several shards or one is left out: a buffer per shard.
+    buffers: Option<Vec<BytesMut>>,
+    unroutable: Vec<Unroutable>,
+}
+
+impl Split {
+    fn new(shard_count: usize) -> Self {
+        Split {
+            shard_count,
+            sole: None,
+            buffers: None,
+            unroutable: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, body: &Bytes, span: Range<usize>, shard: ShardId) {
+        if self.buffers.is_none() {
+            match self.sole {
+                None if self.unroutable.is_empty() => {
+                    self.sole = Some(shard);
+                    return;
+                }
+                Some(sole) if sole == shard => return,
+                _ => self.start_copying(body, span.start),
+            }
+        }
+        if let Some(buffers) = &mut self.buffers {
+            buffers[shard].extend_from_slice(&body[span]);
+        }
+    }
+
+    /// The line at `start` is left out: the lines before it can no longer share the body.
+    fn leave_out(&mut self, body: &Bytes, start: usize) {
+        if self.buffers.is_none() {
+            self.start_copying(body, start);
+        }
+    }
+
+    /// Switches to one buffer per shard; everything before `upto` went to the sole shard.
+    fn start_copying(&mut self, body: &Bytes, upto: usize) {
+        let mut buffers = vec![BytesMut::new(); self.shard_count];
+        if let Some(sole) = self.sole {
+            buffers[sole].extend_from_slice(&body[..upto]);
+        }
+        self.buffers = Some(buffers);
+    }
+
+    fn finish<'r>(self, body: &Bytes, shards: &'r [Shard]) -> Routed<'r> {
+        let batches = match (self.buffers, self.sole) {
+            (Some(buffers), _) => buffers
+                .into_iter()
+                .zip(shards)
+                .filter(|(b, _)| !b.is_empty())
+                .map(|(b, shard)| ShardBatch {
+                    shard,
+                    body: b.freeze(),
+                })
+                .collect(),
+            (None, Some(sole)) => vec![ShardBatch {
+                shard: &shards[sole],
+                body: body.clone(),
+            }],
+            (None, None) => Vec::new(),
+        };
+        Routed {
+            batches,
+            unroutable: self.unroutable,
+        }
+    }
+}
+
+fn update_bytes(hasher: &mut Xxh3, bytes: impl Iterator<Item = u8>) {
+    // Unescaped names arrive a byte at a time; hash them in small blocks, not one call a byte.
+    let mut block = [0u8; 64];
+    let mut len = 0;
+    for b in bytes {
+        block[len] = b;
+        len += 1;
+        if len == block.len() {
+            hasher.update(&block);
+            len = 0;
+        }
+    }
+    hasher.update(&block[..len]);
+}
+
+/// MurmurHash3's 64-bit finaliser: spreads every bit of the input over the output.
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+impl Shard {
+    fn new(name: &str, replicas: Vec<NodeId>) -> Self {
+        Shard {
+            seed: xxh3_64(name.as_bytes()),
+            name: name.to_owned(),
+            replicas,
+        }
+    }
+}
+
+fn resolve_shards(
+    config: &Config,
+    node_ids: &HashMap<&str, NodeId>,
+) -> Result<Vec<Shard>, ConfigError> {
+    let mut shards: Vec<Shard> = Vec::with_capacity(config.shards.len());
+    let mut served = vec![false; config.nodes.len()];
+    for (i, shard) in config.shards.iter().enumerate() {
+        let key = format!("shards[{i}]");
+        if shard.name.trim().is_empty() || shard.name.trim() != shard.name {
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                format!(
+                    "{:?} must be a non-empty name without spaces at its ends",
+                    shard.name
+                ),
+            ));
+        }
+        if let Some(j) = shards.iter().position(|s| s.name == shard.name) {
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                format!("duplicate shard name {:?} (also shards[{j}])", shard.name),
+            ));
+        }
+        if shard.replicas.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.replicas"),
+                "a shard needs at least one replica",
+            ));
+        }
+        let mut replicas = Vec::with_capacity(shard.replicas.len());
+        for (r, name) in shard.replicas.iter().enumerate() {
+            let Some(&node) = node_ids.get(name.as_str()) else {
+                return Err(ConfigError::invalid(
+                    format!("{key}.replicas[{r}]"),
+                    format!("{name:?} is not the name of a node in `nodes`"),
+                ));
+            };
+            if replicas.contains(&node) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.replicas[{r}]"),
+                    format!("{name:?} is listed twice"),
+                ));
+            }
+            served[node] = true;
+            replicas.push(node);
+        }
+        shards.push(Shard::new(&shard.name, replicas));
+    }
+    if let Some(idle) = served.iter().position(|s| !s) {
+        return Err(ConfigError::invalid(
+            format!("nodes[{idle}]"),
+            format!(
+                "{:?} is a replica of no shard: add it to one, or remove it",
+                config.nodes[idle].name
+            ),
+        ));
+    }
+    Ok(shards)
+}
+
+fn resolve_route(
+    i: usize,
+    route: &RouteConfig,
+    shard_ids: &HashMap<&str, ShardId>,
+) -> Result<Route, ConfigError> {
+    let key = format!("routes[{i}]");
+    let shard = |field: &str, name: &str| {
+        shard_ids.get(name).copied().ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{key}.{field}"),
+                format!("{name:?} is not the name of a shard in `shards`"),
+            )
+        })
+    };
+    let matcher = match (
+        &route.measurement,
+        &route.measurement_prefix,
+        &route.measurement_regex,
+    ) {
+        (Some(name), None, None) => Matcher::Exact(name.clone()),
+        (None, Some(prefix), None) => Matcher::Prefix(prefix.clone()),
+        (None, None, Some(re)) => Matcher::Regex(Regex::new(re).map_err(|e| {
+            ConfigError::invalid(
+                format!("{key}.measurement_regex"),
+                format!("{re:?} is not a valid regular expression: {e}"),
+            )
+        })?),
+        _ => {
+            return Err(ConfigError::invalid(
+                key,
+                "needs exactly one of measurement, measurement_prefix, measurement_regex",
+            ))
+        }
+    };
+    let target = match (&route.shard, &route.by_tag, &route.shards) {
+        (Some(name), None, None) => Target::Shard(shard("shard", name)?),
+        (None, Some(tag), shards) => {
+            if tag.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.by_tag"),
+                    "must name a tag key",
+                ));
+            }
+            let shards = match shards {
+                None => (0..shard_ids.len()).collect(),
+                Some(names) if names.is_empty() => {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.shards"),
+                        "must list at least one shard",
+                    ))
+                }
+                Some(names) => {
+                    let mut ids: Vec<ShardId> = Vec::with_capacity(names.len());
+                    for (j, name) in names.iter().enumerate() {
+                        let id = shard(&format!("shards[{j}]"), name)?;
+                        if ids.contains(&id) {
+                            return Err(ConfigError::invalid(
+                                format!("{key}.shards[{j}]"),
+                                format!("{name:?} is listed twice"),
+                            ));
+                        }
+                        ids.push(id);
+                    }
+                    ids
+                }
+            };
+            Target::ByTag {
+                key: tag.clone(),
+                shards,
+            }
+        }
+        (None, None, _) => {
+            return Err(ConfigError::invalid(
+                key,
+                "needs a target: `shard`, or `by_tag` (with `shards`)",
+            ))
+        }
+        (Some(_), Some(_), _) | (Some(_), None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                key,
+                "give either `shard`, or `by_tag` with `shards`, not both",
+            ))
+        }
+    };
+    Ok(Route { matcher, target })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NODES: &str = "nodes:\n  - name: influx1\n    url: http://127.0.0.1:1\n  - name: influx2\n    url: http://127.0.0.1:2\n  - name: influx3\n    url: http://127.0.0.1:3\n  - name: influx4\n    url: http://127.0.0.1:4\n";
+
+    fn router(shards_and_routes: &str) -> Router {
+        Config::from_yaml(&format!("{NODES}{shards_and_routes}"))
+            .unwrap()
+            .router
+    }
+
+    fn error_of(shards_and_routes: &str) -> String {
+        Config::from_yaml(&format!("{NODES}{shards_and_routes}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    const TWO: &str = "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n";
+
+    const ISSUE_EXAMPLE: &str = "shards:
+  - name: s1
+    replicas: [influx1, influx2]
+  - name: s2
+    replicas: [influx3, influx4]
+routes:
+  - measurement: cpu
+    shard: s1
+  - measurement_prefix: \"disk\"
+    shard: s2
+  - measurement_regex: \"^net_\"
+    shard: s2
+  - measurement: http_requests
+    by_tag: customer_id
+    shards: [s1, s2]
+";
+
+    fn names(router: &Router, routed: &Routed<'_>) -> Vec<(String, String)> {
+        let _ = router;
+        routed
+            .batches
+            .iter()
+            .map(|b| {
+                (
+                    b.shard.name.clone(),
+                    String::from_utf8_lossy(&b.body).into_owned(),
+                )
+            })
+            .collect()
+    }
 
     #[test]
     fn full_replication_shares_the_body() {
@@ -89,5 +686,325 @@ mod tests {
             body.as_ptr(),
             "no copy of the body"
         );
+    }
+
+    #[test]
+    fn routes_place_measurements_first_match_first() {
+        let r = router(ISSUE_EXAMPLE);
+        assert_eq!(r.placement("db", "cpu"), Placement::Shard(0));
+        assert_eq!(r.placement("db", "diskio"), Placement::Shard(1));
+        assert_eq!(r.placement("db", "net_in"), Placement::Shard(1));
+        assert_eq!(
+            r.placement("db", "http_requests"),
+            Placement::ByTag {
+                key: "customer_id",
+                shards: &[0, 1]
+            }
+        );
+        assert_eq!(r.explain("disk"), "routes[1] (measurement_prefix \"disk\")");
+        assert!(r.explain("mem").starts_with("no route matches"));
+        assert_eq!(r.shard_tags().collect::<Vec<_>>(), vec!["customer_id"]);
+    }
+
+    #[test]
+    fn the_hash_is_pinned_across_versions() {
+        // These placements are a promise to operators: data written by one version is found by
+        // the next. Changing the hash breaks existing clusters; never update these numbers.
+        let r = router(TWO);
+        let placed: Vec<usize> = ["cpu", "mem", "disk", "net", "swap", "system", "load"]
+            .iter()
+            .map(|m| r.placement("telegraf", m).shards()[0])
+            .collect();
+        assert_eq!(placed, PINNED_MEASUREMENTS);
+        let tags: Vec<usize> = ["", "acme", "globex", "initech", "umbrella"]
+            .iter()
+            .map(|v| r.shard_for_tag(&[0, 1], v))
+            .collect();
+        assert_eq!(tags, PINNED_TAGS);
+    }
+
+    const PINNED_MEASUREMENTS: [usize; 7] = [0, 0, 0, 1, 0, 0, 1];
+    const PINNED_TAGS: [usize; 5] = [0, 0, 1, 0, 1];
+
+    #[test]
+    fn the_order_of_shards_does_not_matter() {
+        let forward = router(TWO);
+        let reversed = router("shards:\n  - name: s2\n    replicas: [influx3, influx4]\n  - name: s1\n    replicas: [influx1, influx2]\n");
+        for i in 0..2000 {
+            let m = format!("m{i}");
+            let a = &forward.shards()[forward.placement("db", &m).shards()[0]].name;
+            let b = &reversed.shards()[reversed.placement("db", &m).shards()[0]].name;
+            assert_eq!(a, b, "{m}");
+        }
+    }
+
+    #[test]
+    fn adding_a_shard_moves_about_one_key_in_n() {
+        let three = router("shards:\n  - name: a\n    replicas: [influx1]\n  - name: b\n    replicas: [influx2]\n  - name: c\n    replicas: [influx3, influx4]\n");
+        let four = router("shards:\n  - name: a\n    replicas: [influx1]\n  - name: b\n    replicas: [influx2]\n  - name: c\n    replicas: [influx3]\n  - name: d\n    replicas: [influx4]\n");
+        let keys = 20_000;
+        let mut moved = 0;
+        let mut per_shard = [0usize; 3];
+        for i in 0..keys {
+            let m = format!("measurement_{i}");
+            let before = three.placement("db", &m).shards()[0];
+            let after = four.placement("db", &m).shards()[0];
+            per_shard[before] += 1;
+            if before != after {
+                moved += 1;
+                assert_eq!(after, 3, "a key only ever moves to the new shard");
+            }
+        }
+        let fraction = moved as f64 / keys as f64;
+        assert!((0.22..0.28).contains(&fraction), "moved {fraction}");
+        for count in per_shard {
+            let share = count as f64 / keys as f64;
+            assert!((0.31..0.36).contains(&share), "unbalanced: {per_shard:?}");
+        }
+    }
+
+    #[test]
+    fn a_write_is_split_by_measurement_and_tag() {
+        let r = router(ISSUE_EXAMPLE);
+        let acme = r.shard_for_tag(&[0, 1], "acme");
+        let other = (0..1000)
+            .map(|i| format!("c{i}"))
+            .find(|v| r.shard_for_tag(&[0, 1], v) != acme)
+            .unwrap();
+        let body = format!(
+            "cpu,host=a v=1 1\n# comment\n\ndiskio v=2 2\nhttp_requests,customer_id=acme n=1i 3\nhttp_requests,customer_id={other} n=2i 4\nnet_in v=3 5\ncpu v=4 6"
+        );
+        let routed = r.route("db", &Bytes::from(body));
+        let mut by_shard = names(&r, &routed);
+        by_shard.sort();
+        // Lines before the first that goes elsewhere, the comment among them, stay together.
+        let mut s1 = "cpu,host=a v=1 1\n# comment\n\n".to_owned();
+        let mut s2 = "diskio v=2 2\n".to_owned();
+        let acme_line = "http_requests,customer_id=acme n=1i 3\n";
+        let other_line = format!("http_requests,customer_id={other} n=2i 4\n");
+        if acme == 0 {
+            s1.push_str(acme_line);
+            s2.push_str(&other_line);
+        } else {
+            s2.push_str(acme_line);
+            s1.push_str(&other_line);
+        }
+        s1.push_str("cpu v=4 6");
+        s2.push_str("net_in v=3 5\n");
+        assert_eq!(by_shard, vec![("s1".into(), s1), ("s2".into(), s2)]);
+        assert!(routed.unroutable.is_empty());
+    }
+
+    #[test]
+    fn one_shard_for_every_line_shares_the_body() {
+        let r = router(ISSUE_EXAMPLE);
+        let body = Bytes::from_static(b"# c\ncpu v=1 1\ncpu,host=b v=2 2\n\n");
+        let routed = r.route("db", &body);
+        assert_eq!(routed.batches.len(), 1);
+        assert_eq!(routed.batches[0].body.as_ptr(), body.as_ptr());
+        assert_eq!(routed.batches[0].body.len(), body.len());
+    }
+
+    #[test]
+    fn a_line_without_a_measurement_is_left_out_and_reported() {
+        let r = router(ISSUE_EXAMPLE);
+        let routed = r.route(
+            "db",
+            &Bytes::from_static(b"cpu v=1 1\n  ,bad v=2\ncpu v=3 3\n"),
+        );
+        assert_eq!(
+            names(&r, &routed),
+            vec![("s1".into(), "cpu v=1 1\ncpu v=3 3\n".into())]
+        );
+        assert_eq!(
+            routed.unroutable[0].to_string(),
+            "unable to parse ',bad v=2': missing measurement"
+        );
+        let routed = r.route("db", &Bytes::from_static(b",bad v=2"));
+        assert!(routed.batches.is_empty());
+        assert_eq!(routed.unroutable.len(), 1);
+    }
+
+    #[test]
+    fn a_point_without_the_tag_goes_where_an_empty_value_goes() {
+        let r = router(ISSUE_EXAMPLE);
+        let routed = r.route("db", &Bytes::from_static(b"http_requests n=1i 1\n"));
+        assert_eq!(routed.batches.len(), 1);
+        assert_eq!(
+            routed.batches[0].shard.name,
+            r.shards()[r.shard_for_tag(&[0, 1], "")].name
+        );
+    }
+
+    #[test]
+    fn configuration_errors_name_the_key() {
+        assert_eq!(
+            error_of("shards:\n  - name: s1\n    replicas: [influx1, influx9]\n"),
+            "shards[0].replicas[1]: \"influx9\" is not the name of a node in `nodes`"
+        );
+        assert_eq!(
+            error_of(&format!(
+                "{TWO}routes:\n  - measurement: cpu\n    shard: s3\n"
+            )),
+            "routes[0].shard: \"s3\" is not the name of a shard in `shards`"
+        );
+        assert!(error_of(&format!(
+            "{TWO}routes:\n  - measurement_regex: \"(\"\n    shard: s1\n"
+        ))
+        .starts_with("routes[0].measurement_regex: \"(\" is not a valid regular expression"));
+        assert_eq!(
+            error_of(&format!(
+                "{TWO}routes:\n  - measurement: cpu\n    measurement_prefix: c\n    shard: s1\n"
+            )),
+            "routes[0]: needs exactly one of measurement, measurement_prefix, measurement_regex"
+        );
+        assert_eq!(
+            error_of(&format!("{TWO}routes:\n  - measurement: cpu\n")),
+            "routes[0]: needs a target: `shard`, or `by_tag` (with `shards`)"
+        );
+        assert_eq!(
+            error_of(&format!(
+                "{TWO}routes:\n  - measurement: cpu\n    by_tag: h\n    shards: [s1, s4]\n"
+            )),
+            "routes[0].shards[1]: \"s4\" is not the name of a shard in `shards`"
+        );
+        assert_eq!(
+            error_of("shards:\n  - name: s1\n    replicas: [influx1, influx2, influx3]\n"),
+            "nodes[3]: \"influx4\" is a replica of no shard: add it to one, or remove it"
+        );
+        assert_eq!(
+            error_of("shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s1\n    replicas: [influx3, influx4]\n"),
+            "shards[1].name: duplicate shard name \"s1\" (also shards[0])"
+        );
+        assert_eq!(
+            error_of("routes:\n  - measurement: cpu\n    shard: s1\n"),
+            "routes: routes need shards: define `shards:` first"
+        );
+        assert!(error_of(&format!("{TWO}routes:\n  - measurment: cpu\n"))
+            .contains("unknown field `measurment`"));
+        // A node may serve several shards.
+        let overlapping = router("shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx2, influx3, influx4]\n");
+        assert_eq!(overlapping.shards()[1].replicas, vec![1, 2, 3]);
+    }
+
+    mod split_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One generated line: its text and, for a point, its measurement and customer tag.
+        #[derive(Debug, Clone)]
+        enum Gen {
+            Point {
+                text: String,
+                measurement: String,
+                customer: Option<String>,
+            },
+            Comment(String),
+            Blank(String),
+            NoMeasurement(String),
+        }
+
+        fn measurement() -> impl Strategy<Value = (String, String)> {
+            // (as written, unescaped)
+            prop_oneof![
+                Just(("cpu".to_owned(), "cpu".to_owned())),
+                Just(("diskio".to_owned(), "diskio".to_owned())),
+                Just(("net_in".to_owned(), "net_in".to_owned())),
+                Just(("http_requests".to_owned(), "http_requests".to_owned())),
+                Just(("my\\ mem".to_owned(), "my mem".to_owned())),
+                Just(("a\\,b".to_owned(), "a,b".to_owned())),
+                "[a-z]{1,8}".prop_map(|m| (m.clone(), m)),
+            ]
+        }
+
+        fn line() -> impl Strategy<Value = Gen> {
+            let point = (
+                measurement(),
+                proptest::option::of("[a-z0-9]{0,4}"),
+                0..1000u32,
+                "[a-z]{0,3}",
+            )
+                .prop_map(|((written, measurement), customer, v, other)| {
+                    let mut text = written;
+                    if !other.is_empty() {
+                        text.push_str(&format!(",other={other}"));
+                    }
+                    if let Some(c) = customer.as_ref().filter(|c| !c.is_empty()) {
+                        text.push_str(&format!(",customer_id={c}"));
+                    }
+                    text.push_str(&format!(" v={v}i,s=\"a b,c=d\" {v}"));
+                    Gen::Point {
+                        text,
+                        measurement,
+                        customer: customer.filter(|c| !c.is_empty()),
+                    }
+                });
+            prop_oneof![
+                8 => point,
+                1 => "# [a-z ,=]{0,10}".prop_map(Gen::Comment),
+                1 => "[ \t]{0,3}".prop_map(Gen::Blank),
+                1 => "[ ]{0,2},[a-z]{1,3} v=1".prop_map(Gen::NoMeasurement),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn every_point_line_reaches_exactly_its_shard(
+                lines in proptest::collection::vec(line(), 0..40),
+                crlf in any::<bool>(),
+                trailing_newline in any::<bool>(),
+            ) {
+                let r = router(ISSUE_EXAMPLE);
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let texts: Vec<&str> = lines
+                    .iter()
+                    .map(|l| match l {
+                        Gen::Point { text, .. } => text.as_str(),
+                        Gen::Comment(t) | Gen::Blank(t) | Gen::NoMeasurement(t) => t.as_str(),
+                    })
+                    .collect();
+                let mut body = texts.join(eol);
+                if trailing_newline && !body.is_empty() {
+                    body.push_str(eol);
+                }
+                let sent = Bytes::from(body);
+                let routed = r.route("db", &sent);
+
+                let mut expected: Vec<Vec<&str>> = vec![Vec::new(); r.shards().len()];
+                for l in &lines {
+                    if let Gen::Point { text, measurement, customer } = l {
+                        let shard = match r.placement("db", measurement) {
+                            Placement::Shard(s) => s,
+                            Placement::ByTag { shards, .. } => {
+                                r.shard_for_tag(shards, customer.as_deref().unwrap_or(""))
+                            }
+                        };
+                        expected[shard].push(text);
+                    }
+                }
+                let mut got: Vec<Vec<String>> = vec![Vec::new(); r.shards().len()];
+                for batch in &routed.batches {
+                    let shard = r.shards().iter().position(|s| s.name == batch.shard.name).unwrap();
+                    let text = String::from_utf8(batch.body.to_vec()).unwrap();
+                    got[shard] = text
+                        .split('\n')
+                        .map(|l| l.trim_end_matches('\r'))
+                        .filter(|l| {
+                            let t = l.trim();
+                            !t.is_empty() && !t.starts_with('#')
+                        })
+                        .map(str::to_owned)
+                        .collect();
+                }
+                prop_assert_eq!(got, expected);
+                let bad = lines.iter().filter(|l| matches!(l, Gen::NoMeasurement(_))).count();
+                prop_assert_eq!(routed.unroutable.len(), bad);
+                if routed.batches.len() == 1 && bad == 0 {
+                    // One shard takes every point: the body is shared, not copied.
+                    prop_assert_eq!(routed.batches[0].body.as_ptr(), sent.as_ptr());
+                    prop_assert_eq!(routed.batches[0].body.len(), sent.len());
+                }
+            }
+        }
     }
 }

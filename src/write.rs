@@ -15,7 +15,7 @@ use futures_util::{
 use crate::{
     consistency::Consistency,
     node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, WriteTarget},
-    router::{NodeId, Router},
+    router::{NodeId, Routed, Router},
 };
 
 /// How a replicated write ended, as the client will hear it.
@@ -32,6 +32,9 @@ pub enum WriteOutcome {
     Rejected(NodeResponse),
     /// Some shard did not get enough replicas to accept the write; the text says which and why.
     NotMet(String),
+    /// Some lines could not be routed and were left out; the others were acknowledged. The text is
+    /// InfluxDB's own wording, `partial write: ...` when other points were written.
+    Unroutable(String),
 }
 
 /// Counts the answers of every replica of every shard and decides how the write is answered.
@@ -211,6 +214,30 @@ pub async fn replicate(
 ) -> WriteOutcome {
     let target = Arc::new(target);
     let routed = router.route(db, body);
+    let outcome = deliver(nodes, &routed, order, &target, consistency, deadline).await;
+    match outcome {
+        WriteOutcome::Acknowledged { .. } if !routed.unroutable.is_empty() => {
+            let reasons: Vec<String> = routed.unroutable.iter().map(|u| u.to_string()).collect();
+            let reasons = reasons.join("\n");
+            WriteOutcome::Unroutable(if routed.batches.is_empty() {
+                reasons
+            } else {
+                format!("partial write: {reasons} dropped=0")
+            })
+        }
+        outcome => outcome,
+    }
+}
+
+/// Hands each shard's body to its replicas and waits for the level; see [`replicate`].
+async fn deliver(
+    nodes: &[NodeHandle],
+    routed: &Routed<'_>,
+    order: &Mutex<()>,
+    target: &Arc<WriteTarget>,
+    consistency: Consistency,
+    deadline: Duration,
+) -> WriteOutcome {
     let mut tally = Tally::new(
         consistency,
         routed
@@ -225,7 +252,7 @@ pub async fn replicate(
         for (shard, batch) in routed.batches.iter().enumerate() {
             for &node in &batch.shard.replicas {
                 let write = NodeWrite {
-                    target: Arc::clone(&target),
+                    target: Arc::clone(target),
                     body: batch.body.clone(),
                 };
                 let delivery = nodes[node].deliver(Op::Write(write));
@@ -250,7 +277,7 @@ pub async fn replicate(
             // The refused copies are kept, on disk, before the client hears the write is safe.
             let kept = join_all(refused.iter().map(|&(shard, node, ref reason)| {
                 let write = NodeWrite {
-                    target: Arc::clone(&target),
+                    target: Arc::clone(target),
                     body: routed.batches[shard].body.clone(),
                 };
                 nodes[node].keep_refused(Op::Write(write), reason.clone())

@@ -3,6 +3,7 @@
 mod body;
 mod error;
 mod query;
+mod route;
 mod status;
 mod write;
 
@@ -62,6 +63,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/query")
             .route(web::get().to(query::query))
             .route(web::post().to(query::query))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/route")
+            .route(web::get().to(route::route))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

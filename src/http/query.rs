@@ -11,7 +11,8 @@ use super::{body, respond, ApiError, QueryClient};
 use crate::{
     gateway::Gateway,
     node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery},
-    query::{self, BroadcastOutcome, Plan, QueryText},
+    query::{self, BroadcastOutcome, ClientParams, Plan, QueryText, ScatterError},
+    router::NodeId,
 };
 
 /// Names the node that answered a read, for operators following a query.
@@ -40,15 +41,36 @@ pub async fn query(
         body,
     };
     let timeout = gateway.config().query.timeout;
-    match query::plan(&q) {
-        Plan::Read => {
-            let order = gateway.next_read_order();
-            let (node, answer) =
-                query::read(gateway.nodes(), &order, &client.0, &forwarded, timeout)
-                    .await
-                    .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            Ok(stream(gateway.nodes()[node].status().name(), answer))
+    let db = request_db(&req, &forwarded.body);
+    match query::plan(&q, gateway.router(), db.as_deref()) {
+        Plan::Read { shard } => {
+            let order = match shard {
+                Some(shard) => gateway.shard_read_order(shard),
+                None => gateway.next_read_order(),
+            };
+            read_from(&gateway, &client.0, &order, &forwarded).await
         }
+        Plan::Scatter(statements) => {
+            let QueryText::Found(text) = &q else {
+                return Err(ApiError::bad_request("missing required parameter \"q\""));
+            };
+            let form = is_form(&req).then_some(&forwarded.body[..]);
+            let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+            let params = ClientParams::new(req.query_string(), form, authorization);
+            match query::scatter(&gateway, &client.0, text, &statements, &params).await {
+                Ok(body) => Ok(HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(body)),
+                // A parse error or bad credentials: every node says the same about the whole
+                // query, and its own words (offsets in the whole `q`) are the right answer.
+                Err(ScatterError::Refused { .. }) => {
+                    let order = gateway.next_read_order();
+                    read_from(&gateway, &client.0, &order, &forwarded).await
+                }
+                Err(e) => Err(ApiError::unavailable(e.to_string())),
+            }
+        }
+        Plan::Refused(why) => Err(ApiError::bad_request(why)),
         Plan::Broadcast { statements } => {
             match query::broadcast(
                 gateway.nodes(),
@@ -66,24 +88,57 @@ pub async fn query(
     }
 }
 
-/// The `q` parameter as InfluxDB reads it: Go's `FormValue`, where a form body's values come
-/// before the URL's. A multipart body may hold `q` as a field or a file: the gateway does not
-/// decode those, so it reports `q` as unknown and the query is broadcast.
-fn query_text(req: &HttpRequest, body: &Bytes) -> QueryText {
-    let media_type = req
-        .headers()
+/// Sends a read to the first node of `order` that answers and streams its answer back.
+async fn read_from(
+    gateway: &Gateway,
+    client: &awc::Client,
+    order: &[NodeId],
+    forwarded: &ForwardedQuery,
+) -> Result<HttpResponse, ApiError> {
+    let timeout = gateway.config().query.timeout;
+    let (node, answer) = query::read(gateway.nodes(), order, client, forwarded, timeout)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(stream(gateway.nodes()[node].status().name(), answer))
+}
+
+/// Whether the request's body is an urlencoded form, whose values InfluxDB reads first.
+fn is_form(req: &HttpRequest) -> bool {
+    matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+        && media_type(req) == "application/x-www-form-urlencoded"
+}
+
+fn media_type(req: &HttpRequest) -> String {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The `db` parameter as InfluxDB reads it (a form body's first), for routing unqualified sources.
+fn request_db(req: &HttpRequest, body: &Bytes) -> Option<String> {
+    let find = |encoded: &[u8]| {
+        url::form_urlencoded::parse(encoded)
+            .find(|(key, _)| key == "db")
+            .map(|(_, value)| value.into_owned())
+    };
+    is_form(req)
+        .then(|| find(body))
+        .flatten()
+        .or_else(|| find(req.query_string().as_bytes()))
+}
+
+/// The `q` parameter as InfluxDB reads it: Go's `FormValue`, where a form body's values come
+/// before the URL's. A multipart body may hold `q` as a field or a file: the gateway does not
+/// decode those, so it reports `q` as unknown and the query is broadcast.
+fn query_text(req: &HttpRequest, body: &Bytes) -> QueryText {
     let form_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    if form_body && media_type == "multipart/form-data" {
+    if form_body && media_type(req) == "multipart/form-data" {
         return QueryText::Unknown;
     }
-    let from_body = (form_body && media_type == "application/x-www-form-urlencoded")
-        .then(|| find_q(body))
-        .flatten();
+    let from_body = is_form(req).then(|| find_q(body)).flatten();
     match from_body.or_else(|| find_q(req.query_string().as_bytes())) {
         Some(q) => QueryText::Found(q),
         None => QueryText::Absent,

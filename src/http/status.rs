@@ -90,6 +90,8 @@ struct Health<'a> {
 struct ShardHealth<'a> {
     name: &'a str,
     replicas: Vec<&'a str>,
+    /// Replicas whose last probe or request succeeded: 0 means the shard cannot be read.
+    replicas_up: usize,
 }
 
 /// Handles `GET /health`: every node's state; 200 while a node is up, 503 when none is.
@@ -115,6 +117,11 @@ pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
                 .iter()
                 .map(|&n| gateway.nodes()[n].status().name())
                 .collect(),
+            replicas_up: shard
+                .replicas
+                .iter()
+                .filter(|&&n| gateway.nodes()[n].status().state() == NodeState::Up)
+                .count(),
         })
         .collect();
     HttpResponse::build(code).json(Health {

@@ -84,5 +84,6 @@ pub async fn write(
         WriteOutcome::Acknowledged { .. } => Ok(HttpResponse::NoContent().finish()),
         WriteOutcome::Rejected(answer) => Ok(respond(&answer)),
         WriteOutcome::NotMet(why) => Err(ApiError::unavailable(why)),
+        WriteOutcome::Unroutable(why) => Err(ApiError::bad_request(why)),
     }
 }

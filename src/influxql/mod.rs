@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod lexer;
+pub mod sources;
 
 pub use classify::{classify_query, Statement, StatementKind};
 pub use lexer::{LexError, Lexer, Token, TokenKind};

@@ -1,9 +1,12 @@
 //! The query path: decide where a `/query` goes, send it there, and combine the answers.
 
 pub mod broadcast;
+pub mod merge;
 pub mod planner;
 pub mod read;
+pub mod scatter;
 
 pub use broadcast::{broadcast, BroadcastOutcome};
-pub use planner::{plan, Plan, QueryText};
+pub use planner::{plan, Plan, QueryText, Routed, Target};
 pub use read::{read, read_order, ReadError};
+pub use scatter::{scatter, ClientParams, ScatterError};

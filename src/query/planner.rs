@@ -1,19 +1,64 @@
-//! Chooses between sending a query to one node and sending it to every node.
+//! Chooses where a query goes: one node, one shard, every shard statement by statement, or every
+//! node.
 //!
 //! The rule when in doubt is to broadcast: a read sent to every node costs a little work and
 //! still gets one node's answer, while a mutation sent to one node leaves the replicas different.
+//!
+//! With several shards a read statement goes to the shards its sources live on: one shard, when
+//! every source is placed there; otherwise every shard concerned, and the answers are merged
+//! ([`super::merge`]). A query whose statements all fit on one shard is sent there whole, as it
+//! would be to one InfluxDB, and streams back.
 
-use crate::influxql::{classify_query, StatementKind};
+use crate::{
+    influxql::{
+        classify_query,
+        sources::{reads, Measurement, Reads},
+        Statement, StatementKind,
+    },
+    router::{Placement, Router, ShardId},
+};
 
 /// Where a query goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
-    /// Reads only: one healthy node answers, with fallback to the next.
-    Read,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan<'q> {
+    /// Reads only, all answerable by one replica of `shard` (`None`: by any node).
+    Read {
+        /// The shard whose replicas may answer.
+        shard: Option<ShardId>,
+    },
     /// Every node applies the whole query, in order with the writes it receives.
     Broadcast {
         /// How many statements the query has (1 when they could not be counted).
         statements: usize,
+    },
+    /// Reads spanning shards: each statement is answered on its own, merged where it must be.
+    Scatter(Vec<Routed<'q>>),
+    /// A statement the sharded cluster cannot run correctly; the text says why.
+    Refused(String),
+}
+
+/// One read statement and where it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed<'q> {
+    /// The statement.
+    pub statement: Statement<'q>,
+    /// Who answers it.
+    pub target: Target,
+}
+
+/// Who answers one read statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Any node: node-local statements, and schema every node holds.
+    AnyNode,
+    /// One replica of this shard.
+    Shard(ShardId),
+    /// One replica of each of these shards, answers merged.
+    Shards {
+        /// The shards, in router order.
+        shards: Vec<ShardId>,
+        /// Tags by which some source is spread over shards (a series may span shards).
+        shard_tags: Vec<String>,
     },
 }
 
@@ -28,77 +73,261 @@ pub enum QueryText {
     Unknown,
 }
 
-/// Plans a query.
+/// Plans a query for database `db` (the request's `db`, if any).
 ///
 /// Broadcast: any mutation; any statement the classifier does not know; a query that does not lex
 /// (the gateway's lexer must never be the reason a mutation reaches one node only); a `q` that
 /// could not be found.
-pub fn plan(q: &QueryText) -> Plan {
+pub fn plan<'q>(q: &'q QueryText, router: &Router, db: Option<&str>) -> Plan<'q> {
     let q = match q {
         QueryText::Found(q) => q,
-        QueryText::Absent => return Plan::Read,
+        QueryText::Absent => return Plan::Read { shard: None },
         QueryText::Unknown => return Plan::Broadcast { statements: 1 },
     };
-    match classify_query(q) {
-        Ok(statements)
-            if statements
-                .iter()
-                .all(|s| matches!(s.kind, StatementKind::Read | StatementKind::NodeLocal)) =>
-        {
-            Plan::Read
+    let statements = match classify_query(q) {
+        Ok(statements) => statements,
+        Err(_) => return Plan::Broadcast { statements: 1 },
+    };
+    let reads_only = statements
+        .iter()
+        .all(|s| matches!(s.kind, StatementKind::Read | StatementKind::NodeLocal));
+    if !reads_only {
+        if router.is_sharded() {
+            if let Some(why) = statements.iter().find_map(refused_when_sharded) {
+                return Plan::Refused(why);
+            }
         }
-        Ok(statements) => Plan::Broadcast {
+        return Plan::Broadcast {
             statements: statements.len().max(1),
-        },
-        Err(_) => Plan::Broadcast { statements: 1 },
+        };
+    }
+    if !router.is_sharded() {
+        return Plan::Read { shard: None };
+    }
+    let routed: Vec<Routed<'q>> = statements
+        .into_iter()
+        .map(|statement| {
+            let target = target(&statement, router, db);
+            Routed { statement, target }
+        })
+        .collect();
+    let mut sole: Option<ShardId> = None;
+    for r in &routed {
+        match (&r.target, sole) {
+            (Target::AnyNode, _) => {}
+            (Target::Shard(s), None) => sole = Some(*s),
+            (Target::Shard(s), Some(t)) if *s == t => {}
+            _ => return Plan::Scatter(routed),
+        }
+    }
+    Plan::Read { shard: sole }
+}
+
+/// Statements whose effect depends on where data lives, which a sharded cluster would get wrong.
+fn refused_when_sharded(statement: &Statement<'_>) -> Option<String> {
+    let first = statement.tokens.first()?;
+    let second = statement.tokens.get(1);
+    if first.is_keyword("SELECT") && statement.tokens.iter().any(|t| t.is_keyword("INTO")) {
+        return Some(
+            "SELECT ... INTO is not supported on a sharded cluster: each node would compute it \
+             from its own shards and write the result where that node is, not where the routes \
+             put it; query through the gateway and write the result back instead"
+                .to_owned(),
+        );
+    }
+    if first.is_keyword("CREATE") && second.is_some_and(|t| t.is_keyword("CONTINUOUS")) {
+        return Some(
+            "continuous queries are not supported on a sharded cluster: each node would run them \
+             over its own shards only and keep the results where it is, not where the routes put \
+             them"
+                .to_owned(),
+        );
+    }
+    None
+}
+
+/// Where one read statement is answered.
+fn target(statement: &Statement<'_>, router: &Router, db: Option<&str>) -> Target {
+    if statement.kind == StatementKind::NodeLocal {
+        return Target::AnyNode;
+    }
+    let every_shard = || Target::Shards {
+        shards: (0..router.shards().len()).collect(),
+        shard_tags: router.shard_tags().map(str::to_owned).collect(),
+    };
+    let (on, sources) = match reads(statement) {
+        Reads::Schema { merge: false } => return Target::AnyNode,
+        Reads::Schema { merge: true } | Reads::Everything { .. } => return every_shard(),
+        Reads::Sources { on, sources, .. } => (on, sources),
+    };
+    let mut shards: Vec<ShardId> = Vec::new();
+    let mut shard_tags: Vec<String> = Vec::new();
+    for source in &sources {
+        let name = match &source.measurement {
+            Measurement::Name(name) => name,
+            // A regex may match any measurement, wherever it lives.
+            Measurement::Regex(_) => return every_shard(),
+        };
+        let db = source.db.as_deref().or(on.as_deref()).or(db).unwrap_or("");
+        let placement = router.placement(db, name);
+        if let Placement::ByTag { key, .. } = placement {
+            if !shard_tags.iter().any(|k| k == key) {
+                shard_tags.push(key.to_owned());
+            }
+        }
+        for &shard in placement.shards() {
+            if !shards.contains(&shard) {
+                shards.push(shard);
+            }
+        }
+    }
+    shards.sort_unstable();
+    match shards.as_slice() {
+        [one] => Target::Shard(*one),
+        _ => Target::Shards { shards, shard_tags },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
-    fn plan_of(q: &str) -> Plan {
-        plan(&QueryText::Found(q.to_owned()))
+    /// Plans `q` on an unsharded cluster of two nodes and checks the plan.
+    fn assert_plan(q: &str, expected: Plan<'_>) {
+        let q = QueryText::Found(q.to_owned());
+        assert_eq!(plan(&q, &Router::replicate_to_all(2), Some("db")), expected);
     }
 
     #[test]
     fn reads_go_to_one_node() {
-        assert_eq!(plan_of("SELECT * FROM cpu"), Plan::Read);
-        assert_eq!(plan_of("SHOW DATABASES; SHOW QUERIES"), Plan::Read);
-        assert_eq!(plan_of(""), Plan::Read);
-        assert_eq!(plan(&QueryText::Absent), Plan::Read);
+        assert_plan("SELECT * FROM cpu", Plan::Read { shard: None });
+        assert_plan("SHOW DATABASES; SHOW QUERIES", Plan::Read { shard: None });
+        assert_plan("", Plan::Read { shard: None });
+        assert_eq!(
+            plan(&QueryText::Absent, &Router::replicate_to_all(1), None),
+            Plan::Read { shard: None }
+        );
     }
 
     #[test]
     fn mutations_and_doubt_go_everywhere() {
+        let everywhere = |statements| Plan::Broadcast { statements };
+        assert_plan("SELECT * FROM cpu; CREATE DATABASE x", everywhere(2));
+        assert_plan("create database x", everywhere(1));
+        assert_plan("CREATE DATABASE 'x", everywhere(1));
+        assert_plan("SELEC 1; DROP DATABASE x", everywhere(2));
         assert_eq!(
-            plan_of("SELECT * FROM cpu; CREATE DATABASE x"),
-            Plan::Broadcast { statements: 2 }
+            plan(&QueryText::Unknown, &Router::replicate_to_all(1), None),
+            everywhere(1)
         );
-        assert_eq!(
-            plan_of("create database x"),
-            Plan::Broadcast { statements: 1 }
-        );
-        assert_eq!(
-            plan_of("CREATE DATABASE 'x"),
-            Plan::Broadcast { statements: 1 }
-        );
-        assert_eq!(
-            plan_of("SELEC 1; DROP DATABASE x"),
-            Plan::Broadcast { statements: 2 }
-        );
-        assert_eq!(plan(&QueryText::Unknown), Plan::Broadcast { statements: 1 });
     }
 
     #[test]
     fn a_cast_before_a_division_does_not_hide_a_mutation() {
+        assert_plan(
+            "SELECT v::field / 2 FROM cpu; DROP DATABASE w1",
+            Plan::Broadcast { statements: 2 },
+        );
+        assert_plan(
+            "SELECT v::tag / 2 FROM cpu; DROP DATABASE w1 /",
+            Plan::Broadcast { statements: 2 },
+        );
+    }
+
+    fn sharded() -> Router {
+        Config::from_yaml(
+            "nodes:
+  - {name: a, url: \"http://127.0.0.1:1\"}
+  - {name: b, url: \"http://127.0.0.1:2\"}
+shards:
+  - {name: s1, replicas: [a]}
+  - {name: s2, replicas: [b]}
+routes:
+  - {measurement: cpu, shard: s1}
+  - {measurement: mem, shard: s1}
+  - {measurement: disk, shard: s2}
+  - {measurement: http, by_tag: customer, shards: [s1, s2]}
+",
+        )
+        .unwrap()
+        .router
+    }
+
+    /// The target of each statement of `q` on the sharded cluster, or the whole plan when it is
+    /// not scattered.
+    fn targets(q: &str) -> Result<Vec<Target>, String> {
+        let q = QueryText::Found(q.to_owned());
+        match plan(&q, &sharded(), Some("db")) {
+            Plan::Scatter(routed) => Ok(routed.into_iter().map(|r| r.target).collect()),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    fn spread(shard_tags: &[&str]) -> Target {
+        Target::Shards {
+            shards: vec![0, 1],
+            shard_tags: shard_tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_query_on_one_shard_goes_there_whole() {
+        let plan_of = |q: &str| {
+            let q = QueryText::Found(q.to_owned());
+            format!("{:?}", plan(&q, &sharded(), Some("db")))
+        };
+        assert_eq!(plan_of("SELECT * FROM cpu"), "Read { shard: Some(0) }");
         assert_eq!(
-            plan_of("SELECT v::field / 2 FROM cpu; DROP DATABASE w1"),
-            Plan::Broadcast { statements: 2 }
+            plan_of("SELECT * FROM cpu, mem; SHOW QUERIES; SHOW USERS"),
+            "Read { shard: Some(0) }"
         );
         assert_eq!(
-            plan_of("SELECT v::tag / 2 FROM cpu; DROP DATABASE w1 /"),
+            plan_of("SHOW TAG KEYS FROM \"db\"..\"disk\""),
+            "Read { shard: Some(1) }"
+        );
+        assert_eq!(plan_of("SHOW QUERIES"), "Read { shard: None }");
+    }
+
+    #[test]
+    fn statements_spanning_shards_are_scattered() {
+        assert_eq!(targets("SELECT * FROM cpu, disk"), Ok(vec![spread(&[])]));
+        assert_eq!(
+            targets("SELECT count(n) FROM http"),
+            Ok(vec![spread(&["customer"])])
+        );
+        assert_eq!(
+            targets("SELECT * FROM /./"),
+            Ok(vec![spread(&["customer"])])
+        );
+        assert_eq!(
+            targets("SHOW MEASUREMENTS; SHOW DATABASES"),
+            Ok(vec![spread(&["customer"]), spread(&["customer"])])
+        );
+        assert_eq!(
+            targets("SELECT * FROM cpu; SELECT * FROM disk; SHOW USERS"),
+            Ok(vec![Target::Shard(0), Target::Shard(1), Target::AnyNode])
+        );
+        assert_eq!(
+            targets("SELECT max(v) FROM (SELECT v FROM cpu), (SELECT v FROM disk)"),
+            Ok(vec![spread(&[])])
+        );
+    }
+
+    #[test]
+    fn what_sharding_would_get_wrong_is_refused() {
+        let q = QueryText::Found("SELECT mean(v) INTO x FROM cpu GROUP BY time(1m)".into());
+        assert!(
+            matches!(plan(&q, &sharded(), None), Plan::Refused(why) if why.starts_with("SELECT ... INTO"))
+        );
+        let q = QueryText::Found(
+            "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT mean(v) INTO x FROM cpu GROUP BY time(1m) END"
+                .into(),
+        );
+        assert!(matches!(plan(&q, &sharded(), None), Plan::Refused(_)));
+        let q = QueryText::Found("CREATE DATABASE x; DROP MEASUREMENT cpu".into());
+        assert_eq!(
+            plan(&q, &sharded(), None),
             Plan::Broadcast { statements: 2 }
         );
     }

@@ -1,0 +1,84 @@
+//! `GET /route`: where a measurement, or one tag value of it, lives.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::{params, ApiError};
+use crate::{gateway::Gateway, router::Placement};
+
+#[derive(Deserialize)]
+struct RouteParams {
+    db: Option<String>,
+    measurement: Option<String>,
+    /// The value of the route's `by_tag` tag; empty stands for a point without the tag.
+    tag: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RouteAnswer<'a> {
+    db: &'a str,
+    measurement: &'a str,
+    /// Which route decided, or that the hash did.
+    route: String,
+    /// The tag whose value spreads the measurement over shards, if any.
+    by_tag: Option<&'a str>,
+    /// The tag value asked about, if any.
+    tag: Option<&'a str>,
+    /// Where the points are: one shard, or every candidate when a tag value is needed to choose.
+    shards: Vec<ShardAnswer<'a>>,
+}
+
+#[derive(Serialize)]
+struct ShardAnswer<'a> {
+    name: &'a str,
+    replicas: Vec<&'a str>,
+}
+
+/// Handles `GET /route?db=&measurement=&tag=`.
+pub async fn route(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    let params: RouteParams = params(&req)?;
+    let db = params
+        .db
+        .as_deref()
+        .filter(|db| !db.is_empty())
+        .ok_or_else(|| ApiError::bad_request("database is required"))?;
+    let measurement = params
+        .measurement
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::bad_request("measurement is required"))?;
+    let router = gateway.router();
+    let placement = router.placement(db, measurement);
+    let (by_tag, shards) = match placement {
+        Placement::Shard(shard) => (None, vec![shard]),
+        Placement::ByTag { key, shards } => match params.tag.as_deref() {
+            Some(value) => (Some(key), vec![router.shard_for_tag(shards, value)]),
+            None => (Some(key), shards.to_vec()),
+        },
+    };
+    let shards = shards
+        .into_iter()
+        .map(|s| {
+            let shard = &router.shards()[s];
+            ShardAnswer {
+                name: &shard.name,
+                replicas: shard
+                    .replicas
+                    .iter()
+                    .map(|&n| gateway.nodes()[n].status().name())
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(RouteAnswer {
+        db,
+        measurement,
+        route: router.explain(measurement),
+        by_tag,
+        tag: params.tag.as_deref().filter(|_| by_tag.is_some()),
+        shards,
+    }))
+}

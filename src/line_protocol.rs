@@ -1,0 +1,384 @@
+//! Just enough of InfluxDB 1.x's line-protocol parser to route points: where each line ends, and
+//! each line's measurement and tags, with nothing allocated per line.
+//!
+//! The rules are InfluxDB 1.x's (`models/points.go`), because the router must agree with the nodes
+//! about what a line is:
+//!
+//! - **Line ends.** A `\n` ends a line, except inside a double-quoted string field value: the quote
+//!   state is tracked only after the first space (the field section), a quote opens or closes a
+//!   value only when more `=` than `,` have been seen there, and a backslash skips the next byte
+//!   when at least two bytes follow it. A `\r` before the `\n` stays in the line (InfluxDB 1.x then
+//!   rejects the timestamp or value it sticks to), but it is never taken into a measurement or tag.
+//! - **Blank lines and comments.** Leading spaces, tabs and NUL bytes are skipped; an empty line is
+//!   blank; a line whose first other byte is `#` is a comment.
+//! - **Measurement.** Up to the first comma or space not preceded by a backslash. A line that
+//!   starts with a comma has no measurement (InfluxDB's "missing measurement").
+//! - **Escapes.** A byte preceded by a backslash is never a separator (InfluxDB looks only at the
+//!   previous byte, so in `a\\,b` the comma is escaped too). Unescaping, as InfluxDB does it for
+//!   measurement names and tags, turns `\,` `\"` `\ ` `\=` into the character and leaves any other
+//!   backslash alone.
+//! - **Tags.** `key=value` pairs separated by unescaped commas, up to the first unescaped space.
+//!
+//! Anything else wrong with a line (missing fields, a bad value or timestamp, a malformed tag) is
+//! left for the node to report in its own words: the router needs only the measurement and one tag.
+
+use std::{borrow::Cow, ops::Range};
+
+/// Iterates over the lines of a write body the way InfluxDB splits them.
+pub fn lines(body: &[u8]) -> Lines<'_> {
+    Lines { body, pos: 0 }
+}
+
+/// The lines of a body; see [`lines`].
+#[derive(Debug, Clone)]
+pub struct Lines<'a> {
+    body: &'a [u8],
+    pos: usize,
+}
+
+/// One line of a body.
+#[derive(Debug, Clone)]
+pub struct Line<'a> {
+    /// Byte range of the whole line in the body, its terminating `\n` included when there is one:
+    /// the spans of all lines, concatenated, are the body.
+    pub span: Range<usize>,
+    /// What the line holds.
+    pub kind: LineKind<'a>,
+}
+
+/// What a line holds.
+#[derive(Debug, Clone)]
+pub enum LineKind<'a> {
+    /// Nothing but whitespace.
+    Blank,
+    /// A `#` comment.
+    Comment,
+    /// A point, with its series key.
+    Point(SeriesKey<'a>),
+    /// A line no series key can be read from.
+    Invalid(LineError),
+}
+
+/// Why a line has no usable series key, in InfluxDB's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// The line starts with a comma.
+    #[error("missing measurement")]
+    MissingMeasurement,
+}
+
+/// The measurement and tags of a point, still escaped.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesKey<'a> {
+    measurement: &'a [u8],
+    /// The tag section without its leading comma: `k=v,k2=v2`, possibly empty.
+    tags: &'a [u8],
+}
+
+/// A name or value as written in line protocol, still escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escaped<'a>(&'a [u8]);
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        let start = self.pos;
+        if start >= self.body.len() {
+            return None;
+        }
+        let end = line_end(self.body, start);
+        // The span takes the `\n`; the text does not.
+        self.pos = (end + 1).min(self.body.len());
+        let text = &self.body[start..end];
+        Some(Line {
+            span: start..self.pos,
+            kind: classify(text),
+        })
+    }
+}
+
+/// Index of the `\n` ending the line that starts at `i`, or the body's length.
+fn line_end(buf: &[u8], mut i: usize) -> usize {
+    let mut quoted = false;
+    let mut fields = false;
+    let (mut equals, mut commas) = (0usize, 0usize);
+    while i < buf.len() {
+        let b = buf[i];
+        if b == b'\\' && i + 2 < buf.len() {
+            i += 2;
+            continue;
+        }
+        if b == b' ' {
+            fields = true;
+        }
+        if fields {
+            if !quoted && b == b'=' {
+                equals += 1;
+            } else if !quoted && b == b',' {
+                commas += 1;
+            } else if b == b'"' && equals > commas {
+                quoted = !quoted;
+            } else if b == b'\n' && !quoted {
+                return i;
+            }
+        } else if b == b'\n' {
+            return i;
+        }
+        i += 1;
+    }
+    buf.len()
+}
+
+fn classify(text: &[u8]) -> LineKind<'_> {
+    let start = text
+        .iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | 0))
+        .unwrap_or(text.len());
+    let text = &text[start..];
+    match text.first() {
+        None => LineKind::Blank,
+        Some(b'#') => LineKind::Comment,
+        Some(b',') => LineKind::Invalid(LineError::MissingMeasurement),
+        Some(_) => {
+            // A `\r` left by a CRLF ending belongs to no name.
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            LineKind::Point(series_key(text))
+        }
+    }
+}
+
+/// The measurement and tag section of a line that starts with its measurement.
+fn series_key(text: &[u8]) -> SeriesKey<'_> {
+    let name_end = unescaped_position(text, 0, |b| b == b',' || b == b' ');
+    let measurement = &text[..name_end];
+    let tags = if text.get(name_end) == Some(&b',') {
+        let from = name_end + 1;
+        &text[from..unescaped_position(text, from, |b| b == b' ')]
+    } else {
+        &[]
+    };
+    SeriesKey { measurement, tags }
+}
+
+/// The first index at or after `from` whose byte is a separator and not escaped (not preceded by
+/// a backslash), or the length.
+fn unescaped_position(text: &[u8], from: usize, separator: impl Fn(u8) -> bool) -> usize {
+    (from..text.len())
+        .find(|&i| separator(text[i]) && (i == 0 || text[i - 1] != b'\\'))
+        .unwrap_or(text.len())
+}
+
+impl<'a> SeriesKey<'a> {
+    /// The measurement.
+    pub fn measurement(&self) -> Escaped<'a> {
+        Escaped(self.measurement)
+    }
+
+    /// The value of tag `key` (compared to the unescaped key), if the point has it.
+    pub fn tag(&self, key: &str) -> Option<Escaped<'a>> {
+        let mut rest = self.tags;
+        while !rest.is_empty() {
+            let pair_end = unescaped_position(rest, 0, |b| b == b',');
+            let pair = &rest[..pair_end];
+            let eq = unescaped_position(pair, 0, |b| b == b'=');
+            if eq < pair.len() && Escaped(&pair[..eq]).eq_str(key) {
+                return Some(Escaped(&pair[eq + 1..]));
+            }
+            rest = rest.get(pair_end + 1..).unwrap_or_default();
+        }
+        None
+    }
+}
+
+impl<'a> Escaped<'a> {
+    /// The bytes as written.
+    pub fn raw(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The unescaped text; borrowed when nothing is escaped (invalid UTF-8 is replaced).
+    pub fn unescaped(&self) -> Cow<'a, str> {
+        if !self.0.contains(&b'\\') {
+            return String::from_utf8_lossy(self.0);
+        }
+        let bytes: Vec<u8> = self.bytes().collect();
+        Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Whether the unescaped text is `s`, without allocating.
+    pub fn eq_str(&self, s: &str) -> bool {
+        if !self.0.contains(&b'\\') {
+            return self.0 == s.as_bytes();
+        }
+        self.bytes().eq(s.bytes())
+    }
+
+    /// Whether the unescaped text starts with `prefix`, without allocating.
+    pub fn starts_with_str(&self, prefix: &str) -> bool {
+        if !self.0.contains(&b'\\') {
+            return self.0.starts_with(prefix.as_bytes());
+        }
+        let mut bytes = self.bytes();
+        prefix.bytes().all(|p| bytes.next() == Some(p))
+    }
+
+    /// The unescaped bytes, for hashing without allocating.
+    pub fn bytes(&self) -> Unescape<'a> {
+        Unescape { rest: self.0 }
+    }
+}
+
+/// The unescaped bytes of an [`Escaped`].
+#[derive(Debug, Clone)]
+pub struct Unescape<'a> {
+    rest: &'a [u8],
+}
+
+impl Iterator for Unescape<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.rest.split_first()?;
+        match (first, rest.first()) {
+            (b'\\', Some(&escaped @ (b',' | b'"' | b' ' | b'='))) => {
+                self.rest = &rest[1..];
+                Some(escaped)
+            }
+            _ => {
+                self.rest = rest;
+                Some(first)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(body: &str) -> Vec<String> {
+        lines(body.as_bytes())
+            .map(|line| match line.kind {
+                LineKind::Blank => "blank".to_owned(),
+                LineKind::Comment => "comment".to_owned(),
+                LineKind::Invalid(e) => format!("invalid: {e}"),
+                LineKind::Point(key) => key.measurement().unescaped().into_owned(),
+            })
+            .collect()
+    }
+
+    fn key(line: &str) -> SeriesKey<'_> {
+        match lines(line.as_bytes()).next().map(|l| l.kind) {
+            Some(LineKind::Point(key)) => key,
+            other => panic!("{line:?} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn spans_cover_the_body() {
+        for body in [
+            "",
+            "\n",
+            "cpu v=1\nmem v=2",
+            "cpu v=1\r\n\r\n# c\n",
+            "a s=\"x\ny\" 1\n",
+        ] {
+            let mut joined = Vec::new();
+            for line in lines(body.as_bytes()) {
+                joined.extend_from_slice(&body.as_bytes()[line.span]);
+            }
+            assert_eq!(joined, body.as_bytes(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn blank_lines_comments_and_missing_measurements() {
+        assert_eq!(
+            kinds("cpu v=1\n\n  \t\n# a comment, v=1\n  ,x v=1\n \tmem v=2"),
+            [
+                "cpu",
+                "blank",
+                "blank",
+                "comment",
+                "invalid: missing measurement",
+                "mem"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_newline_inside_a_quoted_field_does_not_end_the_line() {
+        assert_eq!(
+            kinds("log,host=a msg=\"one\ntwo, x=\\\"y\\\"\nthree\" 1\nmem v=1\n"),
+            ["log", "mem"]
+        );
+        // Before the field section a quote is just a character.
+        assert_eq!(kinds("we\"ird v=1\nmem v=1"), ["we\"ird", "mem"]);
+        // A quote in a field key (more commas than equals so far) opens nothing.
+        assert_eq!(kinds("m a=1,\"b=2\nmem v=1"), ["m", "mem"]);
+    }
+
+    #[test]
+    fn escapes_in_measurements_and_tags() {
+        let k = key("my\\ weird\\,name,tag\\ key=va\\=l\\,ue,t2=x v=1");
+        assert_eq!(k.measurement().unescaped(), "my weird,name");
+        assert!(k.measurement().eq_str("my weird,name"));
+        assert!(k.measurement().starts_with_str("my w"));
+        assert!(!k.measurement().starts_with_str("my weird,namex"));
+        assert_eq!(
+            k.tag("tag key").map(|v| v.unescaped().into_owned()),
+            Some("va=l,ue".into())
+        );
+        assert_eq!(k.tag("t2").map(|v| v.raw()), Some(&b"x"[..]));
+        assert!(k.tag("t3").is_none());
+        // Other backslashes stay; a backslash before a separator escapes it, even a doubled one.
+        let k = key("c:\\\\dir\\\\,x=1 v=1");
+        assert_eq!(k.measurement().unescaped(), "c:\\\\dir\\,x=1");
+        assert!(k.tag("x").is_none());
+        assert!(matches!(k.measurement().unescaped(), Cow::Owned(_)));
+        assert!(matches!(
+            key("cpu v=1").measurement().unescaped(),
+            Cow::Borrowed("cpu")
+        ));
+    }
+
+    #[test]
+    fn crlf_never_reaches_a_name() {
+        let body = "cpu,host=a\r\nmem\r\n";
+        let keys: Vec<_> = lines(body.as_bytes())
+            .filter_map(|l| match l.kind {
+                LineKind::Point(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys[0].measurement().raw(), b"cpu");
+        assert_eq!(keys[0].tag("host").map(|v| v.raw()), Some(&b"a"[..]));
+        assert_eq!(keys[1].measurement().raw(), b"mem");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let len = (state % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    b"\\ ,=\"\n\r#a\tb"[(state % 11) as usize]
+                })
+                .collect();
+            let mut covered = 0;
+            for line in lines(&bytes) {
+                assert_eq!(line.span.start, covered);
+                covered = line.span.end;
+                if let LineKind::Point(k) = line.kind {
+                    let _ = (k.measurement().unescaped(), k.tag("a"), k.tag(""));
+                }
+            }
+            assert_eq!(covered, bytes.len());
+        }
+    }
+}
