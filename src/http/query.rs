@@ -119,15 +119,7 @@ fn media_type(req: &HttpRequest) -> String {
 
 /// The `db` parameter as InfluxDB reads it (a form body's first), for routing unqualified sources.
 fn request_db(req: &HttpRequest, body: &Bytes) -> Option<String> {
-    let find = |encoded: &[u8]| {
-        url::form_urlencoded::parse(encoded)
-            .find(|(key, _)| key == "db")
-            .map(|(_, value)| value.into_owned())
-    };
-    is_form(req)
-        .then(|| find(body))
-        .flatten()
-        .or_else(|| find(req.query_string().as_bytes()))
+    form_value(req, body, "db")
 }
 
 /// The `q` parameter as InfluxDB reads it: Go's `FormValue`, where a form body's values come
@@ -138,17 +130,23 @@ fn query_text(req: &HttpRequest, body: &Bytes) -> QueryText {
     if form_body && media_type(req) == "multipart/form-data" {
         return QueryText::Unknown;
     }
-    let from_body = is_form(req).then(|| find_q(body)).flatten();
-    match from_body.or_else(|| find_q(req.query_string().as_bytes())) {
+    match form_value(req, body, "q") {
         Some(q) => QueryText::Found(q),
         None => QueryText::Absent,
     }
 }
 
-fn find_q(encoded: &[u8]) -> Option<String> {
-    url::form_urlencoded::parse(encoded)
-        .find(|(key, _)| key == "q")
-        .map(|(_, value)| value.into_owned())
+/// Go's `FormValue`: a form body's value first, then the URL's.
+fn form_value(req: &HttpRequest, body: &Bytes, name: &str) -> Option<String> {
+    let find = |encoded: &[u8]| {
+        url::form_urlencoded::parse(encoded)
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    is_form(req)
+        .then(|| find(body))
+        .flatten()
+        .or_else(|| find(req.query_string().as_bytes()))
 }
 
 /// Passes a node's answer on as it arrives: chunked answers stay chunked and are never held whole.
