@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod lexer;
+pub mod select;
 pub mod sources;
 
 pub use classify::{classify_query, Statement, StatementKind};
