@@ -143,6 +143,7 @@ fn statements() -> Vec<String> {
         "SELECT mean(n) AS avg, count(latency) FROM http_requests",
         "SELECT spread(latency) FROM http_requests",
         "SELECT first(n) FROM http_requests",
+        "SELECT first(n), last(n), count(n) FROM http_requests GROUP BY method",
         "SELECT last(latency) FROM http_requests",
         "SELECT count(n) FROM http_requests GROUP BY method",
         "SELECT max(latency) FROM http_requests WHERE method = 'POST'",
@@ -173,6 +174,11 @@ fn statements() -> Vec<String> {
         "SELECT count(n) FROM http_requests WHERE {r} AND method = 'POST' GROUP BY time(5m) fill(5)",
         "SELECT sum(latency) FROM http_requests WHERE {r} GROUP BY time(10m), method ORDER BY time DESC",
         "SELECT max(n) FROM http_requests WHERE {r} GROUP BY time(20m), method SLIMIT 1",
+        "SELECT first(n), last(latency) FROM http_requests WHERE {r} GROUP BY time(10m)",
+        "SELECT first(latency), count(n) FROM http_requests WHERE {r} GROUP BY time(5m), method fill(none)",
+        "SELECT last(n) FROM http_requests WHERE {r} AND customer_id = 'c7' GROUP BY time(5m) fill(previous)",
+        "SELECT mean(latency) FROM http_requests WHERE {r} AND method = 'POST' GROUP BY time(5m) fill(linear)",
+        "SELECT sum(n) FROM http_requests WHERE {r} AND customer_id = 'c4' GROUP BY time(5m) fill(linear)",
     ] {
         list.push(q.replace("{r}", &r));
     }

@@ -95,8 +95,24 @@ pub struct Shape {
     pub soffset: Option<Clause>,
     /// A `tz(...)` clause is present.
     pub tz: bool,
+    /// Token ranges of clauses a rewrite may replace: the field list, `GROUP BY ...`,
+    /// `fill(...)` and `ORDER BY ...`.
+    pub ranges: Ranges,
     /// A subquery is among the sources.
     pub subquery: bool,
+}
+
+/// Where some clauses of a statement are, as token ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranges {
+    /// The `SELECT` fields.
+    pub fields: Option<Range<usize>>,
+    /// `GROUP BY` and its dimensions.
+    pub group_by: Option<Range<usize>>,
+    /// `fill(...)`.
+    pub fill: Option<Range<usize>>,
+    /// `ORDER BY ...`.
+    pub order_by: Option<Range<usize>>,
 }
 
 /// Reads the shape of `statement`; `None` when it is not one the gateway can follow.
@@ -115,12 +131,14 @@ pub fn shape(statement: &Statement<'_>) -> Option<Shape> {
         soffset: None,
         tz: false,
         subquery: false,
+        ranges: Ranges::default(),
     };
     let depths = depths(tokens)?;
     let top = |i: usize| depths[i] == 0;
     if tokens.first()?.is_keyword("SELECT") {
         let from = (0..tokens.len()).find(|&i| top(i) && tokens[i].is_keyword("FROM"))?;
         shape.fields = fields(tokens, 1..from)?;
+        shape.ranges.fields = Some(1..from);
     }
     // Strings and quoted names are tokens of their own: a second SELECT keyword is a subquery.
     shape.subquery = tokens.iter().filter(|t| t.is_keyword("SELECT")).count() > 1;
@@ -144,11 +162,14 @@ pub fn shape(statement: &Statement<'_>) -> Option<Shape> {
             })
         };
         if t.is_keyword("GROUP") && tokens.get(i + 1).is_some_and(|n| n.is_keyword("BY")) {
-            i = group_by(tokens, i + 2, &mut shape)?;
+            let end = group_by(tokens, i + 2, &mut shape)?;
+            shape.ranges.group_by = Some(i..end);
+            i = end;
             continue;
         } else if t.is_keyword("fill") && tokens.get(i + 1).is_some_and(|n| n.is_punct("(")) {
             let arg = tokens.get(i + 2)?;
             shape.fill = (fill_of(arg)?, Some(i + 2..i + 3));
+            shape.ranges.fill = Some(i..i + 4);
             if !tokens.get(i + 3).is_some_and(|n| n.is_punct(")")) {
                 return None;
             }
@@ -156,7 +177,11 @@ pub fn shape(statement: &Statement<'_>) -> Option<Shape> {
             continue;
         } else if t.is_keyword("ORDER") {
             // ORDER BY time [ASC|DESC]
-            shape.descending = tokens.get(i + 3).is_some_and(|n| n.is_keyword("DESC"));
+            let direction = tokens
+                .get(i + 3)
+                .filter(|n| n.is_keyword("DESC") || n.is_keyword("ASC"));
+            shape.descending = direction.is_some_and(|n| n.is_keyword("DESC"));
+            shape.ranges.order_by = Some(i..i + 3 + usize::from(direction.is_some()));
         } else if t.is_keyword("LIMIT") {
             shape.limit = Some(clause(i)?);
         } else if t.is_keyword("OFFSET") {
@@ -375,6 +400,24 @@ mod tests {
         assert_eq!(s.soffset.as_ref().map(|c| c.value), Some(1));
         assert!(s.tz);
         assert!(!s.subquery);
+        let q = "SELECT count(v) FROM cpu WHERE time > 0 GROUP BY time(1m, 10s), \"host\", region fill(0) ORDER BY time DESC LIMIT 3";
+        let statement = classify_query(q).unwrap().remove(0);
+        let s = shape(&statement).unwrap();
+        let text = |r: Option<Range<usize>>| {
+            let r = r.unwrap();
+            statement.tokens[r]
+                .iter()
+                .map(|t| t.text)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(text(s.ranges.fields.clone()), "count ( v )");
+        assert_eq!(
+            text(s.ranges.group_by.clone()),
+            "GROUP BY time ( 1m , 10s ) , \"host\" , region"
+        );
+        assert_eq!(text(s.ranges.fill.clone()), "fill ( 0 )");
+        assert_eq!(text(s.ranges.order_by.clone()), "ORDER BY time DESC");
         let s = shape_of(
             "SELECT max(m) FROM (SELECT mean(v) AS m FROM cpu GROUP BY time(1m)) GROUP BY *",
         );

@@ -13,16 +13,18 @@
 //! - **Aggregates over series spanning shards** are recombined exactly: `count` and `sum` add up,
 //!   `min` and `max` compare, `mean` is asked as `sum` and `count`, `spread` as `max` and `min`;
 //!   a lone `min`, `max`, `first` or `last` without `GROUP BY time` keeps the time of the point it
-//!   selects. `fill(value)` and `fill(previous)` are asked as `fill(null)` and applied after the
-//!   merge, where a bucket empty on one shard may not be empty overall.
+//!   selects. Other `first`/`last` lose that time in an aggregate answer: shards are asked for a
+//!   count per bucket (which buckets hold points) and, in a second statement, for the raw points,
+//!   and the earliest or latest point of each bucket wins. Every `fill` other than `none` is asked
+//!   as `fill(null)` and applied after the merge, where a bucket empty on one shard may not be
+//!   empty overall.
 //! - **Limits** apply after the merge: shards are asked for `LIMIT n+offset` and `SLIMIT
 //!   n+soffset` without the offsets.
 //!
 //! Refused, naming the function and the shards, rather than answered wrongly: functions that need
 //! all of a series' points in one place (percentile, median, mode, stddev, distinct, integral,
-//! derivative and the other transformations, top/bottom, sample, holt_winters), `first`/`last`
-//! beside other fields or with `GROUP BY time` (the point's time is lost), expressions over
-//! aggregates, wildcard selectors, `fill(linear)`, `tz()`, subqueries, and cardinality statements.
+//! derivative and the other transformations, top/bottom, sample, holt_winters), expressions over
+//! aggregates, wildcard selectors, `tz()`, subqueries, and cardinality statements.
 //! Float sums are added per shard and then across shards, so their last bit can differ from one
 //! node's, whose addition order differs too.
 
@@ -72,6 +74,8 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Merger {
     mode: Mode,
+    /// Each shard also answers a second statement: the raw points of `first`/`last` fields.
+    points: bool,
     descending: bool,
     limit: Option<u64>,
     offset: u64,
@@ -103,6 +107,10 @@ enum Pick {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Combine {
+    /// The value of the earliest point in the bucket (its count says whether there is one).
+    First,
+    /// The value of the latest point in the bucket.
+    Last,
     Count,
     Sum,
     Min,
@@ -163,8 +171,8 @@ pub fn scatter(
         ));
     }
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
-    let mode = match show {
-        Some(Ok(keep_order)) => Mode::Show { keep_order },
+    let (mode, points) = match show {
+        Some(Ok(keep_order)) => (Mode::Show { keep_order }, None),
         _ => select_mode(q, tokens, &shape, context, &mut edits)
             .map_err(|(what, why)| refuse(&what, why))?,
     };
@@ -189,9 +197,15 @@ pub fn scatter(
             format!("SLIMIT {}", c.value.saturating_add(soffset)),
         ));
     }
+    let mut text = rewrite(q, tokens, edits);
+    if let Some(points) = &points {
+        text.push_str("; ");
+        text.push_str(points);
+    }
     Ok(Scatter {
-        text: rewrite(q, tokens, edits),
+        text,
         merger: Merger {
+            points: points.is_some(),
             mode,
             descending: shape.descending,
             limit: shape.limit.as_ref().map(|c| c.value),
@@ -227,14 +241,15 @@ fn show_kind(tokens: &[Token<'_>]) -> Option<Result<bool, String>> {
 
 type Refused = (String, &'static str);
 
-/// How a SELECT's answers merge, with the edits its text needs.
+/// How a SELECT's answers merge, with the edits its text needs and, for `first`/`last` beside
+/// other fields or under `GROUP BY time`, the statement asking for their raw points.
 fn select_mode(
     q: &str,
     tokens: &[Token<'_>],
     shape: &Shape,
     context: &ScatterContext<'_>,
     edits: &mut Vec<(Range<usize>, String)>,
-) -> Result<Mode, Refused> {
+) -> Result<(Mode, Option<String>), Refused> {
     let calls: Vec<&str> = shape
         .fields
         .iter()
@@ -248,7 +263,7 @@ fn select_mode(
                 .any(|w| w[0].kind == crate::influxql::TokenKind::Ident && w[1].is_punct("("))
     });
     if calls.is_empty() && !aggregating_expression {
-        return Ok(Mode::Rows);
+        return Ok((Mode::Rows, None));
     }
     let groups_by_every_shard_tag = shape.group_by_all
         || context
@@ -257,7 +272,7 @@ fn select_mode(
             .all(|t| shape.group_by_tags.iter().any(|g| g == t));
     if groups_by_every_shard_tag {
         // Every output series lives on one shard: whatever it computes is complete there.
-        return Ok(Mode::Rows);
+        return Ok((Mode::Rows, None));
     }
     let not_combinable = "it needs all of a series' points in one place; add GROUP BY the shard tag, or query one shard's series";
     for field in &shape.fields {
@@ -278,12 +293,6 @@ fn select_mode(
             Field::Call { .. } => {}
         }
     }
-    if shape.fill.0 == Fill::Linear {
-        return Err((
-            "fill(linear)".into(),
-            "interpolation needs the merged buckets; use fill(null) and interpolate on the client",
-        ));
-    }
     let wildcard = shape
         .fields
         .iter()
@@ -294,12 +303,18 @@ fn select_mode(
             _ => "",
         };
         return match function {
-            "count" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
-                function: Combine::Count,
-            }),
-            "sum" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
-                function: Combine::Sum,
-            }),
+            "count" if shape.fields.len() == 1 => Ok((
+                Mode::Wildcard {
+                    function: Combine::Count,
+                },
+                None,
+            )),
+            "sum" if shape.fields.len() == 1 => Ok((
+                Mode::Wildcard {
+                    function: Combine::Sum,
+                },
+                None,
+            )),
             _ => Err((
                 format!("{}() over a wildcard", calls[0]),
                 "name the fields instead of * or a regex",
@@ -317,17 +332,12 @@ fn select_mode(
         [only] if !shape.group_by_time => selector(only),
         _ => None,
     };
-    if single_pick.is_none() {
-        if let Some(f) = calls.iter().find(|f| matches!(**f, "first" | "last")) {
-            return Err((
-                format!("{f}()"),
-                "beside other fields or with GROUP BY time() the time of the selected point is lost; select it alone, without GROUP BY time()",
-            ));
-        }
-    }
     // Ask each shard for plainly named parts.
     let mut names: Vec<String> = Vec::new();
     let mut columns = Vec::new();
+    // `first`/`last` among others or per bucket: the time of the point they select is lost in
+    // the aggregate answer, so their raw points are asked for beside it.
+    let mut point_fields: Vec<String> = Vec::new();
     for (index, field) in shape.fields.iter().enumerate() {
         let Field::Call {
             function,
@@ -342,12 +352,14 @@ fn select_mode(
             .get(call.end - 1)
             .map_or(0, |t| t.offset + t.text.len());
         let args = q.get(args_from..call_end).unwrap_or("()");
-        let combine = match function.as_str() {
-            "count" => Combine::Count,
-            "sum" => Combine::Sum,
-            "min" | "first" => Combine::Min,
-            "max" | "last" => Combine::Max,
-            "mean" => Combine::Mean,
+        let combine = match (function.as_str(), single_pick) {
+            ("count", _) => Combine::Count,
+            ("sum", _) => Combine::Sum,
+            ("min", _) | ("first", Some(_)) => Combine::Min,
+            ("max", _) | ("last", Some(_)) => Combine::Max,
+            ("first", None) => Combine::First,
+            ("last", None) => Combine::Last,
+            ("mean", _) => Combine::Mean,
             _ => Combine::Spread,
         };
         let text = match combine {
@@ -356,6 +368,15 @@ fn select_mode(
             }
             Combine::Spread => {
                 format!("max{args} AS \"__gw_{index}_a\", min{args} AS \"__gw_{index}_b\"")
+            }
+            Combine::First | Combine::Last => {
+                // The count tells which buckets hold points; the values come from the points.
+                let inner = args
+                    .strip_prefix('(')
+                    .and_then(|a| a.strip_suffix(')'))
+                    .unwrap_or(args);
+                point_fields.push(format!("{inner} AS \"__gw_r{index}\""));
+                format!("count{args} AS \"__gw_{index}\"")
             }
             _ => format!("{function}{args} AS \"__gw_{index}\""),
         };
@@ -372,19 +393,60 @@ fn select_mode(
     }
     if let Some(function) = single_pick {
         if let Some(output) = columns.pop() {
-            return Ok(Mode::Pick {
-                name: output.name,
-                function,
-            });
+            return Ok((
+                Mode::Pick {
+                    name: output.name,
+                    function,
+                },
+                None,
+            ));
         }
     }
     let fill = shape.fill.0.clone();
-    if matches!(fill, Fill::Value(_) | Fill::Previous) {
+    if matches!(fill, Fill::Value(_) | Fill::Previous | Fill::Linear) {
+        // A bucket empty on one shard may not be empty overall: fill after the merge.
         if let Some(arg) = &shape.fill.1 {
             edits.push((arg.clone(), "null".to_owned()));
         }
     }
-    Ok(Mode::Aggregate { columns, fill })
+    let points =
+        (!point_fields.is_empty()).then(|| points_statement(q, tokens, shape, &point_fields));
+    Ok((Mode::Aggregate { columns, fill }, points))
+}
+
+/// The statement asking a shard for the raw points behind `first`/`last`: the same sources,
+/// condition and tags, no time grouping, fill, order or limits.
+fn points_statement(q: &str, tokens: &[Token<'_>], shape: &Shape, fields: &[String]) -> String {
+    let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+    if let Some(range) = &shape.ranges.fields {
+        edits.push((range.clone(), fields.join(", ")));
+    }
+    if let Some(range) = &shape.ranges.group_by {
+        let tags: Vec<String> = shape
+            .group_by_tags
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let group_by = if tags.is_empty() {
+            String::new()
+        } else {
+            format!("GROUP BY {}", tags.join(", "))
+        };
+        edits.push((range.clone(), group_by));
+    }
+    for range in [&shape.ranges.fill, &shape.ranges.order_by]
+        .into_iter()
+        .flatten()
+    {
+        edits.push((range.clone(), String::new()));
+    }
+    for clause in [&shape.limit, &shape.offset, &shape.slimit, &shape.soffset]
+        .into_iter()
+        .flatten()
+    {
+        edits.push((clause.tokens.clone(), String::new()));
+    }
+    rewrite(q, tokens, edits)
 }
 
 /// InfluxDB's column names: a repeated name gets `_1`, `_2`, ...
@@ -599,14 +661,75 @@ fn float_json(f: f64) -> Value {
 struct Group {
     name: Option<Value>,
     tags: Option<Value>,
-    parts: Vec<(Vec<String>, Vec<Value>)>,
+    parts: Vec<Part>,
+    /// Raw points behind `first`/`last`, when they were asked for.
+    points: Vec<Part>,
+}
+
+/// One shard's columns and rows of one series.
+type Part = (Vec<String>, Vec<Value>);
+
+/// Adds the series of one shard's result to `groups`, keyed by name and tags.
+fn collect(
+    result: Value,
+    groups: &mut Vec<Group>,
+    index: &mut HashMap<String, usize>,
+    messages: &mut Vec<Value>,
+    points: bool,
+) {
+    let Value::Object(mut result) = result else {
+        return;
+    };
+    if let Some(Value::Array(list)) = result.remove("messages") {
+        for m in list {
+            if !messages.contains(&m) {
+                messages.push(m);
+            }
+        }
+    }
+    let Some(Value::Array(series)) = result.remove("series") else {
+        return;
+    };
+    for s in series {
+        let Value::Object(mut s) = s else { continue };
+        let name = s.remove("name");
+        let tags = s.remove("tags");
+        let key = format!("{name:?}\u{0}{tags:?}");
+        let columns: Vec<String> = match s.remove("columns") {
+            Some(Value::Array(c)) => c
+                .into_iter()
+                .map(|c| c.as_str().unwrap_or_default().to_owned())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let rows = match s.remove("values") {
+            Some(Value::Array(v)) => v,
+            _ => Vec::new(),
+        };
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                name,
+                tags,
+                parts: Vec::new(),
+                points: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        let group = &mut groups[at];
+        if points {
+            group.points.push((columns, rows));
+        } else {
+            group.parts.push((columns, rows));
+        }
+    }
 }
 
 impl Merger {
-    /// Combines the shards' result objects for one statement (asked with `epoch=ns`) into the
-    /// result InfluxDB would give, without `statement_id`, times written for `epoch`.
-    pub fn merge(&self, results: Vec<Value>, epoch: Epoch) -> Value {
-        if let Some(failed) = results.iter().find(|r| r.get("error").is_some()) {
+    /// Combines the shards' answers to one statement (asked with `epoch=ns`), each shard's
+    /// `results` array, into the result InfluxDB would give, without `statement_id`, times
+    /// written for `epoch`.
+    pub fn merge(&self, answers: Vec<Vec<Value>>, epoch: Epoch) -> Value {
+        if let Some(failed) = answers.iter().flatten().find(|r| r.get("error").is_some()) {
             let mut out = Map::new();
             out.insert("error".into(), failed["error"].clone());
             return Value::Object(out);
@@ -614,45 +737,15 @@ impl Merger {
         let mut messages: Vec<Value> = Vec::new();
         let mut groups: Vec<Group> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        for result in results {
-            let Value::Object(mut result) = result else {
-                continue;
-            };
-            if let Some(Value::Array(list)) = result.remove("messages") {
-                for m in list {
-                    if !messages.contains(&m) {
-                        messages.push(m);
-                    }
-                }
+        for answer in answers {
+            let mut results = answer.into_iter();
+            if let Some(result) = results.next() {
+                collect(result, &mut groups, &mut index, &mut messages, false);
             }
-            let Some(Value::Array(series)) = result.remove("series") else {
-                continue;
-            };
-            for s in series {
-                let Value::Object(mut s) = s else { continue };
-                let name = s.remove("name");
-                let tags = s.remove("tags");
-                let key = format!("{name:?}\u{0}{tags:?}");
-                let columns: Vec<String> = match s.remove("columns") {
-                    Some(Value::Array(c)) => c
-                        .into_iter()
-                        .map(|c| c.as_str().unwrap_or_default().to_owned())
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let rows = match s.remove("values") {
-                    Some(Value::Array(v)) => v,
-                    _ => Vec::new(),
-                };
-                let at = *index.entry(key).or_insert_with(|| {
-                    groups.push(Group {
-                        name: name.clone(),
-                        tags: tags.clone(),
-                        parts: Vec::new(),
-                    });
-                    groups.len() - 1
-                });
-                groups[at].parts.push((columns, rows));
+            if self.points {
+                if let Some(result) = results.next() {
+                    collect(result, &mut groups, &mut index, &mut messages, true);
+                }
             }
         }
         if !matches!(self.mode, Mode::Show { keep_order: true }) {
@@ -708,7 +801,9 @@ impl Merger {
         let (columns, mut rows) = match &self.mode {
             Mode::Show { keep_order } => show_rows(group.parts, *keep_order),
             Mode::Rows => self.raw_rows(group.parts),
-            Mode::Aggregate { columns, fill } => self.aggregate(group.parts, columns, fill),
+            Mode::Aggregate { columns, fill } => {
+                self.aggregate(group.parts, group.points, columns, fill)
+            }
             Mode::Pick { name, function } => pick(group.parts, name, *function),
             Mode::Wildcard { function } => self.wildcard(group.parts, *function),
         };
@@ -794,7 +889,8 @@ impl Merger {
     /// Buckets of one series from several shards, recombined column by column, then filled.
     fn aggregate(
         &self,
-        parts: Vec<(Vec<String>, Vec<Value>)>,
+        parts: Vec<Part>,
+        points: Vec<Part>,
         outputs: &[Output],
         fill: &Fill,
     ) -> (Vec<String>, Vec<Value>) {
@@ -832,26 +928,55 @@ impl Merger {
             }
         }
         buckets.sort_by_key(|(t, _)| *t);
-        if self.descending {
-            buckets.reverse();
+        // A point belongs to the latest bucket starting at or before it.
+        for (cols, rows) in points {
+            let columns: Vec<Option<usize>> = outputs
+                .iter()
+                .map(|o| {
+                    let name = format!("__gw_r{}", o.index);
+                    cols.iter().position(|c| *c == name)
+                })
+                .collect();
+            for row in rows {
+                let Some(cells) = row.as_array() else {
+                    continue;
+                };
+                let Some(time) = cells.first().and_then(Value::as_i64) else {
+                    continue;
+                };
+                let slot = buckets.partition_point(|(start, _)| *start <= time);
+                let Some((_, accs)) = slot.checked_sub(1).and_then(|s| buckets.get_mut(s)) else {
+                    continue;
+                };
+                for ((output, acc), column) in outputs.iter().zip(accs).zip(&columns) {
+                    if let Some(value) = column.and_then(|i| cells.get(i)).filter(|v| !v.is_null())
+                    {
+                        acc.see(output.combine, time, value);
+                    }
+                }
+            }
         }
-        let mut previous: Vec<Value> = vec![Value::Null; outputs.len()];
-        let rows = buckets
+        let mut cells: Vec<(i64, Vec<Option<Value>>)> = buckets
             .into_iter()
             .map(|(time, accs)| {
-                let mut row = vec![Value::from(time)];
-                for (i, (output, acc)) in outputs.iter().zip(accs).enumerate() {
-                    let value = match (acc.value(output.combine), fill) {
-                        (Some(v), _) => v,
-                        (None, Fill::Value(n)) => Value::Number(n.clone()),
-                        (None, Fill::Previous) => previous[i].clone(),
-                        (None, _) if output.combine == Combine::Count => Value::from(0),
-                        (None, _) => Value::Null,
-                    };
-                    previous[i] = value.clone();
-                    row.push(value);
-                }
-                Value::Array(row)
+                let values = outputs
+                    .iter()
+                    .zip(accs)
+                    .map(|(o, acc)| acc.value(o.combine))
+                    .collect();
+                (time, values)
+            })
+            .collect();
+        fill_buckets(&mut cells, outputs, fill);
+        if self.descending {
+            cells.reverse();
+        }
+        let rows = cells
+            .into_iter()
+            .map(|(time, values)| {
+                let row = std::iter::once(Value::from(time))
+                    .chain(values.into_iter().map(|v| v.unwrap_or(Value::Null)));
+                Value::Array(row.collect())
             })
             .collect();
         let columns = std::iter::once("time".to_owned())
@@ -895,7 +1020,60 @@ impl Merger {
                 (cols, rows)
             })
             .collect();
-        self.aggregate(parts, &outputs, &Fill::Null)
+        self.aggregate(parts, Vec::new(), &outputs, &Fill::Null)
+    }
+}
+
+/// Fills empty buckets (`None`) as `fill` says, in time order; under `fill(null)` an empty count
+/// is 0, as influxd writes it.
+fn fill_buckets(cells: &mut [(i64, Vec<Option<Value>>)], outputs: &[Output], fill: &Fill) {
+    for (i, output) in outputs.iter().enumerate() {
+        match fill {
+            Fill::Value(n) => {
+                for (_, values) in cells.iter_mut() {
+                    values[i].get_or_insert_with(|| Value::Number(n.clone()));
+                }
+            }
+            Fill::Previous => {
+                let mut last: Option<Value> = None;
+                for (_, values) in cells.iter_mut() {
+                    match &values[i] {
+                        Some(v) => last = Some(v.clone()),
+                        None => values[i].clone_from(&last),
+                    }
+                }
+            }
+            Fill::Linear => interpolate(cells, i),
+            Fill::Null | Fill::None => {}
+        }
+        if output.combine == Combine::Count && *fill == Fill::Null {
+            for (_, values) in cells.iter_mut() {
+                values[i].get_or_insert(Value::from(0));
+            }
+        }
+    }
+}
+
+/// `fill(linear)` as influxd computes it: between the known buckets around an empty one,
+/// `slope * (t - t0) + v0` in floating point, truncated back for integers.
+fn interpolate(cells: &mut [(i64, Vec<Option<Value>>)], i: usize) {
+    let known: Vec<(usize, i64, Num)> = cells
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (t, values))| values[i].as_ref().and_then(Num::of).map(|n| (k, *t, n)))
+        .collect();
+    for pair in known.windows(2) {
+        let ((a, t0, v0), (b, t1, v1)) = (pair[0], pair[1]);
+        for (t, values) in &mut cells[a + 1..b] {
+            let m = (v1.float() - v0.float()) / (t1 - t0) as f64;
+            let v = m * (*t - t0) as f64 + v0.float();
+            let value = match (v0, v1) {
+                // Truncation toward zero, as Go's int64() conversion does.
+                (Num::Int(_), Num::Int(_)) => Num::Int(v as i64),
+                _ => Num::Float(v),
+            };
+            values[i] = Some(value.json());
+        }
     }
 }
 
@@ -904,6 +1082,8 @@ impl Merger {
 struct Acc {
     a: Option<Num>,
     b: Option<Num>,
+    /// For `first`/`last`: the selected point so far, its time and value.
+    point: Option<(i64, Value)>,
 }
 
 impl Acc {
@@ -918,7 +1098,9 @@ impl Acc {
         let min: fn(Num, Num) -> Num = |x, y| if y.cmp(x) == Ordering::Less { y } else { x };
         let max: fn(Num, Num) -> Num = |x, y| if y.cmp(x) == Ordering::Greater { y } else { x };
         match combine {
-            Combine::Count | Combine::Sum => self.a = merge(self.a, a, sum),
+            Combine::Count | Combine::Sum | Combine::First | Combine::Last => {
+                self.a = merge(self.a, a, sum)
+            }
             Combine::Min => self.a = merge(self.a, a, min),
             Combine::Max => self.a = merge(self.a, a, max),
             Combine::Mean => {
@@ -932,9 +1114,26 @@ impl Acc {
         }
     }
 
+    /// A raw point of a `first`/`last` field: kept if it comes before (after) the one held.
+    fn see(&mut self, combine: Combine, time: i64, value: &Value) {
+        let better = match (&self.point, combine) {
+            (None, _) => true,
+            (Some((held, _)), Combine::First) => time < *held,
+            (Some((held, _)), Combine::Last) => time > *held,
+            _ => false,
+        };
+        if better {
+            self.point = Some((time, value.clone()));
+        }
+    }
+
     /// The combined value; `None` when the bucket is empty everywhere.
     fn value(&self, combine: Combine) -> Option<Value> {
         match combine {
+            Combine::First | Combine::Last => self
+                .a
+                .filter(|n| n.cmp(Num::Int(0)) == Ordering::Greater)
+                .and_then(|_| self.point.as_ref().map(|(_, v)| v.clone())),
             Combine::Count => self
                 .a
                 .filter(|n| n.cmp(Num::Int(0)) != Ordering::Equal)
@@ -1064,6 +1263,11 @@ mod tests {
     use crate::influxql::classify_query;
     use serde_json::json;
 
+    /// Answers of one result each, one per shard.
+    fn each(results: Vec<Value>) -> Vec<Vec<Value>> {
+        results.into_iter().map(|r| vec![r]).collect()
+    }
+
     fn plan(q: &str, shard_tags: &[&str]) -> Result<Scatter, Refusal> {
         let statement = classify_query(q).unwrap().remove(0);
         scatter(
@@ -1116,14 +1320,9 @@ mod tests {
             ("SELECT percentile(v, 90) FROM m", "percentile()"),
             ("SELECT count(distinct(v)) FROM m", "count(distinct(v))"),
             ("SELECT mean(v) * 2 FROM m", "an expression"),
-            ("SELECT first(v), count(v) FROM m", "first()"),
             (
-                "SELECT last(v) FROM m WHERE time > 0 GROUP BY time(1m)",
-                "last()",
-            ),
-            (
-                "SELECT mean(v) FROM m GROUP BY time(1m) fill(linear)",
-                "fill(linear)",
+                "SELECT mode(v) FROM m WHERE time > 0 GROUP BY time(1m)",
+                "mode()",
             ),
             ("SELECT max(*) FROM m", "max() over a wildcard"),
             ("SHOW SERIES CARDINALITY", "cardinality"),
@@ -1153,7 +1352,7 @@ mod tests {
         .unwrap();
         let part = |rows: Value| json!({"statement_id": 0, "series": [{"name": "m", "columns": ["time", "__gw_0_a", "__gw_0_b", "__gw_1", "__gw_2_a", "__gw_2_b"], "values": rows}]});
         let merged = s.merger.merge(
-            vec![
+            each(vec![
                 part(json!([
                     [0, 3, 2, 2, 2, 1],
                     [60_000_000_000i64, null, 0, 0, null, null]
@@ -1162,7 +1361,7 @@ mod tests {
                     [0, 1.5, 1, 1, 1.5, 1.5],
                     [60_000_000_000i64, null, 0, 0, null, null]
                 ])),
-            ],
+            ]),
             Epoch::Seconds,
         );
         assert_eq!(
@@ -1177,7 +1376,7 @@ mod tests {
         let part = |t: i64, v: f64| json!({"series": [{"name": "m", "columns": ["time", "__gw_0"], "values": [[t, v]]}]});
         let merged = s
             .merger
-            .merge(vec![part(5, 2.5), part(3, 4.0)], Epoch::Nanos);
+            .merge(each(vec![part(5, 2.5), part(3, 4.0)]), Epoch::Nanos);
         assert_eq!(
             merged,
             json!({"series": [{"name": "m", "columns": ["time", "max"], "values": [[3, 4]]}]})
@@ -1189,10 +1388,10 @@ mod tests {
         let s = plan("SHOW MEASUREMENTS LIMIT 2 OFFSET 1", &[]).unwrap();
         let part = |names: Value| json!({"series": [{"name": "measurements", "columns": ["name"], "values": names}]});
         let merged = s.merger.merge(
-            vec![
+            each(vec![
                 part(json!([["cpu"], ["http"]])),
                 part(json!([["disk"], ["http"], ["net"]])),
-            ],
+            ]),
             Epoch::Rfc3339,
         );
         assert_eq!(merged["series"][0]["values"], json!([["disk"], ["http"]]));
@@ -1200,7 +1399,10 @@ mod tests {
         let s = plan("SELECT v FROM m ORDER BY time DESC LIMIT 3", &["customer"]).unwrap();
         let part = |rows: Value| json!({"series": [{"name": "m", "columns": ["time", "v"], "values": rows}]});
         let merged = s.merger.merge(
-            vec![part(json!([[4, 1], [1, 2]])), part(json!([[3, 3], [2, 4]]))],
+            each(vec![
+                part(json!([[4, 1], [1, 2]])),
+                part(json!([[3, 3], [2, 4]])),
+            ]),
             Epoch::Nanos,
         );
         assert_eq!(
@@ -1208,7 +1410,7 @@ mod tests {
             json!([[4, 1], [3, 3], [2, 4]])
         );
         let failed = s.merger.merge(
-            vec![part(json!([])), json!({"error": "boom"})],
+            each(vec![part(json!([])), json!({"error": "boom"})]),
             Epoch::Nanos,
         );
         assert_eq!(failed, json!({"error": "boom"}));

@@ -184,26 +184,14 @@ async fn answer(
     match &routed.target {
         Target::AnyNode => {
             let order = gateway.next_read_order();
-            ask(
-                gateway,
-                http,
-                &order,
-                "any",
-                &params.request(text, client_epoch),
-            )
-            .await
+            let request = params.request(text, client_epoch);
+            first_result(ask(gateway, http, &order, "any", &request).await?)
         }
         Target::Shard(shard) => {
             let order = gateway.shard_read_order(*shard);
             let name = &gateway.router().shards()[*shard].name;
-            ask(
-                gateway,
-                http,
-                &order,
-                name,
-                &params.request(text, client_epoch),
-            )
-            .await
+            let request = params.request(text, client_epoch);
+            first_result(ask(gateway, http, &order, name, &request).await?)
         }
         Target::Shards { shards, shard_tags } => {
             let names: Vec<&str> = shards
@@ -246,14 +234,14 @@ fn statement_text<'q>(q: &'q str, statement: &Statement<'q>) -> &'q str {
     }
 }
 
-/// Sends one statement to the first of `order` that answers, and returns its first result.
+/// Sends a request to the first of `order` that answers, and returns its `results`.
 async fn ask(
     gateway: &Gateway,
     http: &awc::Client,
     order: &[NodeId],
     shard: &str,
     request: &ForwardedQuery,
-) -> Result<Value, ScatterError> {
+) -> Result<Vec<Value>, ScatterError> {
     let timeout: Duration = gateway.config().query.timeout;
     let limit = gateway.config().query.max_shard_answer_size;
     let (_, mut response) = read(gateway.nodes(), order, http, request, timeout)
@@ -284,9 +272,19 @@ async fn ask(
     if status != 200 || document.get("error").is_some() {
         return Err(ScatterError::Refused { status, body });
     }
-    Ok(document
-        .get("results")
-        .and_then(|r| r.get(0))
-        .cloned()
+    match document {
+        Value::Object(mut document) => match document.remove("results") {
+            Some(Value::Array(results)) => Ok(results),
+            _ => Ok(Vec::new()),
+        },
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// A statement's result from a one-statement answer.
+fn first_result(results: Vec<Value>) -> Result<Value, ScatterError> {
+    Ok(results
+        .into_iter()
+        .next()
         .unwrap_or_else(|| Value::Object(Map::new())))
 }
