@@ -11,7 +11,7 @@ use std::{
 use crate::{
     config::Config,
     node::{queue::OrphanQueue, NodeHandle, NodeState, QueueError, QueueStore},
-    router::{NodeId, Router, ShardId},
+    router::{NodeId, Router, Shard, ShardId},
 };
 
 /// Version reported before any node has told us its own.
@@ -100,6 +100,15 @@ impl Gateway {
         crate::query::read_order(&states, self.next_rotation())
             .into_iter()
             .map(|i| replicas[i])
+            .collect()
+    }
+
+    /// The names of `shard`'s replicas, in configuration order.
+    pub fn replica_names(&self, shard: &Shard) -> Vec<&str> {
+        shard
+            .replicas
+            .iter()
+            .map(|&n| self.nodes[n].status().name())
             .collect()
     }
 

@@ -93,6 +93,14 @@ fn params<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
 }
 
+/// A parameter that must be present and not empty; `what` names it in InfluxDB's wording.
+fn required<'p>(value: &'p Option<String>, what: &str) -> Result<&'p str, ApiError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
+}
+
 /// A node's buffered answer, passed on as it was.
 fn respond(answer: &NodeResponse) -> HttpResponse {
     let mut response = HttpResponse::build(answer.status);

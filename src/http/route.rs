@@ -3,7 +3,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{params, ApiError};
+use super::{params, required, ApiError};
 use crate::{gateway::Gateway, router::Placement};
 
 #[derive(Deserialize)]
@@ -40,16 +40,8 @@ pub async fn route(
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
     let params: RouteParams = params(&req)?;
-    let db = params
-        .db
-        .as_deref()
-        .filter(|db| !db.is_empty())
-        .ok_or_else(|| ApiError::bad_request("database is required"))?;
-    let measurement = params
-        .measurement
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::bad_request("measurement is required"))?;
+    let db = required(&params.db, "database")?;
+    let measurement = required(&params.measurement, "measurement")?;
     let router = gateway.router();
     let placement = router.placement(db, measurement);
     let (by_tag, shards) = match placement {
@@ -65,11 +57,7 @@ pub async fn route(
             let shard = &router.shards()[s];
             ShardAnswer {
                 name: &shard.name,
-                replicas: shard
-                    .replicas
-                    .iter()
-                    .map(|&n| gateway.nodes()[n].status().name())
-                    .collect(),
+                replicas: gateway.replica_names(shard),
             }
         })
         .collect();

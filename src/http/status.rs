@@ -112,11 +112,7 @@ pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
         .iter()
         .map(|shard| ShardHealth {
             name: &shard.name,
-            replicas: shard
-                .replicas
-                .iter()
-                .map(|&n| gateway.nodes()[n].status().name())
-                .collect(),
+            replicas: gateway.replica_names(shard),
             replicas_up: shard
                 .replicas
                 .iter()

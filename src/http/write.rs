@@ -3,7 +3,7 @@
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{body, params, respond, ApiError};
+use super::{body, params, required, respond, ApiError};
 use crate::{
     consistency::Consistency,
     gateway::Gateway,
@@ -43,11 +43,7 @@ pub async fn write(
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
     let params: WriteParams = params(&req)?;
-    let db = params
-        .db
-        .as_deref()
-        .filter(|db| !db.is_empty())
-        .ok_or_else(|| ApiError::bad_request("database is required"))?;
+    let db = required(&params.db, "database")?;
     let consistency = match params.consistency.as_deref() {
         Some(level) => level
             .parse::<Consistency>()

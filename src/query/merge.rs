@@ -179,23 +179,17 @@ pub fn scatter(
     // Limits after the merge: every shard gives enough rows and series for any of them to place.
     let offset = shape.offset.as_ref().map_or(0, |c| c.value);
     let soffset = shape.soffset.as_ref().map_or(0, |c| c.value);
-    if let Some(c) = &shape.offset {
-        edits.push((c.tokens.clone(), String::new()));
-    }
-    if let Some(c) = &shape.limit {
-        edits.push((
-            c.tokens.clone(),
-            format!("LIMIT {}", c.value.saturating_add(offset)),
-        ));
-    }
-    if let Some(c) = &shape.soffset {
-        edits.push((c.tokens.clone(), String::new()));
-    }
-    if let Some(c) = &shape.slimit {
-        edits.push((
-            c.tokens.clone(),
-            format!("SLIMIT {}", c.value.saturating_add(soffset)),
-        ));
+    for (keyword, limit, skip, skipped) in [
+        ("LIMIT", &shape.limit, &shape.offset, offset),
+        ("SLIMIT", &shape.slimit, &shape.soffset, soffset),
+    ] {
+        if let Some(c) = skip {
+            edits.push((c.tokens.clone(), String::new()));
+        }
+        if let Some(c) = limit {
+            let rows = c.value.saturating_add(skipped);
+            edits.push((c.tokens.clone(), format!("{keyword} {rows}")));
+        }
     }
     let mut text = rewrite(q, tokens, edits);
     if let Some(points) = &points {
