@@ -261,18 +261,14 @@ impl Merger {
 
     /// Rows of one series from several shards, interleaved by time; columns unioned when the
     /// shards saw different fields (`SELECT *`).
-    fn raw_rows(&self, parts: Vec<(Vec<String>, Vec<Value>)>) -> (Vec<String>, Vec<Value>) {
+    fn raw_rows(&self, parts: Vec<Part>) -> Part {
         let same = parts.windows(2).all(|w| w[0].0 == w[1].0);
         let columns: Vec<String> = if same {
             parts.first().map(|p| p.0.clone()).unwrap_or_default()
         } else {
-            let mut names: Vec<String> = parts
-                .iter()
-                .flat_map(|p| p.0.iter().skip(1).cloned())
-                .collect();
-            names.sort();
-            names.dedup();
-            std::iter::once("time".to_owned()).chain(names).collect()
+            std::iter::once("time".to_owned())
+                .chain(value_columns(&parts))
+                .collect()
         };
         let several = parts.len() > 1;
         let mut rows: Vec<Value> = Vec::new();
@@ -313,7 +309,7 @@ impl Merger {
         points: Vec<Part>,
         outputs: &[Output],
         fill: &Fill,
-    ) -> (Vec<String>, Vec<Value>) {
+    ) -> Part {
         // time → one accumulator per output column
         let mut buckets: Vec<(i64, Vec<Acc>)> = Vec::new();
         let mut at: HashMap<i64, usize> = HashMap::new();
@@ -406,17 +402,8 @@ impl Merger {
     }
 
     /// `count(*)` / `sum(*)`: every column combined the same way, per time.
-    fn wildcard(
-        &self,
-        parts: Vec<(Vec<String>, Vec<Value>)>,
-        function: Combine,
-    ) -> (Vec<String>, Vec<Value>) {
-        let mut names: Vec<String> = parts
-            .iter()
-            .flat_map(|p| p.0.iter().skip(1).cloned())
-            .collect();
-        names.sort();
-        names.dedup();
+    fn wildcard(&self, parts: Vec<Part>, function: Combine) -> Part {
+        let names = value_columns(&parts);
         let outputs: Vec<Output> = names
             .iter()
             .enumerate()
@@ -442,6 +429,17 @@ impl Merger {
             .collect();
         self.aggregate(parts, Vec::new(), &outputs, &Fill::Null)
     }
+}
+
+/// Every column but time that some shard gave, sorted as InfluxDB sorts `SELECT *` columns.
+fn value_columns(parts: &[Part]) -> Vec<String> {
+    let mut names: Vec<String> = parts
+        .iter()
+        .flat_map(|p| p.0.iter().skip(1).cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Fills empty buckets (`None`) as `fill` says, in time order; under `fill(null)` an empty count
@@ -574,11 +572,7 @@ impl Acc {
 }
 
 /// A lone selector without `GROUP BY time`: the best row across the shards, with its point's time.
-fn pick(
-    parts: Vec<(Vec<String>, Vec<Value>)>,
-    name: &str,
-    function: Pick,
-) -> (Vec<String>, Vec<Value>) {
+fn pick(parts: Vec<Part>, name: &str, function: Pick) -> Part {
     let mut best: Option<(i64, Num)> = None;
     for (_, rows) in parts {
         for row in rows {
@@ -613,7 +607,7 @@ fn pick(
 }
 
 /// SHOW rows from several shards: de-duplicated, sorted unless they keep creation order.
-fn show_rows(parts: Vec<(Vec<String>, Vec<Value>)>, keep_order: bool) -> (Vec<String>, Vec<Value>) {
+fn show_rows(parts: Vec<Part>, keep_order: bool) -> Part {
     let columns = parts.first().map(|p| p.0.clone()).unwrap_or_default();
     let mut rows: Vec<Value> = Vec::new();
     for (_, part_rows) in parts {
