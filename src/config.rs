@@ -12,7 +12,12 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{consistency::Consistency, router::Router, units};
+use crate::{
+    consistency::Consistency,
+    query::deny::{self, DenyRule},
+    router::Router,
+    units,
+};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +183,8 @@ pub struct QueryConfig {
     /// Largest answer one shard may give to a statement the gateway merges across shards.
     #[serde(deserialize_with = "units::size")]
     pub max_shard_answer_size: u64,
+    /// Statements refused before any node sees them, by their leading keywords.
+    pub deny: Vec<DenyRule>,
 }
 
 /// `queue:` — the per-node durable retry queues under `data_dir`.
@@ -254,6 +261,7 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout: Duration::from_secs(60),
             max_shard_answer_size: 64 * 1024 * 1024,
+            deny: deny::default_rules(),
         }
     }
 }
@@ -474,6 +482,13 @@ mod tests {
             error_of(&bare).contains("has no unit"),
             "{}",
             error_of(&bare)
+        );
+        let deny = format!("{MINIMAL}query:\n  deny: [GRANT, \"DROP *\"]\n");
+        assert!(
+            error_of(&deny)
+                .starts_with("query.deny: \"DROP *\" is not a statement's leading keywords"),
+            "{}",
+            error_of(&deny)
         );
         let level = format!("{MINIMAL}write:\n  consistency: two\n");
         assert!(error_of(&level).starts_with("write.consistency: unknown variant `two`"));

@@ -2,7 +2,7 @@
 
 use actix_web::{
     body::SizedStream,
-    http::{header, Method},
+    http::{header, Method, StatusCode},
     web, HttpRequest, HttpResponse,
 };
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use super::{body, respond, ApiError, QueryClient};
 use crate::{
     gateway::Gateway,
     node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery},
-    query::{self, BroadcastOutcome, ClientParams, Plan, QueryText, ScatterError},
+    query::{self, deny::Denied, BroadcastOutcome, ClientParams, Plan, QueryText, ScatterError},
     router::NodeId,
 };
 
@@ -40,6 +40,13 @@ pub async fn query(
         headers,
         body,
     };
+    query::deny::check(&gateway.config().query.deny, &q).map_err(|denied| {
+        let status = match denied {
+            Denied::Statement { .. } => StatusCode::FORBIDDEN,
+            Denied::Unreadable(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, denied.to_string())
+    })?;
     let timeout = gateway.config().query.timeout;
     let db = request_db(&req, &forwarded.body);
     match query::plan(&q, gateway.router(), db.as_deref()) {

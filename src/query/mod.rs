@@ -1,6 +1,7 @@
 //! The query path: decide where a `/query` goes, send it there, and combine the answers.
 
 pub mod broadcast;
+pub mod deny;
 pub mod merge;
 pub mod planner;
 pub mod read;
