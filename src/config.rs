@@ -13,6 +13,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
+    auth::AuthConfig,
     consistency::Consistency,
     query::deny::{self, DenyRule},
     router::Router,
@@ -86,6 +87,21 @@ pub struct Config {
     /// Which measurements go to which shards; the first matching route wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The gateway's own users (off by default: credentials pass through to the nodes).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// What one client, and all of them together, may ask of the gateway.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// HTTPS on the listener (off by default).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The most detailed log level written: error, warn, info, debug or trace.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// The YAML as parsed, to tell what a reload changes.
+    #[serde(skip)]
+    pub source: serde_yaml::Value,
     /// The routing table resolved from `nodes`, `shards` and `routes` by validation.
     #[serde(skip)]
     pub router: Router,
@@ -127,6 +143,37 @@ pub struct NodeConfig {
     pub name: String,
     /// Base URL, e.g. `http://127.0.0.1:8086`; normalised without a trailing slash.
     pub url: String,
+    /// For an `https://` node: PEM certificates to trust instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `limits:` — refusals that keep one client, or a flood, from taking the gateway down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Statements one query may hold.
+    pub max_statements: usize,
+    /// Requests under way at once from one client address (beyond: 429 with `Retry-After`).
+    pub max_concurrent_requests_per_client: usize,
+    /// Requests under way at once in all (beyond: 503 with `Retry-After`).
+    pub max_concurrent_requests: usize,
+    /// Total size of a request's header names and values (beyond: 431).
+    #[serde(deserialize_with = "units::size")]
+    pub max_header_size: u64,
+    /// How long a request body may take to arrive (beyond: 408).
+    #[serde(deserialize_with = "units::duration")]
+    pub body_timeout: Duration,
+}
+
+/// `tls:` — the listener speaks HTTPS with this certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `health:` — how nodes are probed.
@@ -171,6 +218,30 @@ pub struct WriteConfig {
     /// Largest write body accepted, after gzip decoding (InfluxDB's `max-body-size`).
     #[serde(deserialize_with = "units::size")]
     pub max_body_size: u64,
+    /// Coalescing of consecutive writes into one request per node.
+    pub batch: BatchConfig,
+}
+
+/// `write.batch:` — consecutive writes waiting for one node, to the same database, retention
+/// policy and precision, go as one request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most points (lines) in one coalesced request.
+    pub max_points: u64,
+    /// How long a write may wait for others before it is sent; 0 sends at once and coalesces
+    /// only what is already waiting.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_points: 50_000,
+            max_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// `query:` — the query path.
@@ -212,6 +283,10 @@ mod defaults {
     pub fn data_dir() -> PathBuf {
         PathBuf::from("./data")
     }
+
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
 }
 
 impl Default for HealthConfig {
@@ -241,6 +316,19 @@ impl Default for WriteConfig {
             max_in_flight: 1,
             timeout: Duration::from_secs(10),
             max_body_size: 25_000_000,
+            batch: BatchConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_statements: 100,
+            max_concurrent_requests_per_client: 64,
+            max_concurrent_requests: 1024,
+            max_header_size: 16 * 1024,
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -278,10 +366,94 @@ impl Config {
 
     /// Parses and validates YAML text.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        // From the text, not from a parsed Value: only then do serde_yaml's errors name the key's
+        // path (`health: unknown field ...`).
         let mut config: Config =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.source =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// `log_level` as a filter.
+    pub fn log_filter(&self) -> log::LevelFilter {
+        // Checked by validation; `info` is the default it would have had.
+        self.log_level.parse().unwrap_or(log::LevelFilter::Info)
+    }
+
+    /// What `influx-gateway check-config` prints: the nodes, the shards and the routing table as
+    /// the gateway resolved them.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "listen: {}{}",
+            self.listen,
+            if self.tls.is_some() { " (https)" } else { "" }
+        );
+        let _ = writeln!(out, "data_dir: {}", self.data_dir.display());
+        let _ = writeln!(out, "nodes:");
+        for node in &self.nodes {
+            let ca = node
+                .ca_file
+                .as_ref()
+                .map(|ca| format!(" (ca_file {})", ca.display()))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {:<16} {}{ca}", node.name, node.url);
+        }
+        let _ = writeln!(out, "shards:");
+        for shard in self.router.shards() {
+            let replicas: Vec<&str> = shard
+                .replicas
+                .iter()
+                .map(|&n| self.nodes[n].name.as_str())
+                .collect();
+            let _ = writeln!(out, "  {:<16} {}", shard.name, replicas.join(", "));
+        }
+        let _ = writeln!(out, "routes (first match wins):");
+        for (i, route) in self.routes.iter().enumerate() {
+            let matcher = if let Some(m) = &route.measurement {
+                format!("measurement = {m:?}")
+            } else if let Some(p) = &route.measurement_prefix {
+                format!("measurement starts with {p:?}")
+            } else {
+                format!(
+                    "measurement =~ /{}/",
+                    route.measurement_regex.as_deref().unwrap_or_default()
+                )
+            };
+            let target = match (&route.shard, &route.by_tag) {
+                (Some(shard), _) => format!("shard {shard}"),
+                (None, Some(tag)) => {
+                    let shards = route
+                        .shards
+                        .as_ref()
+                        .map_or("every shard".to_owned(), |s| s.join(", "));
+                    format!("by tag {tag:?} over {shards}")
+                }
+                (None, None) => "?".to_owned(),
+            };
+            let _ = writeln!(out, "  {}. {matcher} -> {target}", i + 1);
+        }
+        let fallback = if self.router.is_sharded() {
+            "stable hash of (db, measurement) over every shard"
+        } else {
+            "every node (one shard)"
+        };
+        let _ = writeln!(out, "  otherwise: {fallback}");
+        let _ = writeln!(
+            out,
+            "auth: {}",
+            if self.auth.enabled {
+                format!("{} gateway users", self.auth.users.len())
+            } else {
+                "credentials pass through to the nodes".to_owned()
+            }
+        );
+        let _ = writeln!(out, "query.deny: {} rules", self.query.deny.len());
+        out
     }
 
     /// The address to bind, resolved.
@@ -348,10 +520,40 @@ impl Config {
         positive("queue.max_age", self.queue.max_age)?;
         nonzero("queue.replay_batch_size", self.queue.replay_batch_size)?;
         nonzero("write.max_body_size", self.write.max_body_size)?;
+        nonzero("write.batch.max_points", self.write.batch.max_points)?;
         nonzero(
             "query.max_shard_answer_size",
             self.query.max_shard_answer_size,
         )?;
+        nonzero("limits.max_statements", self.limits.max_statements as u64)?;
+        nonzero(
+            "limits.max_concurrent_requests_per_client",
+            self.limits.max_concurrent_requests_per_client as u64,
+        )?;
+        nonzero(
+            "limits.max_concurrent_requests",
+            self.limits.max_concurrent_requests as u64,
+        )?;
+        nonzero("limits.max_header_size", self.limits.max_header_size)?;
+        positive("limits.body_timeout", self.limits.body_timeout)?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.ca_file.is_some() && !node.url.starts_with("https://") {
+                return Err(ConfigError::invalid(
+                    format!("nodes[{i}].ca_file"),
+                    "only an https:// node uses a CA file",
+                ));
+            }
+        }
+        self.auth.validate()?;
+        if self.log_level.parse::<log::LevelFilter>().is_err() {
+            return Err(ConfigError::invalid(
+                "log_level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log_level
+                ),
+            ));
+        }
         self.router = Router::from_config(self)?;
         Ok(())
     }
@@ -389,10 +591,6 @@ fn normalise_url(text: &str) -> Result<String, String> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{text:?} must not have a query or fragment"));
-    }
-    if url.scheme() == "https" {
-        // TLS to nodes arrives with the security work; refusing now beats failing on first write.
-        return Err(format!("{text:?}: https nodes are not supported yet"));
     }
     Ok(text.trim_end_matches('/').to_owned())
 }

@@ -3,13 +3,16 @@
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
+
 use crate::{
-    config::Config,
+    auth::Users,
+    config::{Config, LimitsConfig},
     node::{queue::OrphanQueue, NodeHandle, NodeState, QueueError, QueueStore},
     router::{NodeId, Router, Shard, ShardId},
 };
@@ -25,11 +28,15 @@ pub struct Gateway {
     order: Mutex<()>,
     store: QueueStore,
     orphans: Vec<OrphanQueue>,
+    users: Option<Users>,
+    query_tls: Option<Arc<rustls::ClientConfig>>,
+    /// `limits`, swapped whole when the configuration is reloaded.
+    limits: Arc<ArcSwap<LimitsConfig>>,
 }
 
 impl Gateway {
     /// Reopens the queues and starts one actor per configured node. Must run inside an actix system.
-    pub fn start(config: Config) -> Result<Self, QueueError> {
+    pub fn start(config: Config) -> Result<Self, crate::RunError> {
         let dir = config.data_dir.join("queue");
         std::fs::create_dir_all(&dir).map_err(|e| QueueError::Storage(e.into()))?;
         let store = QueueStore::open(&dir)?;
@@ -46,9 +53,15 @@ impl Gateway {
         let mut nodes = Vec::with_capacity(config.nodes.len());
         for (i, node) in config.nodes.iter().enumerate() {
             let queue = store.node(&node.name, config.queue.max_bytes)?;
-            nodes.push(NodeHandle::spawn(&config, i, queue)?);
+            let tls = crate::tls::node_client_config(node)?;
+            nodes.push(NodeHandle::spawn(&config, i, queue, tls)?);
         }
+        let users = config.auth.enabled.then(|| Users::new(&config.auth));
+        let query_tls = crate::tls::shared_client_config(&config)?;
         Ok(Gateway {
+            users,
+            query_tls,
+            limits: Arc::new(ArcSwap::from_pointee(config.limits.clone())),
             config,
             nodes,
             rotation: AtomicUsize::new(0),
@@ -56,6 +69,35 @@ impl Gateway {
             store,
             orphans,
         })
+    }
+
+    /// The limits in force (they may change on SIGHUP; `config().limits` keeps the start-up ones).
+    pub fn limits(&self) -> Arc<LimitsConfig> {
+        self.limits.load_full()
+    }
+
+    /// The limits, shared with whoever applies them per request.
+    pub fn live_limits(&self) -> Arc<ArcSwap<LimitsConfig>> {
+        Arc::clone(&self.limits)
+    }
+
+    /// Applies the parts of a reloaded configuration that can change while running: health and
+    /// retry settings to every node actor, and the limits.
+    pub fn retune(&self, config: &Config) {
+        for node in &self.nodes {
+            node.retune(config);
+        }
+        self.limits.store(Arc::new(config.limits.clone()));
+    }
+
+    /// The gateway's own users, when `auth.enabled`.
+    pub fn users(&self) -> Option<&Users> {
+        self.users.as_ref()
+    }
+
+    /// TLS for reads sent to any `https://` node.
+    pub fn query_tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.query_tls.as_ref()
     }
 
     /// The configuration it runs with.

@@ -77,7 +77,18 @@ pub struct SeriesKey<'a> {
 
 /// A name or value as written in line protocol, still escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Escaped<'a>(&'a [u8]);
+pub struct Escaped<'a> {
+    text: &'a [u8],
+    part: Part,
+}
+
+/// Which part of a line a name comes from: influxd 1.x unescapes `\"` in measurement names but
+/// keeps it, backslash and all, in tag keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Measurement,
+    Tag,
+}
 
 impl<'a> Iterator for Lines<'a> {
     type Item = Line<'a>;
@@ -172,7 +183,10 @@ fn unescaped_position(text: &[u8], from: usize, separator: impl Fn(u8) -> bool) 
 impl<'a> SeriesKey<'a> {
     /// The measurement.
     pub fn measurement(&self) -> Escaped<'a> {
-        Escaped(self.measurement)
+        Escaped {
+            text: self.measurement,
+            part: Part::Measurement,
+        }
     }
 
     /// The value of tag `key` (compared to the unescaped key), if the point has it.
@@ -182,8 +196,12 @@ impl<'a> SeriesKey<'a> {
             let pair_end = unescaped_position(rest, 0, |b| b == b',');
             let pair = &rest[..pair_end];
             let eq = unescaped_position(pair, 0, |b| b == b'=');
-            if eq < pair.len() && Escaped(&pair[..eq]).eq_str(key) {
-                return Some(Escaped(&pair[eq + 1..]));
+            let tag = |text| Escaped {
+                text,
+                part: Part::Tag,
+            };
+            if eq < pair.len() && tag(&pair[..eq]).eq_str(key) {
+                return Some(tag(&pair[eq + 1..]));
             }
             rest = rest.get(pair_end + 1..).unwrap_or_default();
         }
@@ -194,13 +212,13 @@ impl<'a> SeriesKey<'a> {
 impl<'a> Escaped<'a> {
     /// The bytes as written.
     pub fn raw(&self) -> &'a [u8] {
-        self.0
+        self.text
     }
 
     /// The unescaped text; borrowed when nothing is escaped (invalid UTF-8 is replaced).
     pub fn unescaped(&self) -> Cow<'a, str> {
-        if !self.0.contains(&b'\\') {
-            return String::from_utf8_lossy(self.0);
+        if !self.text.contains(&b'\\') {
+            return String::from_utf8_lossy(self.text);
         }
         let bytes: Vec<u8> = self.bytes().collect();
         Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
@@ -208,16 +226,16 @@ impl<'a> Escaped<'a> {
 
     /// Whether the unescaped text is `s`, without allocating.
     pub fn eq_str(&self, s: &str) -> bool {
-        if !self.0.contains(&b'\\') {
-            return self.0 == s.as_bytes();
+        if !self.text.contains(&b'\\') {
+            return self.text == s.as_bytes();
         }
         self.bytes().eq(s.bytes())
     }
 
     /// Whether the unescaped text starts with `prefix`, without allocating.
     pub fn starts_with_str(&self, prefix: &str) -> bool {
-        if !self.0.contains(&b'\\') {
-            return self.0.starts_with(prefix.as_bytes());
+        if !self.text.contains(&b'\\') {
+            return self.text.starts_with(prefix.as_bytes());
         }
         let mut bytes = self.bytes();
         prefix.bytes().all(|p| bytes.next() == Some(p))
@@ -225,7 +243,10 @@ impl<'a> Escaped<'a> {
 
     /// The unescaped bytes, for hashing without allocating.
     pub fn bytes(&self) -> Unescape<'a> {
-        Unescape { rest: self.0 }
+        Unescape {
+            rest: self.text,
+            quote: self.part == Part::Measurement,
+        }
     }
 }
 
@@ -233,6 +254,8 @@ impl<'a> Escaped<'a> {
 #[derive(Debug, Clone)]
 pub struct Unescape<'a> {
     rest: &'a [u8],
+    /// Whether `\"` stands for `"` (measurement names only).
+    quote: bool,
 }
 
 impl Iterator for Unescape<'_> {
@@ -241,7 +264,11 @@ impl Iterator for Unescape<'_> {
     fn next(&mut self) -> Option<u8> {
         let (&first, rest) = self.rest.split_first()?;
         match (first, rest.first()) {
-            (b'\\', Some(&escaped @ (b',' | b'"' | b' ' | b'='))) => {
+            (b'\\', Some(&escaped @ (b',' | b' ' | b'='))) => {
+                self.rest = &rest[1..];
+                Some(escaped)
+            }
+            (b'\\', Some(&escaped @ b'"')) if self.quote => {
                 self.rest = &rest[1..];
                 Some(escaped)
             }
@@ -251,6 +278,14 @@ impl Iterator for Unescape<'_> {
             }
         }
     }
+}
+
+/// Lines of a body: one per newline, plus an unterminated last one. A SIMD scan for `\n`, not a
+/// parse, so that counting costs next to nothing per point; comment and blank lines, and newlines
+/// inside string fields, count too. What `write.batch.max_points` and the points metrics measure.
+pub fn line_count(body: &[u8]) -> u64 {
+    let newlines = memchr::memchr_iter(b'\n', body).count() as u64;
+    newlines + u64::from(body.last().is_some_and(|&b| b != b'\n'))
 }
 
 #[cfg(test)]
@@ -317,6 +352,27 @@ mod tests {
         assert_eq!(kinds("we\"ird v=1\nmem v=1"), ["we\"ird", "mem"]);
         // A quote in a field key (more commas than equals so far) opens nothing.
         assert_eq!(kinds("m a=1,\"b=2\nmem v=1"), ["m", "mem"]);
+    }
+
+    #[test]
+    fn an_escaped_quote_is_unescaped_in_measurements_only() {
+        // As influxd 1.6.7 stores `m\"x\=y,t\"k=v\"a\=b f=1`: measurement `m"x=y`, tag key
+        // `t\"k`, tag value `v\"a=b`.
+        let k = key(r#"m\"x\=y,t\"k=v\"a\=b f=1"#);
+        assert_eq!(k.measurement().unescaped(), r#"m"x=y"#);
+        assert!(k.tag(r#"t"k"#).is_none());
+        assert_eq!(
+            k.tag(r#"t\"k"#).map(|v| v.unescaped().into_owned()),
+            Some(r#"v\"a=b"#.into())
+        );
+    }
+
+    #[test]
+    fn lines_are_counted_with_or_without_a_final_newline() {
+        assert_eq!(line_count(b""), 0);
+        assert_eq!(line_count(b"cpu v=1"), 1);
+        assert_eq!(line_count(b"cpu v=1\nmem v=2\n"), 2);
+        assert_eq!(line_count(b"cpu v=1\nmem v=2"), 2);
     }
 
     #[test]

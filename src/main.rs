@@ -1,23 +1,66 @@
 //! The `influx-gateway` binary: parse arguments, load the configuration, run.
 
-use std::process::ExitCode;
+use std::{io::BufRead, process::ExitCode};
 
 use clap::Parser;
 use influx_gateway::{
-    cli::Cli,
+    auth,
+    cli::{Cli, Command},
     config::{Config, ConfigError},
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match cli.command {
+        Some(Command::HashPassword) => return hash_password(),
+        Some(Command::CheckConfig { path }) => return check_config(&path),
+        None => {}
+    }
+    // Everything is let through to `log`'s own level, which `log_level` sets and a reload changes;
+    // RUST_LOG, when set, filters further (per module too).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace")).init();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e @ ConfigError::Read { .. }) => return fail(&e),
         Err(e) => return fail(&format!("{}: {e}", cli.config.display())),
     };
-    match actix_web::rt::System::new().block_on(influx_gateway::run(config)) {
+    match actix_web::rt::System::new().block_on(influx_gateway::run(config, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// `check-config PATH`: validates the file and prints what the gateway would run with.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            print!("{}", config.describe());
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e @ ConfigError::Read { .. }) => fail(&e),
+        Err(e) => fail(&format!("{}: {e}", path.display())),
+    }
+}
+
+/// `hash-password`: the password comes from stdin, never from the command line (shell history,
+/// `ps`).
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        return fail(&format!("reading the password from stdin: {e}"));
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return fail(
+            &"no password on stdin (e.g. `echo -n 's3cret' | influx-gateway hash-password`)",
+        );
+    }
+    match auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e),
     }
 }

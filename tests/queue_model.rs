@@ -23,7 +23,8 @@ enum Action {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        4 => (0usize..600).prop_map(Action::Append),
+        // Up to three 4 KiB chunks, so that records span several stored values.
+        4 => (0usize..10_000).prop_map(Action::Append),
         2 => (1usize..4).prop_map(Action::AckHead),
         1 => Just(Action::DeadLetterHead),
         1 => Just(Action::CountAttempt),
@@ -39,7 +40,7 @@ struct Model {
     next_seq: u64,
 }
 
-const LIMIT: u64 = 8 * 1024;
+const LIMIT: u64 = 48 * 1024;
 /// Bytes a write record adds to its body: header 14, three length prefixes 12, `db=model` 8, CRC 4.
 const RECORD_OVERHEAD: u64 = 38;
 
@@ -60,7 +61,22 @@ fn body_of(seq: u64, len: usize) -> Vec<u8> {
 }
 
 fn open(dir: &std::path::Path) -> (QueueStore, NodeQueue) {
-    let store = QueueStore::open(dir).expect("open store");
+    // Within one process sled releases its file lock from background threads shortly after the
+    // last handle is dropped, so a reopen right away may find it still held (a restarted gateway
+    // is a new process and never does). Wait for it, boundedly.
+    let started = std::time::Instant::now();
+    let store = loop {
+        match QueueStore::open(dir) {
+            Ok(store) => break store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open store: {e:?}"),
+        }
+    };
     let queue = store.node("n1", LIMIT).expect("open queue");
     (store, queue)
 }

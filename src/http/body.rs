@@ -2,23 +2,57 @@
 
 use std::io::Read;
 
-use actix_web::{http::header, web, HttpRequest};
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest,
+};
 use bytes::{Bytes, BytesMut};
 use flate2::read::MultiGzDecoder;
 use futures_util::StreamExt;
 
 use super::ApiError;
+use crate::gateway::Gateway;
 
 /// Compressed bodies larger than this are inflated off the event loop.
 const INLINE_INFLATE_LIMIT: usize = 256 * 1024;
 
-/// Reads the whole body, refusing more than `limit` bytes (before and after gzip decoding).
+/// Reads the whole body, refusing more than `write.max_body_size` bytes (before and after gzip
+/// decoding) and a body that takes longer than `limits.body_timeout` to arrive.
 pub async fn read(
     req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: u64,
+    payload: web::Payload,
+    gateway: &Gateway,
 ) -> Result<Bytes, ApiError> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let limit = usize::try_from(gateway.config().write.max_body_size).unwrap_or(usize::MAX);
+    let timeout = gateway.limits().body_timeout;
+    // A client that stops sending half-way would otherwise hold its slot for ever.
+    let body = tokio::time::timeout(timeout, receive(req, payload, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} (limits.body_timeout)",
+                    crate::units::format_duration(timeout)
+                ),
+            )
+        })??;
+    if !is_gzip(req) {
+        return Ok(body);
+    }
+    if body.len() <= INLINE_INFLATE_LIMIT {
+        return gunzip(&body, limit);
+    }
+    web::block(move || gunzip(&body, limit))
+        .await
+        .map_err(|e| ApiError::bad_request(format!("decoding gzip: {e}")))?
+}
+
+async fn receive(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -36,16 +70,7 @@ pub async fn read(
         }
         body.extend_from_slice(&chunk);
     }
-    let body = body.freeze();
-    if !is_gzip(req) {
-        return Ok(body);
-    }
-    if body.len() <= INLINE_INFLATE_LIMIT {
-        return gunzip(&body, limit);
-    }
-    web::block(move || gunzip(&body, limit))
-        .await
-        .map_err(|e| ApiError::bad_request(format!("decoding gzip: {e}")))?
+    Ok(body.freeze())
 }
 
 fn is_gzip(req: &HttpRequest) -> bool {
@@ -56,7 +81,7 @@ fn is_gzip(req: &HttpRequest) -> bool {
 }
 
 /// Inflates at most `limit` bytes: a gzip bomb is refused, never inflated into memory.
-fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+pub fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
     let mut inflated = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
     MultiGzDecoder::new(compressed)
         .take(limit as u64 + 1)

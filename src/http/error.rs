@@ -29,6 +29,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// 401: credentials missing or wrong, before any node is asked.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
     /// 413, worded as InfluxDB words it.
     pub fn too_large() -> Self {
         Self::new(
@@ -42,6 +47,14 @@ impl ApiError {
         ApiError {
             retry_after_secs: Some(1),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+
+    /// 429 or 503 with `Retry-After`: too much at once; the same request will do later.
+    pub fn overloaded(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after_secs: Some(1),
+            ..Self::new(status, message)
         }
     }
 
@@ -66,6 +79,10 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs));
         }
-        response.body(serde_json::json!({ "error": self.message }).to_string())
+        // influxd ends every JSON answer with a newline.
+        response.body(format!(
+            "{}\n",
+            serde_json::json!({ "error": self.message })
+        ))
     }
 }

@@ -1,10 +1,15 @@
 //! The HTTP API, shaped like InfluxDB 1.x's.
 
+mod auth;
 mod body;
 mod error;
+mod limits;
+mod metrics;
+mod page;
 mod query;
 mod route;
 mod status;
+mod vars;
 mod write;
 
 use std::{io, sync::Arc};
@@ -14,9 +19,13 @@ use actix_web::{
 };
 use serde::de::DeserializeOwned;
 
+pub use body::gunzip;
 pub use error::ApiError;
 
 use crate::{gateway::Gateway, node::NodeResponse};
+
+/// Connections one worker thread keeps to the nodes for reads.
+const READ_CONNECTIONS: usize = 100;
 
 /// The HTTP client one worker thread uses for reads (awc clients are per thread).
 pub struct QueryClient(awc::Client);
@@ -30,19 +39,49 @@ pub fn server(gateway: Arc<Gateway>) -> io::Result<Server> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     // Requests under way at a stop get the time a write may take to be answered.
     let grace = gateway.config().write.timeout.as_secs() * 2 + 1;
+    let tls = gateway
+        .config()
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("tls: {e}")))?;
+    let admission = web::Data::new(limits::Admission::new(gateway.live_limits()));
+    let started = web::Data::new(vars::Started::now());
+    let recorder = web::Data::new(crate::metrics::Metrics::new(Arc::clone(&gateway)));
     let data = web::Data::from(gateway);
     let server = HttpServer::new(move || {
+        let reads = crate::tls::http_client(data.query_tls(), READ_CONNECTIONS);
         App::new()
+            .wrap_fn(limits::admit)
             .wrap_fn(status::influxdb_headers)
+            .wrap_fn(metrics::observe)
             .app_data(data.clone())
-            .app_data(web::Data::new(QueryClient(awc::Client::default())))
+            .app_data(admission.clone())
+            .app_data(started.clone())
+            .app_data(recorder.clone())
+            .app_data(web::Data::new(QueryClient(reads)))
             .configure(routes)
     })
     .disable_signals()
-    .shutdown_timeout(grace)
-    .bind(addr)
-    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    log::info!("listening on http://{addr}");
+    // An answer's head and body go out in separate writes; with Nagle the body would wait for the
+    // client's delayed ACK of the head (40 ms on Linux).
+    .tcp_nodelay(true)
+    .shutdown_timeout(grace);
+    let listen_error =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let server = match tls {
+        Some(tls) => {
+            let server = server.bind_rustls_0_23(addr, tls).map_err(listen_error)?;
+            log::info!("listening on https://{addr}");
+            server
+        }
+        None => {
+            let server = server.bind(addr).map_err(listen_error)?;
+            log::info!("listening on http://{addr}");
+            server
+        }
+    };
     Ok(server.run())
 }
 
@@ -57,6 +96,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/write")
             .route(web::post().to(write::write))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v2/write")
+            .route(web::post().to(write::write_v2))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(web::resource("/api/v2/query").to(query::query_v2))
+    .service(
+        web::resource("/")
+            .route(web::get().to(page::status_page))
+            .route(web::head().to(page::status_page))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::metrics))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/debug/vars")
+            .route(web::get().to(vars::debug_vars))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

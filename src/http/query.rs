@@ -1,4 +1,4 @@
-//! `GET|POST /query`: reads go to one node, mutations to every node.
+//! `GET|POST /query`: reads go to one node, mutations to every node; `/api/v2/query` is refused.
 
 use actix_web::{
     body::SizedStream,
@@ -6,10 +6,15 @@ use actix_web::{
     web, HttpRequest, HttpResponse,
 };
 use bytes::Bytes;
+use flate2::{write::GzEncoder, Compression};
+use std::io::Write;
 
-use super::{body, respond, ApiError, QueryClient};
+use super::{auth, body, respond, ApiError, QueryClient};
 use crate::{
+    auth::User,
     gateway::Gateway,
+    influxql::classify::classify_query,
+    metrics::{Metrics, QueryPlan},
     node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery},
     query::{self, deny::Denied, BroadcastOutcome, ClientParams, Plan, QueryText, ScatterError},
     router::NodeId,
@@ -24,19 +29,34 @@ pub async fn query(
     payload: web::Payload,
     gateway: web::Data<Gateway>,
     client: web::Data<QueryClient>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body::read(&req, payload, gateway.config().write.max_body_size).await?;
+    let refused = |e: ApiError| {
+        metrics.query_plan(QueryPlan::Refused);
+        e
+    };
+    let user = auth::authenticate(&gateway, &req).await.map_err(refused)?;
+    let body = body::read(&req, payload, &gateway).await?;
     let q = query_text(&req, &body);
+    let db = request_db(&req, &body);
+    check_query(&gateway, user, &q, db.as_deref()).map_err(refused)?;
+    let client_authorization = req.headers().get(header::AUTHORIZATION);
+    let node_authorization = auth::node_authorization(&gateway, client_authorization);
     let mut headers = Vec::new();
     for name in FORWARDED_REQUEST_HEADERS {
-        if let Some(value) = req.headers().get(&name) {
-            headers.push((name, value.clone()));
+        let value = if name == header::AUTHORIZATION {
+            node_authorization.clone()
+        } else {
+            req.headers().get(&name).cloned()
+        };
+        if let Some(value) = value {
+            headers.push((name, value));
         }
     }
     // The body was decoded once here; the node gets it plain.
     let forwarded = ForwardedQuery {
         method: req.method().clone(),
-        query_string: req.query_string().to_owned(),
+        query_string: auth::node_query_string(&gateway, req.query_string()),
         headers,
         body,
     };
@@ -45,12 +65,12 @@ pub async fn query(
             Denied::Statement { .. } => StatusCode::FORBIDDEN,
             Denied::Unreadable(_) => StatusCode::BAD_REQUEST,
         };
-        ApiError::new(status, denied.to_string())
+        refused(ApiError::new(status, denied.to_string()))
     })?;
     let timeout = gateway.config().query.timeout;
-    let db = request_db(&req, &forwarded.body);
     match query::plan(&q, gateway.router(), db.as_deref()) {
         Plan::Read { shard } => {
+            metrics.query_plan(QueryPlan::Read);
             let order = match shard {
                 Some(shard) => gateway.shard_read_order(shard),
                 None => gateway.next_read_order(),
@@ -62,12 +82,13 @@ pub async fn query(
                 return Err(ApiError::bad_request("missing required parameter \"q\""));
             };
             let form = is_form(&req).then_some(&forwarded.body[..]);
-            let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-            let params = ClientParams::new(req.query_string(), form, authorization);
+            let params = ClientParams::new(&forwarded.query_string, form, node_authorization);
+            metrics.query_plan(QueryPlan::Scatter);
             match query::scatter(&gateway, &client.0, text, &statements, &params).await {
-                Ok(body) => Ok(HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(body)),
+                Ok(body) => {
+                    metrics.merged(statements.len());
+                    Ok(merged(&req, body))
+                }
                 // A parse error or bad credentials: every node says the same about the whole
                 // query, and its own words (offsets in the whole `q`) are the right answer.
                 Err(ScatterError::Refused { .. }) => {
@@ -77,8 +98,9 @@ pub async fn query(
                 Err(e) => Err(ApiError::unavailable(e.to_string())),
             }
         }
-        Plan::Refused(why) => Err(ApiError::bad_request(why)),
+        Plan::Refused(why) => Err(refused(ApiError::bad_request(why))),
         Plan::Broadcast { statements } => {
+            metrics.query_plan(QueryPlan::Broadcast);
             match query::broadcast(
                 gateway.nodes(),
                 gateway.order(),
@@ -95,6 +117,50 @@ pub async fn query(
     }
 }
 
+/// Answers `/api/v2/query`: Flux cannot be run on InfluxDB 1.x nodes.
+pub async fn query_v2() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "Flux queries are not supported: the nodes behind this gateway run InfluxDB 1.x; \
+         send InfluxQL to /query instead (GET or POST, q=..., db=...)",
+    ))
+}
+
+/// Applies `limits.max_statements` and, with gateway users, the user's rights, before any node is
+/// asked.
+fn check_query(
+    gateway: &Gateway,
+    user: Option<&User>,
+    q: &QueryText,
+    db: Option<&str>,
+) -> Result<(), ApiError> {
+    let QueryText::Found(text) = q else {
+        return match (user, q) {
+            (Some(user), QueryText::Unknown) if !user.is_admin() => Err(ApiError::bad_request(
+                "the gateway cannot read a multipart query to check its rights; send q as a form field or URL parameter",
+            )),
+            _ => Ok(()),
+        };
+    };
+    let statements = match classify_query(text) {
+        Ok(statements) => statements,
+        // The node words the parse error; only a non-admin's unreadable query is refused here.
+        Err(_) if user.is_none_or(User::is_admin) => return Ok(()),
+        Err(e) => return Err(ApiError::bad_request(format!("error parsing query: {e}"))),
+    };
+    let limit = gateway.limits().max_statements;
+    if statements.len() > limit {
+        return Err(ApiError::bad_request(format!(
+            "a query may hold at most {limit} statements (limits.max_statements); this one holds {}",
+            statements.len()
+        )));
+    }
+    match user {
+        Some(user) => user.authorize_query(&statements, db).map_err(auth::refusal),
+        None => Ok(()),
+    }
+}
+
 /// Sends a read to the first node of `order` that answers and streams its answer back.
 async fn read_from(
     gateway: &Gateway,
@@ -107,6 +173,37 @@ async fn read_from(
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(stream(gateway.nodes()[node].status().name(), answer))
+}
+
+/// A merged answer, gzip-compressed when the client accepts it, as influxd compresses its
+/// successful answers (its errors go out plain, and so do the gateway's).
+fn merged(req: &HttpRequest, body: Bytes) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/json");
+    if !accepts_gzip(req) {
+        return response.body(body);
+    }
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
+        Ok(compressed) => response
+            .insert_header((header::CONTENT_ENCODING, "gzip"))
+            .body(compressed),
+        // Writing to memory does not fail; if it did, the plain answer is still right.
+        Err(_) => response.body(body),
+    }
+}
+
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            coding
+                .split(';')
+                .next()
+                .is_some_and(|c| c.trim().eq_ignore_ascii_case("gzip"))
+        })
 }
 
 /// Whether the request's body is an urlencoded form, whose values InfluxDB reads first.

@@ -39,6 +39,7 @@ pub async fn route(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
+    super::auth::authenticate(&gateway, &req).await?;
     let params: RouteParams = params(&req)?;
     let db = required(&params.db, "database")?;
     let measurement = required(&params.measurement, "measurement")?;

@@ -3,7 +3,7 @@
 use actix_web::{
     dev::{Service, ServiceRequest, ServiceResponse},
     http::{
-        header::{HeaderName, HeaderValue},
+        header::{self, HeaderName, HeaderValue},
         StatusCode,
     },
     web, HttpRequest, HttpResponse,
@@ -41,12 +41,12 @@ pub async fn ping(req: HttpRequest, gateway: web::Data<Gateway>) -> HttpResponse
 
 /// Adds InfluxDB's `X-Influxdb-Version` and `X-Influxdb-Build` to every answer that lacks them
 /// (answers made by the gateway itself; a node's answers carry its own).
-pub fn influxdb_headers<S>(
+pub fn influxdb_headers<S, B>(
     req: ServiceRequest,
     service: &S,
-) -> impl std::future::Future<Output = Result<ServiceResponse, actix_web::Error>>
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
     let gateway = req.app_data::<web::Data<Gateway>>().cloned();
     let answer = service.call(req);
@@ -67,12 +67,40 @@ where
                 HeaderValue::from_static(BUILD),
             );
         }
+        // influxd labels every answer JSON, even a 204, and some clients check.
+        if !headers.contains_key(header::CONTENT_TYPE) {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if !headers.contains_key(REQUEST_ID_HEADER) {
+            if let Ok(id) = HeaderValue::from_str(&request_id()) {
+                headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id.clone());
+                headers.insert(HeaderName::from_static(X_REQUEST_ID_HEADER), id);
+            }
+        }
         Ok(response)
     }
 }
 
 const VERSION_HEADER: &str = "x-influxdb-version";
 const BUILD_HEADER: &str = "x-influxdb-build";
+const REQUEST_ID_HEADER: &str = "request-id";
+const X_REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A random id in UUID form, as influxd gives every answer, for matching client and gateway logs.
+fn request_id() -> String {
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
 
 #[derive(Serialize)]
 struct Health<'a> {

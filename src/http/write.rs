@@ -1,9 +1,12 @@
-//! `POST /write`: InfluxDB 1.x's write endpoint, replicated.
+//! `POST /write` (InfluxDB 1.x) and `POST /api/v2/write` (2.x clients), replicated.
 
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use actix_web::{
+    http::header::{self, HeaderValue},
+    web, HttpRequest, HttpResponse,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{body, params, required, respond, ApiError};
+use super::{auth, body, params, required, respond, ApiError};
 use crate::{
     consistency::Consistency,
     gateway::Gateway,
@@ -43,25 +46,94 @@ pub async fn write(
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
     let params: WriteParams = params(&req)?;
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    accept(req, payload, gateway, params, authorization.as_ref()).await
+}
+
+/// The query parameters of the 2.x `/api/v2/write`.
+#[derive(Debug, Default, Deserialize)]
+struct V2WriteParams {
+    bucket: Option<String>,
+    precision: Option<String>,
+}
+
+/// Handles `POST /api/v2/write` (InfluxDB 2.x clients, Telegraf's `influxdb_v2` output) as
+/// InfluxDB 1.8 does, so that it works even when the nodes are older: the bucket is `db/rp`, the
+/// token `user:password`, the organisation ignored.
+pub async fn write_v2(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    let v2: V2WriteParams = params(&req)?;
+    let bucket = required(&v2.bucket, "bucket")?;
+    let (db, rp) = match bucket.split_once('/') {
+        Some((db, rp)) => (db, Some(rp).filter(|rp| !rp.is_empty())),
+        None => (bucket, None),
+    };
+    let precision = match v2.precision.as_deref() {
+        None | Some("") => None,
+        // 2.x spells microseconds `us`; 1.x reads only `u`.
+        Some("ns") => Some("ns"),
+        Some("us") => Some("u"),
+        Some(p @ ("ms" | "s")) => Some(p),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid precision {other:?}: expected ns, us, ms or s"
+            )))
+        }
+    };
+    let params = WriteParams {
+        db: Some(db.to_owned()),
+        rp: rp.map(str::to_owned),
+        precision: precision.map(str::to_owned),
+        ..WriteParams::default()
+    };
+    let authorization = match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => crate::auth::v2_token_to_basic(value).map_err(ApiError::unauthorized)?,
+        None => None,
+    };
+    accept(req, payload, gateway, params, authorization.as_ref()).await
+}
+
+/// Replicates one write, whichever API it came through.
+async fn accept(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    params: WriteParams,
+    authorization: Option<&HeaderValue>,
+) -> Result<HttpResponse, ApiError> {
+    let user = auth::authenticate(&gateway, &req).await?;
     let db = required(&params.db, "database")?;
+    if let Some(user) = user {
+        user.authorize_write(db).map_err(auth::refusal)?;
+    }
+    // With gateway users, `u` and `p` were the gateway's; the nodes get `node_credentials`.
+    let own_users = gateway.config().auth.enabled;
+    let (u, p) = if own_users {
+        (None, None)
+    } else {
+        (params.u.as_deref(), params.p.as_deref())
+    };
     let consistency = match params.consistency.as_deref() {
         Some(level) => level
             .parse::<Consistency>()
             .map_err(ApiError::bad_request)?,
         None => gateway.config().write.consistency,
     };
-    let body = body::read(&req, payload, gateway.config().write.max_body_size).await?;
+    let body = body::read(&req, payload, &gateway).await?;
     let query = serde_urlencoded::to_string(NodeParams {
         db,
         rp: params.rp.as_deref(),
         precision: params.precision.as_deref(),
-        u: params.u.as_deref(),
-        p: params.p.as_deref(),
+        u,
+        p,
     })
     .map_err(|e| ApiError::bad_request(format!("query parameters: {e}")))?;
     let target = WriteTarget {
         query,
-        authorization: req.headers().get(header::AUTHORIZATION).cloned(),
+        authorization: auth::node_authorization(&gateway, authorization),
     };
     let config = gateway.config();
     match replicate(

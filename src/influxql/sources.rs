@@ -89,7 +89,7 @@ pub fn reads(statement: &Statement<'_>) -> Reads {
 }
 
 /// The database named by `ON db`, outside parentheses.
-fn on_database(tokens: &[Token<'_>]) -> Option<String> {
+pub fn on_database(tokens: &[Token<'_>]) -> Option<String> {
     let mut depth = 0i32;
     for (i, token) in tokens.iter().enumerate() {
         match token.text {

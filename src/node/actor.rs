@@ -28,6 +28,8 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
+use crate::line_protocol::line_count as newlines;
+
 use super::{
     backoff::Backoff,
     client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, WriteTarget},
@@ -40,6 +42,9 @@ const BODY_GRACE: Duration = Duration::from_secs(5);
 
 /// Most entries merged into one replayed request.
 const MAX_REPLAY_ENTRIES: usize = 10_000;
+
+/// How often a long replay logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Timeouts and limits of one node actor.
 #[derive(Debug, Clone)]
@@ -66,6 +71,12 @@ pub struct NodeSettings {
     pub max_age: Duration,
     /// Largest replayed request body.
     pub replay_batch_bytes: u64,
+    /// Most points coalesced into one live request (`write.batch.max_points`).
+    pub batch_max_points: u64,
+    /// How long a write may wait for others to coalesce with (`write.batch.max_delay`).
+    pub batch_max_delay: Duration,
+    /// TLS for an `https://` node.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Ordered work for a node.
@@ -126,6 +137,8 @@ struct Pending {
     seq: u64,
     op: Op,
     reply: oneshot::Sender<Delivery>,
+    /// When the actor received it, for `write.batch.max_delay`.
+    arrived: Instant,
 }
 
 /// One InfluxDB node.
@@ -140,6 +153,12 @@ pub struct Node {
     mutation_in_flight: bool,
     replay: Replay,
     probing: bool,
+    /// The periodic `/ping`, restarted when `health.interval` is reloaded.
+    probe_timer: Option<SpawnHandle>,
+    /// Writes at the front of `waiting` to send one by one: they were coalesced and refused.
+    alone: usize,
+    /// Wakes the pump when `write.batch.max_delay` has passed for the oldest waiting write.
+    batch_timer: Option<SpawnHandle>,
     closing: bool,
     /// The queue was found empty and the removals are being flushed: until they are durable the
     /// node stays draining, so that a crash cannot bring a replayed entry back behind a newer
@@ -160,6 +179,8 @@ struct Replay {
     /// Points replayed since `window_start`, for the rate.
     window_points: u64,
     window_start: Instant,
+    /// When progress was last logged and the queue's size then, for the time left.
+    progress: Option<(Instant, u64)>,
 }
 
 impl Node {
@@ -171,8 +192,7 @@ impl Node {
         settings: NodeSettings,
     ) -> Self {
         // One client per node: its own pool of keep-alive connections, sized to what is on the wire.
-        let connector = awc::Connector::new().limit(settings.max_in_flight + 2);
-        let http = awc::Client::builder().connector(connector).finish();
+        let http = crate::tls::http_client(settings.tls.as_ref(), settings.max_in_flight + 2);
         let replay = Replay {
             running: false,
             not_before: None,
@@ -181,6 +201,7 @@ impl Node {
             single: 0,
             window_points: 0,
             window_start: Instant::now(),
+            progress: None,
         };
         Node {
             status,
@@ -193,6 +214,9 @@ impl Node {
             mutation_in_flight: false,
             replay,
             probing: false,
+            probe_timer: None,
+            alone: 0,
+            batch_timer: None,
             closing: false,
             settling: false,
         }
@@ -256,10 +280,15 @@ impl Node {
         while let Some(pending) = self.waiting.pop_front() {
             self.enqueue(pending, ctx);
         }
+        // Whatever was to go alone is on disk now, where the replayer isolates refusals itself.
+        self.alone = 0;
         self.status.set_waiting(0);
     }
 
     /// Puts waiting work on the wire while the in-flight limit and the ordering rules allow.
+    /// Consecutive writes to the same database, retention policy and precision go as one request
+    /// of at most `write.batch.max_points` points: the order is kept, and a node answering one
+    /// large request beats the same node answering many small ones in turn.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while self.in_flight < self.settings.max_in_flight && !self.mutation_in_flight {
             let Some(front) = self.waiting.front() else {
@@ -268,13 +297,17 @@ impl Node {
             if front.op.is_mutation() && self.in_flight > 0 {
                 break; // a mutation waits for every write accepted before it
             }
-            let Some(Pending { seq, op, reply }) = self.waiting.pop_front() else {
+            if self.should_wait_for_more(ctx) {
+                break;
+            }
+            let group = self.take_group();
+            let Some(op) = coalesce(&group) else {
                 break;
             };
             self.in_flight += 1;
             let was_mutation = op.is_mutation();
             self.mutation_in_flight = was_mutation;
-            let request = self.send(op.clone());
+            let request = self.send(op);
             ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
                 node.in_flight -= 1;
                 if was_mutation {
@@ -283,13 +316,26 @@ impl Node {
                 node.observe(&delivery);
                 match delivery {
                     Delivery::Failed(e) if e.is_transient() => {
-                        // This one and everything after it go to disk, in order.
-                        node.enqueue(Pending { seq, op, reply }, ctx);
+                        // These and everything after them go to disk, in order.
+                        for pending in group {
+                            node.enqueue(pending, ctx);
+                        }
                         node.spill_waiting(ctx);
+                    }
+                    // Which of the coalesced writes did the node refuse? Each goes again alone,
+                    // in order, so that each client hears about its own lines (the accepted
+                    // points are written again, which InfluxDB absorbs).
+                    Delivery::Rejected(_) if group.len() > 1 => {
+                        node.alone += group.len();
+                        for pending in group.into_iter().rev() {
+                            node.waiting.push_front(pending);
+                        }
                     }
                     // The requester may have given up (timeout, client gone): the work was done.
                     other => {
-                        let _ = reply.send(other);
+                        for pending in group {
+                            let _ = pending.reply.send(other.clone());
+                        }
                     }
                 }
                 node.pump(ctx);
@@ -297,6 +343,82 @@ impl Node {
             }));
         }
         self.status.set_waiting(self.waiting.len());
+    }
+
+    /// With `write.batch.max_delay`, holds a lone write back until enough points wait or the
+    /// oldest has waited that long; the pump is woken then. Only while nothing is on the wire:
+    /// otherwise the answer to what is in flight wakes the pump anyway.
+    fn should_wait_for_more(&mut self, ctx: &mut Context<Self>) -> bool {
+        let delay = self.settings.batch_max_delay;
+        if delay.is_zero() || self.in_flight > 0 || self.alone > 0 || self.closing {
+            return false;
+        }
+        let Some(front) = self.waiting.front() else {
+            return false;
+        };
+        if front.op.is_mutation() {
+            return false;
+        }
+        let waited = front.arrived.elapsed();
+        if waited >= delay || self.coalescible_points() >= self.settings.batch_max_points {
+            return false;
+        }
+        if self.batch_timer.is_none() {
+            self.batch_timer = Some(ctx.run_later(delay - waited, |node, ctx| {
+                node.batch_timer = None;
+                node.pump(ctx);
+            }));
+        }
+        true
+    }
+
+    /// Points in the run of writes at the front of `waiting` that could go as one request.
+    fn coalescible_points(&self) -> u64 {
+        let mut writes = self.waiting.iter().map_while(|p| match &p.op {
+            Op::Write(write) => Some(write),
+            Op::Mutation(_) => None,
+        });
+        let Some(first) = writes.next() else {
+            return 0;
+        };
+        std::iter::once(first)
+            .chain(writes.take_while(|w| same_target(first, w)))
+            .map(|w| newlines(&w.body))
+            .sum()
+    }
+
+    /// The waiting work to send as the next request: one mutation, or a run of writes to the same
+    /// target within `write.batch.max_points`.
+    fn take_group(&mut self) -> Vec<Pending> {
+        let Some(first) = self.waiting.pop_front() else {
+            return Vec::new();
+        };
+        if self.alone > 0 {
+            self.alone -= 1;
+            return vec![first];
+        }
+        let Op::Write(write) = &first.op else {
+            return vec![first];
+        };
+        let target = Arc::clone(&write.target);
+        let mut points = newlines(&write.body);
+        let mut group = vec![first];
+        while let Some(Pending {
+            op: Op::Write(next),
+            ..
+        }) = self.waiting.front()
+        {
+            let more = newlines(&next.body);
+            if !same_target_as(&target, next) || points + more > self.settings.batch_max_points {
+                break;
+            }
+            points += more;
+            match self.waiting.pop_front() {
+                Some(pending) => group.push(pending),
+                None => break,
+            }
+        }
+        group
     }
 
     fn send(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
@@ -311,6 +433,7 @@ impl Node {
         } + BODY_GRACE;
         async move {
             let _in_flight = status.start_request();
+            status.traffic().sent(&op);
             let exchange = async {
                 match op {
                     Op::Write(write) => {
@@ -321,9 +444,11 @@ impl Node {
                     }
                 }
             };
-            tokio::time::timeout(limit, exchange)
+            let delivery = tokio::time::timeout(limit, exchange)
                 .await
-                .unwrap_or(Delivery::Failed(NodeError::Timeout(limit)))
+                .unwrap_or(Delivery::Failed(NodeError::Timeout(limit)));
+            status.traffic().outcome(&delivery);
+            delivery
         }
     }
 
@@ -515,6 +640,40 @@ impl Node {
             self.replay.window_points = 0;
             self.replay.window_start = Instant::now();
         }
+        self.log_progress();
+    }
+
+    /// A long replay says every [`PROGRESS_EVERY`] how much is left and when it should be done.
+    fn log_progress(&mut self) {
+        let now = Instant::now();
+        let left = self.queue.stats();
+        let Some((since, bytes_then)) = self.replay.progress else {
+            self.replay.progress = Some((now, left.bytes));
+            return;
+        };
+        let elapsed = now.duration_since(since);
+        if elapsed < PROGRESS_EVERY {
+            return;
+        }
+        self.replay.progress = Some((now, left.bytes));
+        let drained_per_second =
+            bytes_then.saturating_sub(left.bytes) as f64 / elapsed.as_secs_f64();
+        let eta = if drained_per_second > 0.0 {
+            let seconds = (left.bytes as f64 / drained_per_second).ceil() as u64;
+            format!(
+                "about {} left",
+                crate::units::format_duration(Duration::from_secs(seconds))
+            )
+        } else {
+            "not draining yet".to_owned()
+        };
+        log::info!(
+            "node {}: replaying its queue: {} entries ({} bytes) left, {} points/s, {eta}",
+            self.status.name(),
+            left.entries,
+            left.bytes,
+            self.status.snapshot().replay_rate_points_per_second,
+        );
     }
 
     /// The replayer emptied the queue: once its removals are on disk, back to Direct.
@@ -522,6 +681,7 @@ impl Node {
         self.replay.single = 0;
         self.replay.window_points = 0;
         self.replay.window_start = Instant::now();
+        self.replay.progress = None;
         self.status.set_replay_rate(0);
         if self.settling {
             return;
@@ -571,11 +731,54 @@ impl Node {
 /// Whether two queued operations can be sent as one request.
 fn mergeable(first: &Record, next: &Record) -> bool {
     match (&first.op, &next.op) {
-        (Op::Write(a), Op::Write(b)) => {
-            a.target.query == b.target.query && a.target.authorization == b.target.authorization
-        }
+        (Op::Write(a), Op::Write(b)) => same_target(a, b),
         _ => false,
     }
+}
+
+/// Whether two writes go to the same database, retention policy and precision with the same
+/// credentials, so that their bodies can be sent as one.
+fn same_target(a: &NodeWrite, b: &NodeWrite) -> bool {
+    same_target_as(&a.target, b)
+}
+
+fn same_target_as(target: &Arc<WriteTarget>, write: &NodeWrite) -> bool {
+    // Replicas of one request share the target: the pointer test settles most cases.
+    Arc::ptr_eq(target, &write.target)
+        || (target.query == write.target.query
+            && target.authorization == write.target.authorization)
+}
+
+/// The request for a group taken by `take_group`: the op itself when alone, else the writes'
+/// bodies one after the other, in order.
+fn coalesce(group: &[Pending]) -> Option<Op> {
+    let (first, rest) = group.split_first()?;
+    if rest.is_empty() {
+        return Some(first.op.clone());
+    }
+    let Op::Write(write) = &first.op else {
+        return Some(first.op.clone());
+    };
+    let bodies = group.iter().filter_map(|p| match &p.op {
+        Op::Write(w) => Some(&w.body),
+        Op::Mutation(_) => None,
+    });
+    Some(Op::Write(NodeWrite {
+        target: Arc::clone(&write.target),
+        body: concat(bodies),
+    }))
+}
+
+/// Bodies joined in order, each ending its last line.
+fn concat<'b>(bodies: impl Iterator<Item = &'b Bytes>) -> Bytes {
+    let mut out = BytesMut::new();
+    for body in bodies {
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.extend_from_slice(b"\n");
+        }
+        out.extend_from_slice(body);
+    }
+    out.freeze()
 }
 
 /// One request for a run of mergeable records, and how many points it carries.
@@ -587,16 +790,13 @@ fn merge(records: Vec<Record>) -> (Op, u64) {
     let Op::Write(first_write) = first.op else {
         return (first.op, 0);
     };
-    let mut body = BytesMut::from(&first_write.body[..]);
-    for record in records {
-        if let Op::Write(write) = record.op {
-            if !body.is_empty() && !body.ends_with(b"\n") {
-                body.extend_from_slice(b"\n");
-            }
-            body.extend_from_slice(&write.body);
-        }
-    }
-    let body = body.freeze();
+    let rest: Vec<NodeWrite> = records
+        .filter_map(|r| match r.op {
+            Op::Write(write) => Some(write),
+            Op::Mutation(_) => None,
+        })
+        .collect();
+    let body = concat(std::iter::once(&first_write.body).chain(rest.iter().map(|w| &w.body)));
     let points = count_lines(&body);
     (
         Op::Write(NodeWrite {
@@ -640,8 +840,45 @@ impl Actor for Node {
             );
         }
         self.probe(ctx);
-        ctx.run_interval(self.settings.health_interval, Self::probe);
+        self.probe_timer = Some(ctx.run_interval(self.settings.health_interval, Self::probe));
         self.schedule_replay(ctx);
+    }
+}
+
+/// New health and retry settings, from a configuration reloaded on SIGHUP.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Retune {
+    /// `health.interval`.
+    pub health_interval: Duration,
+    /// `health.timeout`.
+    pub health_timeout: Duration,
+    /// `retry.initial_backoff`.
+    pub initial_backoff: Duration,
+    /// `retry.max_backoff`.
+    pub max_backoff: Duration,
+    /// `retry.max_attempts_4xx`.
+    pub max_attempts_4xx: u32,
+}
+
+impl Handler<Retune> for Node {
+    type Result = ();
+
+    fn handle(&mut self, retune: Retune, ctx: &mut Self::Context) {
+        let settings = &mut self.settings;
+        settings.health_timeout = retune.health_timeout;
+        settings.initial_backoff = retune.initial_backoff;
+        settings.max_backoff = retune.max_backoff;
+        settings.max_attempts_4xx = retune.max_attempts_4xx;
+        // The next wait starts from the new initial backoff rather than where the old one was.
+        self.replay.backoff = Backoff::new(retune.initial_backoff, retune.max_backoff);
+        if settings.health_interval != retune.health_interval {
+            settings.health_interval = retune.health_interval;
+            if let Some(timer) = self.probe_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.probe_timer = Some(ctx.run_interval(retune.health_interval, Self::probe));
+        }
     }
 }
 
@@ -653,6 +890,7 @@ impl Handler<Job> for Node {
             seq: self.next_seq,
             op: job.op,
             reply: job.reply,
+            arrived: Instant::now(),
         };
         self.next_seq += 1;
         if self.must_queue() {

@@ -6,6 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use actix_web::error::ParseError;
 use actix_web::http::{
     header::{self, HeaderName, HeaderValue},
     Method, StatusCode,
@@ -248,6 +249,7 @@ async fn buffered(
 ) -> Delivery {
     let mut response = match sent {
         Ok(response) => response,
+        Err(SendRequestError::Response(ParseError::Header)) => return unreadable_refusal(),
         Err(e) => return Delivery::Failed(send_error(e, timeout)),
     };
     let status = response.status();
@@ -257,7 +259,7 @@ async fn buffered(
             return Delivery::Failed(NodeError::Transport(format!("reading the answer: {e}")))
         }
     };
-    if status.is_server_error() {
+    if status.is_server_error() && !refuses_the_request(&body) {
         return Delivery::Failed(server_error(status, &body));
     }
     let headers = response
@@ -276,6 +278,30 @@ async fn buffered(
     } else {
         Delivery::Rejected(answer)
     }
+}
+
+/// Whether a 5xx answer blames the request rather than the server, so that sending it again can
+/// only fail the same way. influxd 1.6 answers a write to a retention policy that does not exist
+/// with 500 `retention policy not found: rp`; queueing it would hold every write behind it until an
+/// operator created the policy, and Telegraf must see influxd's own answer to report it.
+fn refuses_the_request(body: &[u8]) -> bool {
+    error_message(body).starts_with("retention policy not found")
+}
+
+/// influxd echoes a line it cannot parse in `X-Influxdb-Error`, control characters included, and
+/// such a header cannot be read back. The node did answer, and would answer the same again:
+/// retrying would hold every later write behind this one, so it is refused as a 400.
+fn unreadable_refusal() -> Delivery {
+    let message = "the node refused the request with an error header the gateway cannot read \
+                   (a rejected line with control characters in it, echoed by InfluxDB)";
+    Delivery::Rejected(NodeResponse {
+        status: StatusCode::BAD_REQUEST,
+        headers: vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body: Bytes::from(format!("{}\n", serde_json::json!({ "error": message }))),
+    })
 }
 
 fn send_error(error: SendRequestError, timeout: Duration) -> NodeError {
@@ -316,6 +342,17 @@ mod tests {
     fn influx_error_messages() {
         assert_eq!(error_message(br#"{"error":"timeout"}"#), "timeout");
         assert_eq!(error_message(b"upstream broke\n"), "upstream broke");
+    }
+
+    #[test]
+    fn a_missing_retention_policy_is_the_request_s_fault() {
+        assert!(refuses_the_request(
+            b"{\"error\":\"retention policy not found: nope\"}\n"
+        ));
+        assert!(!refuses_the_request(
+            b"{\"error\":\"engine: cache-max-memory-size exceeded\"}"
+        ));
+        assert!(!refuses_the_request(b"<html>bad gateway</html>"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod backoff;
 pub mod client;
 pub mod queue;
 pub mod status;
+pub mod traffic;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -13,7 +14,7 @@ use futures_util::future::{self, Either, FutureExt};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-pub use actor::{Job, Node, NodeSettings, Op, Refused, Shutdown};
+pub use actor::{Job, Node, NodeSettings, Op, Refused, Retune, Shutdown};
 pub use client::{Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, WriteTarget};
 pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
 pub use status::{NodeSnapshot, NodeState, NodeStatus};
@@ -42,7 +43,12 @@ pub struct NodeHealth {
 
 impl NodeHandle {
     /// Starts the actor for `config.nodes[index]` on a thread of its own, over its reopened queue.
-    pub fn spawn(config: &Config, index: usize, queue: NodeQueue) -> Result<Self, QueueError> {
+    pub fn spawn(
+        config: &Config,
+        index: usize,
+        queue: NodeQueue,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, QueueError> {
         let node = &config.nodes[index];
         let status = Arc::new(NodeStatus::new(&node.name, &node.url));
         let settings = NodeSettings {
@@ -57,6 +63,9 @@ impl NodeHandle {
             max_attempts_4xx: config.retry.max_attempts_4xx,
             max_age: config.queue.max_age,
             replay_batch_bytes: config.queue.replay_batch_size,
+            batch_max_points: config.write.batch.max_points,
+            batch_max_delay: config.write.batch.max_delay,
+            tls,
         };
         let next_seq = queue.next_seq()?;
         let arbiter = Arbiter::new();
@@ -80,6 +89,18 @@ impl NodeHandle {
     /// Its disk queue.
     pub fn queue(&self) -> &NodeQueue {
         &self.queue
+    }
+
+    /// Hands new health and retry settings to the actor. `do_send`, not `try_send`: a control
+    /// message must not be refused because the mailbox is full of writes.
+    pub fn retune(&self, config: &Config) {
+        self.addr.do_send(Retune {
+            health_interval: config.health.interval,
+            health_timeout: config.health.timeout,
+            initial_backoff: config.retry.initial_backoff,
+            max_backoff: config.retry.max_backoff,
+            max_attempts_4xx: config.retry.max_attempts_4xx,
+        });
     }
 
     /// What `/health` shows.

@@ -1,5 +1,6 @@
 //! What the gateway knows about one node's health, readable from any thread without a message.
 
+use super::traffic::Traffic;
 use std::sync::{
     atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
     Arc, Mutex, MutexGuard,
@@ -56,6 +57,7 @@ pub struct NodeStatus {
     waiting: AtomicUsize,
     replayed_points: AtomicU64,
     replay_rate: AtomicU64,
+    traffic: Traffic,
     detail: Mutex<Detail>,
 }
 
@@ -95,6 +97,7 @@ impl NodeStatus {
             waiting: AtomicUsize::new(0),
             replayed_points: AtomicU64::new(0),
             replay_rate: AtomicU64::new(0),
+            traffic: Traffic::default(),
             detail: Mutex::new(Detail::default()),
         }
     }
@@ -107,6 +110,11 @@ impl NodeStatus {
     /// Base URL, without a trailing slash.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// What was sent to the node and what became of it.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// Current state.

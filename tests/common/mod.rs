@@ -56,12 +56,40 @@ pub struct Influxd {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Certificate and key when it serves HTTPS.
+    https: Option<(PathBuf, PathBuf)>,
+    /// Whether it requires credentials (`[http] auth-enabled`).
+    auth: bool,
 }
 
 impl Influxd {
+    /// Starts one serving HTTPS with the PEM `cert` and `key`.
+    pub fn start_https(name: &str, cert: &Path, key: &Path) -> Influxd {
+        Self::start_with(name, Some((cert.to_owned(), key.to_owned())), false)
+    }
+
+    /// Starts one that requires credentials, with `admin` / `admin-pw` as its admin user.
+    pub fn start_with_auth(name: &str) -> Influxd {
+        let node = Self::start_with(name, None, true);
+        // influxd lets the first admin user be created without credentials.
+        let reply = post_form(
+            &format!("{}/query", node.url()),
+            &[(
+                "q",
+                "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES",
+            )],
+        );
+        assert_eq!(reply.status, 200, "create the admin user: {}", reply.body);
+        node
+    }
+
     /// Starts one and waits until it answers `/ping`. A port taken between choosing it and
     /// binding it (another test, another program) is retried with new ports.
     pub fn start(name: &str) -> Influxd {
+        Self::start_with(name, None, false)
+    }
+
+    fn start_with(name: &str, https: Option<(PathBuf, PathBuf)>, auth: bool) -> Influxd {
         influxd_binary(); // fail with the install hint before creating anything
         let dir = tempfile::Builder::new()
             .prefix("influxd-")
@@ -72,6 +100,8 @@ impl Influxd {
             port: 0,
             dir,
             child: None,
+            https,
+            auth,
         };
         for attempt in 1..=3 {
             node.port = free_port();
@@ -89,6 +119,19 @@ impl Influxd {
 
     fn write_config(&self, rpc: u16) {
         let d = self.dir.path().display();
+        let https = match &self.https {
+            Some((cert, key)) => format!(
+                "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
+        let auth = if self.auth {
+            "  auth-enabled = true\n"
+        } else {
+            ""
+        };
         let config = format!(
             r#"reporting-disabled = true
 bind-address = "127.0.0.1:{rpc}"
@@ -105,7 +148,7 @@ bind-address = "127.0.0.1:{rpc}"
 [http]
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
-[logging]
+{https}{auth}[logging]
   level = "warn"
 [continuous_queries]
   log-enabled = false
@@ -117,7 +160,12 @@ bind-address = "127.0.0.1:{rpc}"
 
     /// Base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Whether the process is running.
@@ -166,7 +214,12 @@ bind-address = "127.0.0.1:{rpc}"
 
     /// Runs `q` directly against this node (not through the gateway) and returns the JSON.
     pub fn query(&self, db: &str, q: &str) -> Value {
-        let reply = post_form(&format!("{}/query", self.url()), &[("db", db), ("q", q)]);
+        // influxd reads `u` and `p` from the URL only.
+        let credentials = if self.auth { "?u=admin&p=admin-pw" } else { "" };
+        let reply = post_form(
+            &format!("{}/query{credentials}", self.url()),
+            &[("db", db), ("q", q)],
+        );
         assert_eq!(
             reply.status, 200,
             "direct query {q:?} on {}: {}",
@@ -193,6 +246,8 @@ pub struct Gateway {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Whether its YAML has a `tls:` section, so that it speaks HTTPS.
+    https: bool,
 }
 
 impl Gateway {
@@ -204,6 +259,15 @@ impl Gateway {
 
     /// Starts the gateway in front of nodes given by name and URL.
     pub fn start_urls(nodes: &[(&str, String)], extra: &str) -> Gateway {
+        let nodes: Vec<String> = nodes
+            .iter()
+            .map(|(name, url)| format!("  - name: {name}\n    url: \"{url}\"\n"))
+            .collect();
+        Self::start_node_yaml(&nodes.concat(), extra)
+    }
+
+    /// Starts the gateway with `nodes` as the YAML list under `nodes:` (for keys such as `ca_file`).
+    pub fn start_node_yaml(nodes: &str, extra: &str) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("gateway-")
             .tempdir()
@@ -213,9 +277,7 @@ impl Gateway {
             "listen: \"127.0.0.1:{port}\"\ndata_dir: \"{}\"\nnodes:\n",
             dir.path().join("data").display()
         );
-        for (name, url) in nodes {
-            yaml.push_str(&format!("  - name: {name}\n    url: \"{url}\"\n"));
-        }
+        yaml.push_str(nodes);
         yaml.push_str(extra);
         Self::start_with_yaml(dir, port, &yaml)
     }
@@ -226,6 +288,7 @@ impl Gateway {
             port,
             dir,
             child: None,
+            https: yaml.lines().any(|l| l.starts_with("tls:")),
         };
         gateway.spawn();
         gateway
@@ -240,7 +303,11 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_influx-gateway"))
             .arg("--config")
             .arg(self.dir.path().join("config.yaml"))
-            .env("RUST_LOG", "info")
+            // GATEWAY_LOG=influx_gateway=debug when chasing a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -308,7 +375,13 @@ impl Gateway {
 
     /// Base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Its configuration file (edit it, then [`Gateway::restart`]).
@@ -449,6 +522,46 @@ impl Reply {
     }
 }
 
+/// TLS for the test client: trusting only `ca` (PEM), or, without one, anything.
+pub fn tls_config(ca: Option<&Path>) -> ureq::tls::TlsConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ureq::tls::TlsConfig::builder().unversioned_rustls_crypto_provider(provider);
+    match ca {
+        Some(ca) => {
+            let pem = fs::read(ca).expect("read the CA file");
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect();
+            builder
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                .build()
+        }
+        None => builder.disable_verification(true).build(),
+    }
+}
+
+fn tls_agent(ca: &Path) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .tls_config(tls_config(Some(ca)))
+        .build()
+        .into()
+}
+
+/// `GET url` over HTTPS, trusting only the PEM CA `ca`.
+pub fn get_tls(url: &str, ca: &Path) -> Reply {
+    reply(tls_agent(ca).get(url).call(), url)
+}
+
+/// `POST url` over HTTPS, trusting only the PEM CA `ca`.
+pub fn post_tls(url: &str, body: &[u8], ca: &Path) -> Reply {
+    reply(tls_agent(ca).post(url).send(body), url)
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -475,6 +588,59 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &s
         status,
         headers,
         body,
+    }
+}
+
+/// An HTTP answer with its body as bytes (gzip, CSV, anything).
+#[derive(Debug)]
+pub struct RawReply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// Body as received.
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Any request: `method url` with extra headers and a body (none when empty and not POST).
+pub fn exchange(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> RawReply {
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let sent = if body.is_empty() && method != "POST" {
+        request.body(()).map(|r| agent().run(r))
+    } else {
+        request.body(body.to_vec()).map(|r| agent().run(r))
+    };
+    let mut response = sent
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let mut bytes = Vec::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_end(&mut bytes)
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+    RawReply {
+        status: response.status().as_u16(),
+        headers,
+        body: bytes,
     }
 }
 
@@ -535,9 +701,11 @@ fn wait_for_ping(
 ) -> Result<(), String> {
     let Some(child) = child else { return Ok(()) };
     let ping = format!("{url}/ping");
+    // Readiness only: the tests that use TLS check certificates themselves.
     let probe: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(1)))
+        .tls_config(tls_config(None))
         .build()
         .into();
     let started = Instant::now();

@@ -6,7 +6,9 @@
 //! pending writes and mutations and a tree `dead:<node>` of dead letters, plus a `meta` tree of
 //! per-node counters that must survive restarts. Keys are the node actor's sequence numbers,
 //! big-endian, so the tree's order is the order the gateway accepted the operations in — even
-//! when a write that failed on the wire is put back in front of newer ones.
+//! when a write that failed on the wire is put back in front of newer ones. A pending record is
+//! stored in chunks of at most 4 KiB, written in one atomic batch ([`chunks`]): sled keeps large
+//! values in memory, and a long outage must not.
 //!
 //! Guarantees, each tested:
 //! - **Append is durable before it is acknowledged.** [`NodeQueue::append`] inserts and returns a
@@ -19,6 +21,7 @@
 //!   its checksum moves to dead letters with its reason ([`NodeQueue::dead_letter`]).
 //! - **Bounded.** Appends beyond `queue.max_bytes` are refused ([`QueueError::Full`]).
 
+mod chunks;
 mod commit;
 pub mod record;
 
@@ -37,7 +40,7 @@ pub use record::{CorruptRecord, Record};
 use crate::node::Op;
 
 /// sled's page cache; queues are written once and read once, so a small cache suffices.
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why the queue could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +86,10 @@ impl QueueStore {
         let pending = self.db.open_tree(format!("queue:{name}"))?;
         let dead = self.db.open_tree(format!("dead:{name}"))?;
         let (mut entries, mut bytes) = (0, 0);
-        for item in pending.iter() {
-            let (_, value) = item?;
+        for record in chunks::records(pending.iter()) {
+            let (_, raw) = record?;
             entries += 1;
-            bytes += value.len() as u64;
+            bytes += raw.len() as u64;
         }
         let queue = NodeQueue {
             inner: Arc::new(Inner {
@@ -120,12 +123,11 @@ impl QueueStore {
                 continue;
             }
             let tree = self.db.open_tree(&name)?;
-            let entries = tree.len() as u64;
-            let bytes = tree
-                .iter()
-                .values()
-                .map(|v| v.map(|v| v.len() as u64))
-                .sum::<sled::Result<u64>>()?;
+            let (mut entries, mut bytes) = (0, 0);
+            for record in chunks::records(tree.iter()) {
+                entries += 1;
+                bytes += record?.1.len() as u64;
+            }
             if entries > 0 {
                 orphans.push(OrphanQueue {
                     node,
@@ -180,7 +182,7 @@ pub struct Entry {
     /// Its key: the node's sequence number.
     pub seq: u64,
     /// The stored bytes.
-    pub raw: sled::IVec,
+    pub raw: Vec<u8>,
 }
 
 /// Counters for `/health`.
@@ -208,7 +210,7 @@ impl NodeQueue {
 
     /// The sequence number after the last one stored, so numbering continues across restarts.
     pub fn next_seq(&self) -> Result<u64, QueueError> {
-        let last = self.inner.pending.last()?.map(|(k, _)| key_seq(&k));
+        let last = self.inner.pending.last()?.map(|(k, _)| chunks::seq_of(&k));
         let last_dead = self.inner.dead.last()?.map(|(k, _)| key_seq(&k));
         Ok(last.max(last_dead).map_or(0, |s| s + 1))
     }
@@ -233,13 +235,8 @@ impl NodeQueue {
                 limit: self.inner.max_bytes,
             });
         }
-        if let Some(old) = self.inner.pending.insert(seq.to_be_bytes(), raw)? {
-            // Same key again (never expected): account the replacement, not a new entry.
-            self.inner
-                .bytes
-                .fetch_sub(old.len() as u64, Ordering::AcqRel);
-            self.inner.entries.fetch_sub(1, Ordering::AcqRel);
-        }
+        // Sequence numbers only grow, so no record is ever stored twice under one `seq`.
+        self.inner.pending.apply_batch(chunks::insert(seq, &raw))?;
         self.inner.bytes.fetch_add(len, Ordering::AcqRel);
         self.inner.entries.fetch_add(1, Ordering::AcqRel);
         Ok(self.inner.commit.ticket())
@@ -255,16 +252,13 @@ impl NodeQueue {
     pub fn head(&self, max_entries: usize, max_bytes: u64) -> Result<Vec<Entry>, QueueError> {
         let mut entries = Vec::new();
         let mut total = 0;
-        for item in self.inner.pending.iter() {
-            let (key, raw) = item?;
+        for record in chunks::records(self.inner.pending.iter()) {
+            let (seq, raw) = record?;
             total += raw.len() as u64;
             if !entries.is_empty() && (total > max_bytes || entries.len() >= max_entries) {
                 break;
             }
-            entries.push(Entry {
-                seq: key_seq(&key),
-                raw,
-            });
+            entries.push(Entry { seq, raw });
         }
         Ok(entries)
     }
@@ -272,10 +266,17 @@ impl NodeQueue {
     /// Removes entries the node accepted.
     pub fn remove(&self, seqs: impl IntoIterator<Item = u64>) -> Result<(), QueueError> {
         for seq in seqs {
-            if let Some(old) = self.inner.pending.remove(seq.to_be_bytes())? {
-                self.inner
-                    .bytes
-                    .fetch_sub(old.len() as u64, Ordering::AcqRel);
+            let mut batch = sled::Batch::default();
+            let (mut found, mut removed) = (false, 0);
+            for item in self.inner.pending.scan_prefix(seq.to_be_bytes()) {
+                let (key, value) = item?;
+                found = true;
+                removed += value.len() as u64;
+                batch.remove(key);
+            }
+            if found {
+                self.inner.pending.apply_batch(batch)?;
+                self.inner.bytes.fetch_sub(removed, Ordering::AcqRel);
                 self.inner.entries.fetch_sub(1, Ordering::AcqRel);
             }
         }
@@ -286,7 +287,10 @@ impl NodeQueue {
     pub fn set_attempts(&self, entry: &Entry, attempts: u32) -> Result<(), QueueError> {
         match record::with_attempts(&entry.raw, attempts) {
             Ok(raw) => {
-                self.inner.pending.insert(entry.seq.to_be_bytes(), raw)?;
+                // Same length, so the same chunk keys: the batch replaces every one of them.
+                self.inner
+                    .pending
+                    .apply_batch(chunks::insert(entry.seq, &raw))?;
                 Ok(())
             }
             Err(e) => self.dead_letter(entry, &e.to_string()),
@@ -298,19 +302,24 @@ impl NodeQueue {
         use sled::Transactional;
         let key = entry.seq.to_be_bytes();
         let letter = letter(reason, &entry.raw);
+        let stored_keys: Vec<Vec<u8>> = chunks::keys(entry.seq, entry.raw.len()).collect();
         let moved = (&self.inner.pending, &self.inner.dead)
             .transaction(|(pending, dead)| {
                 dead.insert(&key, letter.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(pending.remove(&key)?)
+                let mut removed = 0;
+                for key in &stored_keys {
+                    removed += pending
+                        .remove(key.as_slice())?
+                        .map_or(0, |v| v.len() as u64);
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(removed)
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(()) => unreachable_abort(),
                 sled::transaction::TransactionError::Storage(e) => QueueError::Storage(e),
             })?;
-        if let Some(old) = moved {
-            self.inner
-                .bytes
-                .fetch_sub(old.len() as u64, Ordering::AcqRel);
+        if moved > 0 {
+            self.inner.bytes.fetch_sub(moved, Ordering::AcqRel);
             self.inner.entries.fetch_sub(1, Ordering::AcqRel);
         }
         self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
@@ -412,10 +421,11 @@ impl NodeQueue {
 
     /// Counters for `/health`.
     pub fn stats(&self) -> QueueStats {
+        // The first chunk holds the record's header.
         let oldest_age_seconds = match self.inner.pending.first() {
-            Ok(Some((_, raw))) => Record::decode(&raw)
-                .ok()
-                .map(|r| now_ms().saturating_sub(r.enqueued_at_ms) / 1000),
+            Ok(Some((_, first))) => {
+                record::enqueued_at_ms(&first).map(|at| now_ms().saturating_sub(at) / 1000)
+            }
             _ => None,
         };
         QueueStats {

@@ -144,6 +144,15 @@ impl Record {
     }
 }
 
+/// When the record starting with `prefix` (its first bytes are enough) entered the queue.
+pub fn enqueued_at_ms(prefix: &[u8]) -> Option<u64> {
+    if prefix.first() != Some(&VERSION) {
+        return None;
+    }
+    let bytes: [u8; 8] = prefix.get(2..10)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
 /// Returns a copy of the stored record `raw` with its attempts counter set to `attempts`.
 pub fn with_attempts(raw: &[u8], attempts: u32) -> Result<Vec<u8>, CorruptRecord> {
     verify(raw)?;

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""The benchmark harness: the gateway side by side with a real influxd and with nginx, every ratio
+measured in this one run on this one machine.
+
+    cargo build --release --bins --examples && python3 bench/run.py [--duration 10] [--quick]
+
+Needs influxd (Debian: influxdb), wrk and nginx (Debian: wrk, nginx-light) and valgrind. Load is
+wrk over 8 connections posting realistic batches (5,000 points, 100 series in 10 measurements,
+three fields, timestamps varying per request) for --duration seconds; everything runs on
+127.0.0.1 with temporary directories, and every loop is bounded in time.
+
+1. write throughput, points/s: through the gateway to one influxd vs straight to it (also with
+   three replicas, and with gzip bodies);
+2. the gateway's own ceiling: through the gateway to a null sink (nginx `return 204`) vs nginx
+   `proxy_pass` to the same sink, with measurement sharding over three sinks and replicating to
+   three;
+3. small-query latency: p50/p99 of `SELECT last(v) FROM m0` straight vs through the gateway;
+4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
+   writing the same points straight, and the queue's disk use after the drain;
+5. peak RSS of the gateway under 8 connections with one of three nodes down;
+6. instructions per point of routing (valgrind --tool=callgrind) in each routing mode.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import replay_rate  # noqa: E402  (shares the influxd and HTTP helpers)
+from replay_rate import Influxd, free_port, request, wait_ping  # noqa: E402
+
+ROOT = replay_rate.ROOT
+GATEWAY = replay_rate.GATEWAY
+ROUTE_COST = os.path.join(ROOT, "target", "release", "examples", "route_cost")
+POINTS_PER_BATCH = 5_000
+BODIES = 40
+CONNECTIONS = 8
+
+WRITE_LUA = r"""
+local bodies = {}
+local n = 0
+local path = nil
+init = function(args)
+  path = args[1]
+  local dir, count = args[2], tonumber(args[3])
+  for k = 1, count do
+    local f = assert(io.open(dir .. "/body" .. k, "rb"))
+    bodies[k] = f:read("*a")
+    f:close()
+  end
+  if args[4] == "gzip" then wrk.headers["Content-Encoding"] = "gzip" end
+  wrk.headers["Content-Type"] = "text/plain"
+end
+request = function()
+  n = n % #bodies + 1
+  return wrk.format("POST", path, nil, bodies[n])
+end
+"""
+
+QUERY_LUA = r"""
+init = function(args) path = args[1] end
+request = function() return wrk.format("GET", path) end
+"""
+
+
+def write_bodies(directory, compress):
+    """BODIES batches of 5,000 points: 100 series over 10 measurements, three fields, and
+    timestamps that differ from one body to the next so that influxd keeps doing real work."""
+    os.makedirs(directory, exist_ok=True)
+    base = 1_700_000_000_000_000_000
+    for k in range(BODIES):
+        lines = []
+        for i in range(POINTS_PER_BATCH):
+            series = i % 100
+            t = base + (k * POINTS_PER_BATCH + i) // 100 * 1_000_000_000
+            lines.append(f"m{series % 10},host=h{series:03},region=r{series % 5} "
+                         f"v={i}.5,count={i % 97}i,ok=true {t}")
+        body = ("\n".join(lines) + "\n").encode()
+        with open(os.path.join(directory, f"body{k + 1}"), "wb") as f:
+            f.write(gzip.compress(body, 6) if compress else body)
+    return directory
+
+
+def wrk(url, path, script, args, duration, connections=CONNECTIONS, threads=2, latency=False):
+    """Runs wrk; returns (requests/s, {percentile: ms}, non-2xx count)."""
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+               "--timeout", "30s", "-s", script]
+    if latency:
+        command.append("--latency")
+    command += [url, "--", path] + args
+    out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120).stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not rate:
+        sys.exit(f"wrk printed no rate:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    percentiles = {}
+    for p, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        percentiles[int(p)] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return float(rate.group(1)), percentiles, int(bad.group(1)) if bad else 0
+
+
+class Gateway:
+    def __init__(self, root, name, nodes, extra=""):
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        yaml = f'listen: "127.0.0.1:{self.port}"\ndata_dir: "{self.dir}/data"\nnodes:\n'
+        for node_name, url in nodes:
+            yaml += f'  - name: {node_name}\n    url: "{url}"\n'
+        yaml += "health:\n  interval: 1s\n  timeout: 1s\n" + extra
+        config = os.path.join(self.dir, "config.yaml")
+        with open(config, "w") as f:
+            f.write(yaml)
+        log = open(os.path.join(self.dir, "gateway.log"), "w")
+        self.proc = subprocess.Popen([GATEWAY, "--config", config], stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL)
+        wait_ping(self.url)
+
+    def peak_rss(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Nginx:
+    """A null sink that answers every request 204 like influxd's /write, and a proxy_pass to it."""
+
+    def __init__(self, root):
+        self.dir = os.path.join(root, "nginx")
+        os.makedirs(self.dir)
+        self.sinks = [free_port() for _ in range(3)]
+        self.proxy = free_port()
+        sinks = "".join(f"""
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 64m;
+    location / {{
+      add_header X-Influxdb-Version "1.6.7-sink" always;
+      return 204;
+    }}
+  }}""" for port in self.sinks)
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write(f"""daemon off;
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir}/body;
+  proxy_temp_path {self.dir}/proxy;
+  fastcgi_temp_path {self.dir}/fastcgi;
+  uwsgi_temp_path {self.dir}/uwsgi;
+  scgi_temp_path {self.dir}/scgi;
+  client_body_buffer_size 1m;
+  upstream sink {{ server 127.0.0.1:{self.sinks[0]}; keepalive 32; }}{sinks}
+  server {{
+    listen 127.0.0.1:{self.proxy};
+    client_max_body_size 64m;
+    location / {{
+      proxy_pass http://sink;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_request_buffering on;
+    }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", os.path.join(self.dir, "nginx.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ping(f"http://127.0.0.1:{self.sinks[0]}")
+        wait_ping(f"http://127.0.0.1:{self.proxy}")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def points_per_second(rate):
+    return rate * POINTS_PER_BATCH
+
+
+def create(url, db):
+    status, body = request(f"{url}/query", data=f"q=CREATE DATABASE {db}".encode(), method="POST")
+    if status != 200:
+        sys.exit(f"CREATE DATABASE on {url}: {status} {body!r}")
+
+
+def callgrind(mode):
+    totals = []
+    for iterations in (1, 11):
+        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                              ROUTE_COST, mode, str(iterations)],
+                             capture_output=True, text=True, timeout=600).stderr
+        found = re.search(r"Collected : (\d+)", out)
+        if not found:
+            sys.exit(f"callgrind printed no total:\n{out}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / (10 * POINTS_PER_BATCH)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per measurement")
+    parser.add_argument("--rss-duration", type=int, default=60)
+    parser.add_argument("--replay-points", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 s of load, 10 s for RSS, 200,000 replayed points")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rss_duration, args.replay_points = 3, 10, 200_000
+    for program in ("influxd", "wrk", "nginx", "valgrind"):
+        if not shutil.which(program):
+            sys.exit(f"{program} not found: apt-get install influxdb wrk nginx-light valgrind")
+    for binary in (GATEWAY, ROUTE_COST):
+        if not os.path.exists(binary):
+            sys.exit("build first: cargo build --release --bins --examples")
+
+    root = tempfile.mkdtemp(prefix="gateway-bench-")
+    running = []
+    rows = []
+
+    def row(what, direct, through, unit, goal=None):
+        ratio = through / direct if direct else float("nan")
+        rows.append((what, direct, through, unit, ratio, goal))
+        verdict = "" if goal is None else ("  goal met" if ratio >= goal else f"  goal {goal} NOT met")
+        print(f"{what:<52} {direct:>14,.0f} {through:>14,.0f} {unit:<9} {ratio:6.2f}{verdict}",
+              flush=True)
+
+    try:
+        plain = write_bodies(os.path.join(root, "bodies"), compress=False)
+        gzipped = write_bodies(os.path.join(root, "bodies-gz"), compress=True)
+        script = os.path.join(root, "write.lua")
+        with open(script, "w") as f:
+            f.write(WRITE_LUA)
+        query_script = os.path.join(root, "query.lua")
+        with open(query_script, "w") as f:
+            f.write(QUERY_LUA)
+        print(f"{'measurement':<52} {'baseline':>14} {'gateway':>14} {'unit':<9} {'ratio':>6}")
+
+        # 1. Write throughput against a real influxd.
+        nodes = [Influxd(root, f"influx{i}") for i in range(1, 4)]
+        running += nodes
+        for node in nodes:
+            for db in ("direct", "one", "pipelined", "three", "gzdirect", "gzone"):
+                create(node.url, db)
+        one = Gateway(root, "gw-one", [("influx1", nodes[0].url)])
+        three = Gateway(root, "gw-three", [(f"influx{i}", n.url) for i, n in enumerate(nodes, 1)])
+        # The per-node order kept loosely: up to 4 requests on the wire to a node at once.
+        pipelined = Gateway(root, "gw-pipelined", [("influx1", nodes[0].url)],
+                            "write:\n  max_in_flight: 4\n")
+        running += [one, three, pipelined]
+
+        def throughput(url, db, bodies, *extra):
+            rate, _, bad = wrk(url, f"/write?db={db}", script, [bodies, str(BODIES), *extra],
+                               args.duration)
+            if bad:
+                sys.exit(f"{bad} writes to {url} were not answered 204")
+            return points_per_second(rate)
+
+        direct = throughput(nodes[0].url, "direct", plain)
+        row("write, 1 node: gateway vs straight to influxd", direct,
+            throughput(one.url, "one", plain), "points/s", 0.95)
+        row("write, 1 node, write.max_in_flight: 4", direct,
+            throughput(pipelined.url, "pipelined", plain), "points/s", 0.95)
+        row("write, 3 replicas: gateway vs straight to one influxd", direct,
+            throughput(three.url, "three", plain), "points/s")
+        row("write, gzip bodies, 1 node", throughput(nodes[0].url, "gzdirect", gzipped, "gzip"),
+            throughput(one.url, "gzone", gzipped, "gzip"), "points/s")
+
+        # 3. Small-query latency added.
+        path = "/query?db=direct&q=SELECT+last(v)+FROM+m0"
+        _, straight, _ = wrk(nodes[0].url, path, query_script, [], args.duration, 1, 1, True)
+        _, through, _ = wrk(one.url, path.replace("db=direct", "db=one"), query_script, [],
+                            args.duration, 1, 1, True)
+        for p in (50, 99):
+            added = through.get(p, float("nan")) - straight.get(p, float("nan"))
+            print(f"{'query p' + str(p) + ' latency (ms), added: ' + format(added, '+.3f'):<52} "
+                  f"{straight.get(p, float('nan')):>14.3f} {through.get(p, float('nan')):>14.3f} ms",
+                  flush=True)
+            rows.append((f"SELECT last(v) p{p} latency (added {added:+.3f} ms)",
+                         straight.get(p), through.get(p), "ms", None, None))
+
+        # 5. Peak RSS with one of three nodes down.
+        nodes[2].kill()
+        time.sleep(2)  # a probe marks it down, as in a real outage
+        create(three.url, "rss")
+        throughput(three.url, "rss", plain)  # warm-up is part of the peak on purpose
+        rss_rate, _, _ = wrk(three.url, "/write?db=rss", script, [plain, str(BODIES)],
+                             args.rss_duration)
+        peak = three.peak_rss()
+        print(f"{'peak RSS, 8 connections, 1 of 3 nodes down':<52} {'':>14} "
+              f"{peak / 2**20:>14.1f} MiB       goal <= 128 MiB"
+              f"{'  goal met' if peak <= 128 * 2**20 else '  NOT met'}", flush=True)
+        rows.append((f"peak RSS, {args.rss_duration} s, 8 connections, 1 of 3 nodes down", None,
+                     peak / 2**20, "MiB", None, None))
+        for proc in (one, three, pipelined):
+            proc.stop()
+        for node in nodes:
+            node.kill()
+        running.clear()
+
+        # 2. The gateway's own ceiling, against nginx, into a null sink.
+        nginx = Nginx(root)
+        running.append(nginx)
+        sink = [f"http://127.0.0.1:{port}" for port in nginx.sinks]
+        proxied = throughput(f"http://127.0.0.1:{nginx.proxy}", "x", plain)
+        sharded = Gateway(root, "gw-sharded", [(f"s{i}", url) for i, url in enumerate(sink, 1)],
+                          "shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
+                          "  - {name: c, replicas: [s3]}\n")
+        replicated = Gateway(root, "gw-replicated",
+                             [(f"s{i}", url) for i, url in enumerate(sink, 1)])
+        running += [sharded, replicated]
+        row("null sink, measurement shards: gateway vs nginx proxy", proxied,
+            throughput(sharded.url, "x", plain), "points/s", 1.0)
+        row("null sink, 3 replicas: gateway vs nginx proxy", proxied,
+            throughput(replicated.url, "x", plain), "points/s", 0.6)
+        for proc in running:
+            proc.stop()
+        running.clear()
+
+        # 6. Instructions per point, repeatable on a noisy machine.
+        for mode in ("replication", "measurement", "tag"):
+            cost = callgrind(mode)
+            print(f"{'routing, ' + mode + ' (instructions/point)':<52} {'':>14} {cost:>14,.0f}",
+                  flush=True)
+            rows.append((f"routing cost, {mode}", None, cost, "instructions/point", None, None))
+    finally:
+        for proc in running:
+            try:
+                proc.stop() if hasattr(proc, "stop") else proc.kill()
+            except Exception:  # noqa: BLE001  (best effort while tearing down)
+                pass
+        shutil.rmtree(root, ignore_errors=True)
+
+    # 4. Replay after an outage: its own script, its own processes.
+    print(flush=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "replay_rate.py"),
+                    "--points", str(args.replay_points)], check=True, timeout=1800)
+
+
+if __name__ == "__main__":
+    main()

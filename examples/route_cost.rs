@@ -1,0 +1,46 @@
+//! Routes the benchmark batch `ITERATIONS` times in one mode, for instruction counts under
+//! `valgrind --tool=callgrind`, which are repeatable where timings on a shared machine are not.
+//! `bench/run.py` runs it with 1 and 11 iterations and divides the difference by 10 × 5,000
+//! points, so that start-up and the workload's construction cancel out.
+//!
+//! `cargo build --release --example route_cost && target/release/examples/route_cost MODE ITERATIONS`
+//! with MODE one of `replication`, `measurement`, `tag`.
+
+#[path = "../benches/shared/workload.rs"]
+mod workload;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(mode), Some(iterations)) = (
+        args.get(1),
+        args.get(2).and_then(|n| n.parse::<usize>().ok()),
+    ) else {
+        eprintln!("usage: route_cost replication|measurement|tag ITERATIONS");
+        return ExitCode::FAILURE;
+    };
+    let index = match mode.as_str() {
+        "replication" => 0,
+        "measurement" => 1,
+        "tag" => 2,
+        other => {
+            eprintln!("unknown mode {other:?}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let modes = workload::modes();
+    let config = &modes[index].1;
+    let body = workload::batch();
+    let mut batches = 0;
+    for _ in 0..iterations {
+        batches += std::hint::black_box(config.router.route("telegraf", &body))
+            .batches
+            .len();
+    }
+    println!(
+        "{mode}: {iterations} × {} points, {batches} shard batches",
+        workload::POINTS
+    );
+    ExitCode::SUCCESS
+}
