@@ -330,26 +330,15 @@ impl Router {
             };
         }
         let mut split = Split::new(self.shards.len());
-        // Consecutive lines usually share their measurement: remember the last placement rather
-        // than match the routes (maybe a regex) again for every line.
-        let mut last: Option<(&[u8], Placement<'_>)> = None;
+        let mut recent = RecentPlacements::default();
         for line in line_protocol::lines(body) {
             match &line.kind {
                 LineKind::Blank | LineKind::Comment => {}
                 LineKind::Point(key) => {
                     let measurement = key.measurement();
-                    let placement = match last {
-                        Some((name, placement)) if name == measurement.raw() => placement,
-                        _ => {
-                            let placement = self.placement_by(
-                                db,
-                                |m| m.matches(&measurement),
-                                || measurement.bytes(),
-                            );
-                            last = Some((measurement.raw(), placement));
-                            placement
-                        }
-                    };
+                    let placement = recent.get_or_insert(measurement.raw(), || {
+                        self.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
+                    });
                     split.push(body, line.span, self.shard_of_point(placement, key));
                 }
                 LineKind::Invalid(error) => {
@@ -363,6 +352,37 @@ impl Router {
             }
         }
         split.finish(body, &self.shards)
+    }
+}
+
+/// The placements of the last few measurements of a write, by their name as written: a batch
+/// usually cycles through a handful of measurements, and matching the routes (maybe a regex) or
+/// hashing the name again for every line would cost more than the rest of the routing. A fixed
+/// array, replaced round-robin: nothing is allocated per write or per line.
+#[derive(Default)]
+struct RecentPlacements<'b, 'r> {
+    entries: [Option<(&'b [u8], Placement<'r>)>; RECENT_PLACEMENTS],
+    next: usize,
+}
+
+/// Measurements remembered by [`RecentPlacements`].
+const RECENT_PLACEMENTS: usize = 16;
+
+impl<'b, 'r> RecentPlacements<'b, 'r> {
+    fn get_or_insert(
+        &mut self,
+        name: &'b [u8],
+        placement: impl FnOnce() -> Placement<'r>,
+    ) -> Placement<'r> {
+        for (known, placement) in self.entries.iter().flatten() {
+            if *known == name {
+                return *placement;
+            }
+        }
+        let placement = placement();
+        self.entries[self.next] = Some((name, placement));
+        self.next = (self.next + 1) % RECENT_PLACEMENTS;
+        placement
     }
 }
 
