@@ -210,7 +210,8 @@ pub struct WriteConfig {
     pub consistency: Consistency,
     /// Writes and mutations a node actor holds before new ones are refused as busy.
     pub mailbox_capacity: usize,
-    /// Requests a node actor has on the wire at once; 1 keeps writes strictly ordered per node.
+    /// Requests a node actor has on the wire at once; only writes that commute (disjoint time
+    /// spans) are on the wire together, so every node ends as if it applied them in order.
     pub max_in_flight: usize,
     /// How long one write to one node may take.
     #[serde(deserialize_with = "units::duration")]
@@ -313,7 +314,7 @@ impl Default for WriteConfig {
         WriteConfig {
             consistency: Consistency::One,
             mailbox_capacity: 1024,
-            max_in_flight: 1,
+            max_in_flight: 4,
             timeout: Duration::from_secs(10),
             max_body_size: 25_000_000,
             batch: BatchConfig::default(),

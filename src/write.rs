@@ -14,7 +14,7 @@ use futures_util::{
 
 use crate::{
     consistency::Consistency,
-    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, WriteTarget},
+    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, TimeSpan, WriteTarget},
     router::{NodeId, Routed, Router},
 };
 
@@ -209,12 +209,19 @@ pub async fn replicate(
     db: &str,
     target: WriteTarget,
     body: &Bytes,
+    span: TimeSpan,
     consistency: Consistency,
     deadline: Duration,
 ) -> WriteOutcome {
     let target = Arc::new(target);
     let routed = router.route(db, body);
-    let outcome = deliver(nodes, &routed, order, &target, consistency, deadline).await;
+    // Each shard's share of the body lies within the whole body's span.
+    let write = |body: &Bytes| NodeWrite {
+        target: Arc::clone(&target),
+        body: body.clone(),
+        span,
+    };
+    let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;
     match outcome {
         WriteOutcome::Acknowledged { .. } if !routed.unroutable.is_empty() => {
             let reasons: Vec<String> = routed.unroutable.iter().map(|u| u.to_string()).collect();
@@ -234,7 +241,7 @@ async fn deliver(
     nodes: &[NodeHandle],
     routed: &Routed<'_>,
     order: &Mutex<()>,
-    target: &Arc<WriteTarget>,
+    write: impl Fn(&Bytes) -> NodeWrite,
     consistency: Consistency,
     deadline: Duration,
 ) -> WriteOutcome {
@@ -251,11 +258,7 @@ async fn deliver(
         let _order = order.lock().unwrap_or_else(|p| p.into_inner());
         for (shard, batch) in routed.batches.iter().enumerate() {
             for &node in &batch.shard.replicas {
-                let write = NodeWrite {
-                    target: Arc::clone(target),
-                    body: batch.body.clone(),
-                };
-                let delivery = nodes[node].deliver(Op::Write(write));
+                let delivery = nodes[node].deliver(Op::Write(write(&batch.body)));
                 answers.push(async move { (shard, node, delivery.await) });
                 pending.push((shard, node));
             }
@@ -276,10 +279,7 @@ async fn deliver(
         Ok(Some(WriteOutcome::Acknowledged { refused })) if !refused.is_empty() => {
             // The refused copies are kept, on disk, before the client hears the write is safe.
             let kept = join_all(refused.iter().map(|&(shard, node, ref reason)| {
-                let write = NodeWrite {
-                    target: Arc::clone(target),
-                    body: routed.batches[shard].body.clone(),
-                };
+                let write = write(&routed.batches[shard].body);
                 nodes[node].keep_refused(Op::Write(write), reason.clone())
             }));
             match tokio::time::timeout(deadline, kept).await {

@@ -298,8 +298,9 @@ fn an_orphaned_queue_is_reported_and_kept() {
 #[test]
 fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
     // influx2 starts as a fake node that accepts connections and never answers (a black hole, which
-    // a real influxd cannot be on demand). Writes for it pile up in its actor; at SIGTERM they must
-    // be moved to its queue and answered, then replayed later into a real influx2.
+    // a real influxd cannot be on demand). Writes for it pile up in its actor, on the wire (four:
+    // `write.max_in_flight`) and waiting behind; at SIGTERM they must all be moved to its queue and
+    // answered, then replayed later into a real influx2.
     let influx1 = Influxd::start("influx1");
     let extra = "health:\n  interval: 1h\n  timeout: 1h\nwrite:\n  timeout: 20s\n";
     let mut gateway = common::Gateway::start_urls(
@@ -325,14 +326,11 @@ fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
                 })
             })
             .collect();
-        // All five are stuck behind influx2's first, unanswered request.
+        // All five are stuck: on the wire, unanswered, or waiting behind.
         std::thread::sleep(Duration::from_millis(700));
-        assert_eq!(
-            gateway.node_health("influx2")["waiting"],
-            4,
-            "{}",
-            gateway.node_health("influx2")
-        );
+        let health = gateway.node_health("influx2");
+        assert_eq!(health["in_flight"], 4, "{health}");
+        assert_eq!(health["waiting"], 1, "{health}");
         let signalled = std::time::Instant::now();
         gateway.send_term();
         writers
@@ -345,13 +343,12 @@ fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
         answers.iter().all(|&(status, _)| status == 204),
         "{answers:?}"
     );
-    // The four waiting in memory are answered from the queue at once, not after the 20 s timeout
-    // of the request ahead of them (which is itself queued when it times out).
+    // Every one is answered from the queue at once, not after the 20 s write timeout.
     let prompt = answers
         .iter()
         .filter(|&&(_, after)| after < Duration::from_secs(10))
         .count();
-    assert!(prompt >= 4, "answers after SIGTERM: {answers:?}");
+    assert_eq!(prompt, 5, "answers after SIGTERM: {answers:?}");
     assert_eq!(gateway.wait_exit(Duration::from_secs(60)), Some(0));
 
     // Bring up a real influx2 and point the gateway's influx2 at it: the queue is replayed there.

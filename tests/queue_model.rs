@@ -8,7 +8,7 @@ use std::{collections::VecDeque, sync::Arc};
 use bytes::Bytes;
 use influx_gateway::node::{
     queue::{NodeQueue, QueueError, QueueStore, Record},
-    NodeWrite, Op, WriteTarget,
+    NodeWrite, Op, TimeSpan, WriteTarget,
 };
 use proptest::prelude::*;
 
@@ -51,6 +51,7 @@ fn write(body: &[u8]) -> Op {
             authorization: None,
         }),
         body: Bytes::copy_from_slice(body),
+        span: TimeSpan::Unknown,
     })
 }
 

@@ -4,8 +4,10 @@
 //! its place in the node's order and its key on disk. The actor is in one of two modes:
 //!
 //! - **Direct** (queue empty, node not known down): work waits in a short in-memory line and goes
-//!   on the wire oldest first, at most `max_in_flight` at a time. A mutation waits for the writes
-//!   before it and holds back the writes after it.
+//!   on the wire oldest first, at most `max_in_flight` at a time, and a write only beside writes
+//!   it commutes with ([`commute`](super::commute): no point of one can overwrite a point of the
+//!   other), so that the node ends up as if it had applied them one by one. A mutation waits for
+//!   the writes before it and holds back the writes after it.
 //! - **Draining** (queue not empty, or node down): new work is appended to the disk queue and
 //!   answered once the append is flushed. The replayer sends the oldest entries in batches, removes
 //!   them after a 2xx, backs off with jitter on failure, and dead-letters an entry refused
@@ -33,6 +35,7 @@ use crate::line_protocol::line_count as newlines;
 use super::{
     backoff::Backoff,
     client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, WriteTarget},
+    commute::TimeSpan,
     queue::{self, Entry, NodeQueue, QueueError, Record},
     status::{NodeState, NodeStatus},
 };
@@ -139,6 +142,16 @@ struct Pending {
     reply: oneshot::Sender<Delivery>,
     /// When the actor received it, for `write.batch.max_delay`.
     arrived: Instant,
+    /// Lines of line protocol (0 for a mutation), counted once for the batching decisions.
+    points: u64,
+}
+
+/// A request on the wire and the work it carries, kept by the actor so that a stop can queue it
+/// without waiting for a node that may never answer.
+struct Flight {
+    id: u64,
+    span: TimeSpan,
+    group: Vec<Pending>,
 }
 
 /// One InfluxDB node.
@@ -149,7 +162,9 @@ pub struct Node {
     settings: NodeSettings,
     next_seq: u64,
     waiting: VecDeque<Pending>,
-    in_flight: usize,
+    /// The requests on the wire.
+    in_flight: Vec<Flight>,
+    next_flight: u64,
     mutation_in_flight: bool,
     replay: Replay,
     probing: bool,
@@ -210,7 +225,8 @@ impl Node {
             settings,
             next_seq,
             waiting: VecDeque::new(),
-            in_flight: 0,
+            in_flight: Vec::new(),
+            next_flight: 0,
             mutation_in_flight: false,
             replay,
             probing: false,
@@ -290,12 +306,15 @@ impl Node {
     /// of at most `write.batch.max_points` points: the order is kept, and a node answering one
     /// large request beats the same node answering many small ones in turn.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < self.settings.max_in_flight && !self.mutation_in_flight {
+        while self.in_flight.len() < self.settings.max_in_flight && !self.mutation_in_flight {
             let Some(front) = self.waiting.front() else {
                 break;
             };
-            if front.op.is_mutation() && self.in_flight > 0 {
-                break; // a mutation waits for every write accepted before it
+            match &front.op {
+                // A mutation waits for every write accepted before it.
+                Op::Mutation(_) if !self.in_flight.is_empty() => break,
+                Op::Write(write) if !self.commutes_with_in_flight(write.span) => break,
+                _ => {}
             }
             if self.should_wait_for_more(ctx) {
                 break;
@@ -304,16 +323,26 @@ impl Node {
             let Some(op) = coalesce(&group) else {
                 break;
             };
-            self.in_flight += 1;
+            let span = match &op {
+                Op::Write(write) => write.span,
+                Op::Mutation(_) => TimeSpan::Unknown,
+            };
             let was_mutation = op.is_mutation();
             self.mutation_in_flight = was_mutation;
+            let id = self.next_flight;
+            self.next_flight += 1;
+            self.in_flight.push(Flight { id, span, group });
             let request = self.send(op);
             ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
-                node.in_flight -= 1;
+                node.observe(&delivery);
+                // Gone when a stop queued it already.
+                let Some(i) = node.in_flight.iter().position(|f| f.id == id) else {
+                    return;
+                };
+                let group = node.in_flight.swap_remove(i).group;
                 if was_mutation {
                     node.mutation_in_flight = false;
                 }
-                node.observe(&delivery);
                 match delivery {
                     Delivery::Failed(e) if e.is_transient() => {
                         // These and everything after them go to disk, in order.
@@ -350,7 +379,7 @@ impl Node {
     /// otherwise the answer to what is in flight wakes the pump anyway.
     fn should_wait_for_more(&mut self, ctx: &mut Context<Self>) -> bool {
         let delay = self.settings.batch_max_delay;
-        if delay.is_zero() || self.in_flight > 0 || self.alone > 0 || self.closing {
+        if delay.is_zero() || !self.in_flight.is_empty() || self.alone > 0 || self.closing {
             return false;
         }
         let Some(front) = self.waiting.front() else {
@@ -360,7 +389,8 @@ impl Node {
             return false;
         }
         let waited = front.arrived.elapsed();
-        if waited >= delay || self.coalescible_points() >= self.settings.batch_max_points {
+        let max = self.settings.batch_max_points;
+        if waited >= delay || self.coalescible_points(max) >= max {
             return false;
         }
         if self.batch_timer.is_none() {
@@ -372,24 +402,45 @@ impl Node {
         true
     }
 
-    /// Points in the run of writes at the front of `waiting` that could go as one request.
-    fn coalescible_points(&self) -> u64 {
+    /// Whether a write with `span` may go on the wire beside every write already there.
+    fn commutes_with_in_flight(&self, span: TimeSpan) -> bool {
+        self.in_flight.iter().all(|f| f.span.commutes_with(span))
+    }
+
+    /// Points in the run of writes at the front of `waiting` that could be coalesced, counted up
+    /// to `cap`.
+    fn coalescible_points(&self, cap: u64) -> u64 {
         let mut writes = self.waiting.iter().map_while(|p| match &p.op {
-            Op::Write(write) => Some(write),
+            Op::Write(write) => Some((write, p.points)),
             Op::Mutation(_) => None,
         });
-        let Some(first) = writes.next() else {
+        let Some((first, mut points)) = writes.next() else {
             return 0;
         };
-        std::iter::once(first)
-            .chain(writes.take_while(|w| same_target(first, w)))
-            .map(|w| newlines(&w.body))
-            .sum()
+        for (write, more) in writes {
+            if points >= cap || !same_target(first, write) {
+                break;
+            }
+            points += more;
+        }
+        points
     }
 
     /// The waiting work to send as the next request: one mutation, or a run of writes to the same
-    /// target within `write.batch.max_points`.
+    /// target within `write.batch.max_points`. While several requests may still go on the wire,
+    /// the waiting points are shared out between them rather than sent as one: influxd spreads
+    /// concurrent requests over its cores, one large request much less.
     fn take_group(&mut self) -> Vec<Pending> {
+        let free = self
+            .settings
+            .max_in_flight
+            .saturating_sub(self.in_flight.len())
+            .max(1) as u64;
+        let max = self.settings.batch_max_points;
+        let limit = max.min(
+            self.coalescible_points(max.saturating_mul(free))
+                .div_ceil(free),
+        );
         let Some(first) = self.waiting.pop_front() else {
             return Vec::new();
         };
@@ -401,18 +452,21 @@ impl Node {
             return vec![first];
         };
         let target = Arc::clone(&write.target);
-        let mut points = newlines(&write.body);
+        let mut points = first.points;
         let mut group = vec![first];
         while let Some(Pending {
             op: Op::Write(next),
+            points: more,
             ..
         }) = self.waiting.front()
         {
-            let more = newlines(&next.body);
-            if !same_target_as(&target, next) || points + more > self.settings.batch_max_points {
+            if !same_target_as(&target, next)
+                || points + more > limit
+                || !self.commutes_with_in_flight(next.span)
+            {
                 break;
             }
-            points += more;
+            points += *more;
             match self.waiting.pop_front() {
                 Some(pending) => group.push(pending),
                 None => break,
@@ -467,7 +521,7 @@ impl Node {
         if self.replay.running
             || self.closing
             || self.queue.is_empty()
-            || self.in_flight > 0
+            || !self.in_flight.is_empty()
             || !self.waiting.is_empty()
         {
             return;
@@ -759,19 +813,21 @@ fn coalesce(group: &[Pending]) -> Option<Op> {
     let Op::Write(write) = &first.op else {
         return Some(first.op.clone());
     };
-    let bodies = group.iter().filter_map(|p| match &p.op {
-        Op::Write(w) => Some(&w.body),
+    let writes = group.iter().filter_map(|p| match &p.op {
+        Op::Write(w) => Some(w),
         Op::Mutation(_) => None,
     });
     Some(Op::Write(NodeWrite {
         target: Arc::clone(&write.target),
-        body: concat(bodies),
+        body: concat(writes.clone().map(|w| &w.body)),
+        span: writes.fold(TimeSpan::Nothing, |span, w| span.union(w.span)),
     }))
 }
 
 /// Bodies joined in order, each ending its last line.
-fn concat<'b>(bodies: impl Iterator<Item = &'b Bytes>) -> Bytes {
-    let mut out = BytesMut::new();
+fn concat<'b>(bodies: impl Iterator<Item = &'b Bytes> + Clone) -> Bytes {
+    // One allocation: a newline at most is added per body.
+    let mut out = BytesMut::with_capacity(bodies.clone().map(|b| b.len() + 1).sum());
     for body in bodies {
         if !out.is_empty() && !out.ends_with(b"\n") {
             out.extend_from_slice(b"\n");
@@ -802,6 +858,7 @@ fn merge(records: Vec<Record>) -> (Op, u64) {
         Op::Write(NodeWrite {
             target: first_write.target,
             body,
+            span: TimeSpan::Unknown,
         }),
         points,
     )
@@ -814,6 +871,7 @@ fn empty_write() -> NodeWrite {
             authorization: None,
         }),
         body: Bytes::new(),
+        span: TimeSpan::Nothing,
     }
 }
 
@@ -886,11 +944,16 @@ impl Handler<Job> for Node {
     type Result = ();
 
     fn handle(&mut self, job: Job, ctx: &mut Self::Context) {
+        let points = match &job.op {
+            Op::Write(write) => newlines(&write.body),
+            Op::Mutation(_) => 0,
+        };
         let pending = Pending {
             seq: self.next_seq,
             op: job.op,
             reply: job.reply,
             arrived: Instant::now(),
+            points,
         };
         self.next_seq += 1;
         if self.must_queue() {
@@ -927,6 +990,15 @@ impl Handler<Shutdown> for Node {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         self.closing = true;
+        // What is on the wire goes to disk too, under its own numbers: a stuck node may never
+        // answer it. If the node did apply it, the replay writes the same points again, which
+        // InfluxDB absorbs; whatever else reached it meanwhile commutes with it or is queued behind.
+        let mut flights = std::mem::take(&mut self.in_flight);
+        flights.sort_by_key(|f| f.group.first().map(|p| p.seq));
+        for pending in flights.into_iter().flat_map(|f| f.group) {
+            self.enqueue(pending, ctx);
+        }
+        self.mutation_in_flight = false;
         self.spill_waiting(ctx);
     }
 }
@@ -945,6 +1017,7 @@ mod tests {
                     authorization: None,
                 }),
                 body: Bytes::from_static(body),
+                span: TimeSpan::Unknown,
             }),
         }
     }

@@ -14,6 +14,8 @@ use actix_web::http::{
 use awc::error::SendRequestError;
 use bytes::Bytes;
 
+use super::commute::TimeSpan;
+
 /// Largest answer buffered from a node (write errors, mutation results).
 const MAX_BUFFERED_ANSWER: usize = 64 * 1024 * 1024;
 
@@ -123,6 +125,8 @@ pub struct NodeWrite {
     pub target: Arc<WriteTarget>,
     /// Line protocol, shared by every replica of the shard.
     pub body: Bytes,
+    /// The timestamps of its points: whether it may be on the wire beside another write.
+    pub span: TimeSpan,
 }
 
 /// A `/query` request passed to a node as the client sent it.

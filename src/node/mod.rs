@@ -3,6 +3,7 @@
 pub mod actor;
 mod backoff;
 pub mod client;
+pub mod commute;
 pub mod queue;
 pub mod status;
 pub mod traffic;
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 
 pub use actor::{Job, Node, NodeSettings, Op, Refused, Retune, Shutdown};
 pub use client::{Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, WriteTarget};
+pub use commute::TimeSpan;
 pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
 pub use status::{NodeSnapshot, NodeState, NodeStatus};
 

@@ -462,6 +462,101 @@ pub fn black_hole() -> String {
     url
 }
 
+/// A fake node that answers `/ping` at once and every `/write` with 204 only after `delay`: a
+/// slow answer on demand, which a real influxd cannot give. It records the bodies it got, in the
+/// order they arrived, and the most writes it held at once. Lives until the test process ends.
+pub struct SlowNode {
+    /// Its base URL.
+    pub url: String,
+    state: std::sync::Arc<SlowState>,
+}
+
+#[derive(Default)]
+struct SlowState {
+    bodies: std::sync::Mutex<Vec<String>>,
+    holding: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl SlowNode {
+    /// Starts it on a free loopback port.
+    pub fn start(delay: Duration) -> SlowNode {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind slow node");
+        let url = format!(
+            "http://{}",
+            listener.local_addr().expect("slow node address")
+        );
+        let state = std::sync::Arc::new(SlowState::default());
+        let shared = std::sync::Arc::clone(&state);
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = std::sync::Arc::clone(&shared);
+                thread::spawn(move || serve_slowly(stream, &state, delay));
+            }
+        });
+        SlowNode { url, state }
+    }
+
+    /// The bodies of the writes received, in arrival order.
+    pub fn bodies(&self) -> Vec<String> {
+        self.state.bodies.lock().expect("bodies").clone()
+    }
+
+    /// The most writes it was answering at one time.
+    pub fn most_at_once(&self) -> usize {
+        self.state.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One keep-alive connection of a [`SlowNode`].
+fn serve_slowly(stream: std::net::TcpStream, state: &SlowState, delay: Duration) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut writer = stream.try_clone().expect("clone stream");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if request_line.starts_with("POST /write") {
+            let now = state.holding.fetch_add(1, SeqCst) + 1;
+            state.most.fetch_max(now, SeqCst);
+            state
+                .bodies
+                .lock()
+                .expect("bodies")
+                .push(String::from_utf8_lossy(&body).into_owned());
+            thread::sleep(delay);
+            state.holding.fetch_sub(1, SeqCst);
+        }
+        let answer =
+            "HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.6.7\r\nContent-Length: 0\r\n\r\n";
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 /// Three real nodes and a gateway in front of them.
 pub struct Cluster {
     /// The nodes, named influx1..influxN.

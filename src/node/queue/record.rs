@@ -16,7 +16,7 @@ use actix_web::http::{
 };
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::node::{ForwardedQuery, NodeWrite, Op, WriteTarget};
+use crate::node::{ForwardedQuery, NodeWrite, Op, TimeSpan, WriteTarget};
 
 const VERSION: u8 = 1;
 const KIND_WRITE: u8 = 1;
@@ -108,6 +108,8 @@ impl Record {
                         authorization,
                     }),
                     body,
+                    // The replayer keeps the queue's order whatever the span.
+                    span: TimeSpan::Unknown,
                 })
             }
             KIND_MUTATION => {
@@ -239,6 +241,7 @@ mod tests {
                 authorization: auth.map(|a| HeaderValue::from_str(a).unwrap()),
             }),
             body: Bytes::copy_from_slice(body),
+            span: TimeSpan::Unknown,
         })
     }
 

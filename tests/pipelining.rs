@@ -1,0 +1,119 @@
+//! Writes that cannot overwrite each other go to a node together (`write.max_in_flight`, default
+//! 4); writes that could, go one after the other in the order the gateway accepted them.
+//!
+//! The node here is a fake that answers each write only after a delay — a slow answer on demand is
+//! the fault a real influxd cannot give — and counts how many writes it holds at once. That the
+//! order holds on real nodes is checked in `tests/coalescing.rs` (rewrites of one point) and
+//! `tests/durability.rs` (the relay's overwrite caveat) under the same default.
+
+mod common;
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{Gateway, SlowNode};
+
+const DELAY: Duration = Duration::from_millis(400);
+
+/// Posts each body from its own thread, `gap` after the one before, and waits for every answer.
+fn write_from_clients(gateway: &Gateway, bodies: Vec<String>, gap: Duration) {
+    let clients: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let url = format!("{}/write?db=p", gateway.url());
+            let start = gap * i as u32;
+            thread::spawn(move || {
+                thread::sleep(start);
+                (body.clone(), common::post(&url, body.as_bytes(), &[]))
+            })
+        })
+        .collect();
+    for client in clients {
+        let (body, reply) = client.join().expect("client thread");
+        assert_eq!(reply.status, 204, "{body:?}: {}", reply.body);
+    }
+}
+
+/// Every line the node received, in arrival order.
+fn lines(node: &SlowNode) -> Vec<String> {
+    node.bodies()
+        .iter()
+        .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn writes_with_disjoint_time_spans_are_on_the_wire_together() {
+    let node = SlowNode::start(DELAY);
+    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
+    let started = Instant::now();
+    let bodies = (1..=4)
+        .map(|i| format!("cpu v={i} {i}000000000\n"))
+        .collect();
+    write_from_clients(&gateway, bodies, Duration::ZERO);
+    assert!(
+        node.most_at_once() >= 3,
+        "4 writes of 4 different seconds: at most {} on the wire at once",
+        node.most_at_once()
+    );
+    assert!(started.elapsed() < DELAY * 3, "{:?}", started.elapsed());
+    let mut got = lines(&node);
+    got.sort();
+    assert_eq!(got.len(), 4, "{got:?}");
+}
+
+#[test]
+fn writes_that_could_overwrite_each_other_go_one_at_a_time() {
+    let node = SlowNode::start(DELAY);
+    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
+    // The same point, rewritten by five clients at once.
+    let same_time = (1..=5).map(|i| format!("cpu v={i} 1000000000\n")).collect();
+    write_from_clients(&gateway, same_time, Duration::ZERO);
+    assert_eq!(
+        node.most_at_once(),
+        1,
+        "the same timestamp twice on the wire"
+    );
+    assert_eq!(lines(&node).len(), 5);
+
+    // Points influxd stamps on arrival: their time depends on the order.
+    let node = SlowNode::start(DELAY);
+    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
+    let untimed = (1..=4).map(|i| format!("cpu v={i}\n")).collect();
+    write_from_clients(&gateway, untimed, Duration::ZERO);
+    assert_eq!(
+        node.most_at_once(),
+        1,
+        "points without timestamps on the wire together"
+    );
+    assert_eq!(lines(&node).len(), 4);
+}
+
+#[test]
+fn a_write_that_overlaps_one_on_the_wire_waits_for_it_and_keeps_its_place() {
+    let node = SlowNode::start(DELAY);
+    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
+    // `first` is on the wire; `beside` commutes with it and joins it; `after` rewrites a point of
+    // `first`, so it waits until the node has answered `first`.
+    let first = "cpu v=1 5000000000\ncpu v=1 6000000000".to_owned();
+    let beside = "cpu v=2 9000000000".to_owned();
+    let after = "cpu v=3 5000000000".to_owned();
+    write_from_clients(
+        &gateway,
+        vec![first, beside, after],
+        Duration::from_millis(120),
+    );
+    assert_eq!(
+        lines(&node),
+        [
+            "cpu v=1 5000000000",
+            "cpu v=1 6000000000",
+            "cpu v=2 9000000000",
+            "cpu v=3 5000000000"
+        ]
+    );
+    assert_eq!(node.most_at_once(), 2);
+}
