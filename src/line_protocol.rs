@@ -297,14 +297,6 @@ impl Iterator for Unescape<'_> {
     }
 }
 
-/// Lines of a body: one per newline, plus an unterminated last one. A SIMD scan for `\n`, not a
-/// parse, so that counting costs next to nothing per point; comment and blank lines, and newlines
-/// inside string fields, count too. What `write.batch.max_points` and the points metrics measure.
-pub fn line_count(body: &[u8]) -> u64 {
-    let newlines = memchr::memchr_iter(b'\n', body).count() as u64;
-    newlines + u64::from(body.last().is_some_and(|&b| b != b'\n'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,14 +374,6 @@ mod tests {
             k.tag(r#"t\"k"#).map(|v| v.unescaped().into_owned()),
             Some(r#"v\"a=b"#.into())
         );
-    }
-
-    #[test]
-    fn lines_are_counted_with_or_without_a_final_newline() {
-        assert_eq!(line_count(b""), 0);
-        assert_eq!(line_count(b"cpu v=1"), 1);
-        assert_eq!(line_count(b"cpu v=1\nmem v=2\n"), 2);
-        assert_eq!(line_count(b"cpu v=1\nmem v=2"), 2);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use futures_util::{
 
 use crate::{
     consistency::Consistency,
-    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, TimeSpan, WriteTarget},
+    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, Scan, WriteTarget},
     router::{NodeId, Routed, Router},
 };
 
@@ -209,17 +209,23 @@ pub async fn replicate(
     db: &str,
     target: WriteTarget,
     body: &Bytes,
-    span: TimeSpan,
+    scan: Scan,
     consistency: Consistency,
     deadline: Duration,
 ) -> WriteOutcome {
     let target = Arc::new(target);
     let routed = router.route(db, body);
-    // Each shard's share of the body lies within the whole body's span.
-    let write = |body: &Bytes| NodeWrite {
+    // Each shard's share of the body lies within the whole body's span; its points are counted
+    // once here, for all its replicas, unless it is the whole body.
+    let write = |share: &Bytes| NodeWrite {
         target: Arc::clone(&target),
-        body: body.clone(),
-        span,
+        body: share.clone(),
+        span: scan.span,
+        points: if share.as_ptr() == body.as_ptr() && share.len() == body.len() {
+            scan.points
+        } else {
+            Scan::points(share)
+        },
     };
     let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;
     match outcome {
@@ -257,8 +263,9 @@ async fn deliver(
     {
         let _order = order.lock().unwrap_or_else(|p| p.into_inner());
         for (shard, batch) in routed.batches.iter().enumerate() {
+            let share = write(&batch.body);
             for &node in &batch.shard.replicas {
-                let delivery = nodes[node].deliver(Op::Write(write(&batch.body)));
+                let delivery = nodes[node].deliver(Op::Write(share.clone()));
                 answers.push(async move { (shard, node, delivery.await) });
                 pending.push((shard, node));
             }

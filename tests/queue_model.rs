@@ -52,6 +52,7 @@ fn write(body: &[u8]) -> Op {
         }),
         body: Bytes::copy_from_slice(body),
         span: TimeSpan::Unknown,
+        points: 1,
     })
 }
 

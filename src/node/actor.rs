@@ -30,8 +30,6 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::line_protocol::line_count as newlines;
-
 use super::{
     backoff::Backoff,
     client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, WriteTarget},
@@ -820,7 +818,10 @@ fn coalesce(group: &[Pending]) -> Option<Op> {
     Some(Op::Write(NodeWrite {
         target: Arc::clone(&write.target),
         body: concat(writes.clone().map(|w| &w.body)),
-        span: writes.fold(TimeSpan::Nothing, |span, w| span.union(w.span)),
+        span: writes
+            .clone()
+            .fold(TimeSpan::Nothing, |span, w| span.union(w.span)),
+        points: writes.map(|w| w.points).sum(),
     }))
 }
 
@@ -853,12 +854,13 @@ fn merge(records: Vec<Record>) -> (Op, u64) {
         })
         .collect();
     let body = concat(std::iter::once(&first_write.body).chain(rest.iter().map(|w| &w.body)));
-    let points = count_lines(&body);
+    let points = first_write.points + rest.iter().map(|w| w.points).sum::<u64>();
     (
         Op::Write(NodeWrite {
             target: first_write.target,
             body,
             span: TimeSpan::Unknown,
+            points,
         }),
         points,
     )
@@ -872,17 +874,8 @@ fn empty_write() -> NodeWrite {
         }),
         body: Bytes::new(),
         span: TimeSpan::Nothing,
+        points: 0,
     }
-}
-
-/// Non-empty, non-comment lines: the points in a line-protocol body.
-fn count_lines(body: &[u8]) -> u64 {
-    body.split(|&b| b == b'\n')
-        .filter(|line| {
-            let line = line.trim_ascii();
-            !line.is_empty() && !line.starts_with(b"#")
-        })
-        .count() as u64
 }
 
 impl Actor for Node {
@@ -945,7 +938,7 @@ impl Handler<Job> for Node {
 
     fn handle(&mut self, job: Job, ctx: &mut Self::Context) {
         let points = match &job.op {
-            Op::Write(write) => newlines(&write.body),
+            Op::Write(write) => write.points,
             Op::Mutation(_) => 0,
         };
         let pending = Pending {
@@ -1018,6 +1011,7 @@ mod tests {
                 }),
                 body: Bytes::from_static(body),
                 span: TimeSpan::Unknown,
+                points: crate::node::Scan::points(body),
             }),
         }
     }

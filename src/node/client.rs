@@ -127,6 +127,8 @@ pub struct NodeWrite {
     pub body: Bytes,
     /// The timestamps of its points: whether it may be on the wire beside another write.
     pub span: TimeSpan,
+    /// Its points (lines that are neither blank nor comments).
+    pub points: u64,
 }
 
 /// A `/query` request passed to a node as the client sent it.

@@ -35,40 +35,90 @@ pub enum TimeSpan {
     Unknown,
 }
 
-impl TimeSpan {
-    /// The span of a line-protocol body written with `precision` (`/write`'s parameter). Reads
-    /// each line's last word, without parsing the rest: a line whose last word is a number either
-    /// has it as its timestamp or is refused by influxd (and writes nothing).
-    pub fn of(body: &[u8], precision: Option<&str>) -> TimeSpan {
-        let Some(unit) = nanoseconds_per_unit(precision) else {
-            return TimeSpan::Unknown; // influxd refuses the write
+/// What one pass over a write body tells the node actors: how many points it holds and their
+/// time span. Made once per request, shared by every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Lines that are neither blank nor comments.
+    pub points: u64,
+    /// Their timestamps.
+    pub span: TimeSpan,
+}
+
+impl Scan {
+    /// Scans a line-protocol body written with `precision` (`/write`'s parameter). Reads each
+    /// line's last word, without parsing the rest: a line whose last word is a number either has
+    /// it as its timestamp or is refused by influxd (and writes nothing).
+    pub fn of(body: &[u8], precision: Option<&str>) -> Scan {
+        let unit = nanoseconds_per_unit(precision);
+        let scan = Scan {
+            points: 0,
+            // A precision influxd refuses: the write is refused whole.
+            span: if unit.is_some() {
+                TimeSpan::Nothing
+            } else {
+                TimeSpan::Unknown
+            },
         };
-        let mut span = TimeSpan::Nothing;
-        let mut start = 0;
-        while start < body.len() {
-            let end = line_protocol::line_end(body, start);
-            let line = &body[start..end];
-            start = end + 1;
-            // Leading blanks as influxd skips them.
-            let line = line
-                .iter()
-                .position(|&b| !matches!(b, b' ' | b'\t' | 0))
-                .map_or(&[][..], |n| &line[n..]);
-            if line.is_empty() || line[0] == b'#' {
-                continue;
-            }
-            let Some(space) = memchr::memrchr(b' ', line) else {
-                continue; // no field set: influxd refuses the line
-            };
-            let Some(time) = parse_timestamp(&line[space + 1..]).and_then(|t| t.checked_mul(unit))
-            else {
-                return TimeSpan::Unknown;
-            };
-            span = span.with(time);
-        }
-        span
+        scan.lines(body, unit.unwrap_or(1))
     }
 
+    /// Only the points of a body: the same lines, no timestamp read.
+    pub fn points(body: &[u8]) -> u64 {
+        let scan = Scan {
+            points: 0,
+            span: TimeSpan::Unknown,
+        };
+        scan.lines(body, 1).points
+    }
+
+    fn lines(mut self, body: &[u8], unit: i64) -> Scan {
+        let mut timed = self.span != TimeSpan::Unknown;
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        let mut line = |line: &[u8]| {
+            // Leading blanks as influxd skips them.
+            match line.iter().find(|&&b| !matches!(b, b' ' | b'\t' | 0)) {
+                None | Some(b'#') => return,
+                Some(_) => self.points += 1,
+            }
+            if timed {
+                match last_word_timestamp(line).and_then(|t| t.checked_mul(unit)) {
+                    Some(time) => {
+                        first = first.min(time);
+                        last = last.max(time);
+                    }
+                    None => timed = false,
+                }
+            }
+        };
+        // With no quote or backslash anywhere, every newline ends a line.
+        if memchr::memchr2(b'"', b'\\', body).is_none() {
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', body) {
+                line(&body[start..end]);
+                start = end + 1;
+            }
+            line(&body[start..]);
+        } else {
+            let mut start = 0;
+            while start < body.len() {
+                let end = line_protocol::line_end(body, start);
+                line(&body[start..end]);
+                start = end + 1;
+            }
+        }
+        self.span = if !timed {
+            TimeSpan::Unknown
+        } else if first > last {
+            TimeSpan::Nothing
+        } else {
+            TimeSpan::Range { first, last }
+        };
+        self
+    }
+}
+
+impl TimeSpan {
     /// Whether writes with these spans leave a node the same in either order.
     pub fn commutes_with(self, other: TimeSpan) -> bool {
         match (self, other) {
@@ -97,13 +147,6 @@ impl TimeSpan {
             _ => TimeSpan::Unknown,
         }
     }
-
-    fn with(self, time: i64) -> TimeSpan {
-        self.union(TimeSpan::Range {
-            first: time,
-            last: time,
-        })
-    }
 }
 
 /// What one unit of `/write`'s `precision` is in nanoseconds; `None` for a precision influxd refuses.
@@ -119,20 +162,29 @@ fn nanoseconds_per_unit(precision: Option<&str>) -> Option<i64> {
     })
 }
 
-/// A timestamp as line protocol writes it: an optional `-` and decimal digits, nothing else.
-fn parse_timestamp(word: &[u8]) -> Option<i64> {
-    let (negative, digits) = match word.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, word),
-    };
-    if digits.is_empty() {
+/// The line's last word as a timestamp: an optional `-` and at most 19 decimal digits after the
+/// last space, nothing else. Read backwards from the end, in one pass: timestamps are short.
+fn last_word_timestamp(line: &[u8]) -> Option<i64> {
+    let (mut value, mut scale, mut i) = (0u64, 1u64, line.len());
+    while i > 0 && line[i - 1].is_ascii_digit() {
+        if line.len() - i == 19 {
+            return None; // more digits than an i64 has
+        }
+        value += u64::from(line[i - 1] - b'0') * scale;
+        scale = scale.wrapping_mul(10);
+        i -= 1;
+    }
+    if i == line.len() {
         return None;
     }
-    let mut value: i64 = 0;
-    for &b in digits {
-        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
-        value = value.checked_mul(10)?.checked_add(i64::from(digit))?;
+    let negative = i > 0 && line[i - 1] == b'-';
+    if negative {
+        i -= 1;
     }
+    if i == 0 || line[i - 1] != b' ' {
+        return None;
+    }
+    let value = i64::try_from(value).ok()?;
     Some(if negative { -value } else { value })
 }
 
@@ -141,7 +193,11 @@ mod tests {
     use super::*;
 
     fn span(body: &str) -> TimeSpan {
-        TimeSpan::of(body.as_bytes(), None)
+        Scan::of(body.as_bytes(), None).span
+    }
+
+    fn span_in(body: &str, precision: &str) -> TimeSpan {
+        Scan::of(body.as_bytes(), Some(precision)).span
     }
 
     fn range(first: i64, last: i64) -> TimeSpan {
@@ -170,22 +226,28 @@ mod tests {
     #[test]
     fn precision_scales_to_nanoseconds() {
         assert_eq!(
-            TimeSpan::of(b"cpu v=1 3", Some("s")),
+            span_in("cpu v=1 3", "s"),
             range(3_000_000_000, 3_000_000_000)
         );
-        assert_eq!(TimeSpan::of(b"cpu v=1 2", Some("u")), range(2_000, 2_000));
+        assert_eq!(span_in("cpu v=1 2", "u"), range(2_000, 2_000));
         assert_eq!(
-            TimeSpan::of(b"cpu v=1 1", Some("h")),
+            span_in("cpu v=1 1", "h"),
             range(3_600_000_000_000, 3_600_000_000_000)
         );
+        assert_eq!(span_in("cpu v=1 1", "fortnight"), TimeSpan::Unknown);
         assert_eq!(
-            TimeSpan::of(b"cpu v=1 1", Some("fortnight")),
+            span_in("cpu v=1 9223372036854775807", "s"),
             TimeSpan::Unknown
         );
-        assert_eq!(
-            TimeSpan::of(b"cpu v=1 9223372036854775807", Some("s")),
-            TimeSpan::Unknown
-        );
+    }
+
+    #[test]
+    fn points_are_the_lines_that_are_neither_blank_nor_comments() {
+        let points = |body: &str| Scan::of(body.as_bytes(), None).points;
+        assert_eq!(points("cpu v=1 1\n\n  # note\nmem v=2\r\n\t\0disk v=3"), 3);
+        // A newline inside a string field does not end the line; the scan agrees with the router.
+        assert_eq!(points("cpu s=\"a\nb\" 1\nmem v=1 2\n"), 2);
+        assert_eq!(points(""), 0);
     }
 
     #[test]

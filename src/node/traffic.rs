@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Delivery, NodeError, Op};
-use crate::line_protocol::line_count;
 
 /// Why a request to a node got no usable answer, as `/metrics` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +94,7 @@ impl Traffic {
                 self.writes.fetch_add(1, Ordering::Relaxed);
                 self.bytes
                     .fetch_add(write.body.len() as u64, Ordering::Relaxed);
-                self.points
-                    .fetch_add(line_count(&write.body), Ordering::Relaxed);
+                self.points.fetch_add(write.points, Ordering::Relaxed);
             }
             Op::Mutation(_) => {
                 self.mutations.fetch_add(1, Ordering::Relaxed);

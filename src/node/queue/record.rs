@@ -16,7 +16,7 @@ use actix_web::http::{
 };
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::node::{ForwardedQuery, NodeWrite, Op, TimeSpan, WriteTarget};
+use crate::node::{ForwardedQuery, NodeWrite, Op, Scan, TimeSpan, WriteTarget};
 
 const VERSION: u8 = 1;
 const KIND_WRITE: u8 = 1;
@@ -107,9 +107,10 @@ impl Record {
                         query,
                         authorization,
                     }),
-                    body,
                     // The replayer keeps the queue's order whatever the span.
                     span: TimeSpan::Unknown,
+                    points: Scan::points(&body),
+                    body,
                 })
             }
             KIND_MUTATION => {
@@ -242,6 +243,7 @@ mod tests {
             }),
             body: Bytes::copy_from_slice(body),
             span: TimeSpan::Unknown,
+            points: Scan::points(body),
         })
     }
 
