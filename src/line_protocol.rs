@@ -117,17 +117,50 @@ pub(crate) fn line_end(buf: &[u8], i: usize) -> usize {
     if memchr::memchr2(b'"', b'\\', &buf[i..newline]).is_none() {
         return newline;
     }
-    line_end_quoted(buf, i)
+    match scan_line(buf, i, false) {
+        LineEnd::Newline(end) => end,
+        LineEnd::Eof { .. } => buf.len(),
+    }
 }
 
-/// [`line_end`] for a line with quotes or escapes, byte by byte as InfluxDB scans it.
-fn line_end_quoted(buf: &[u8], mut i: usize) -> usize {
+/// Whether another body may be appended to this one, after a `\n` when it does not end with one,
+/// and still be read by InfluxDB as lines of its own. Not when this body's last line is left open:
+/// an escape or a quoted value would carry on into the next body (a comment ending in `\` would
+/// swallow the first line of the next write, which the node would then answer 204 for).
+pub fn ends_cleanly(body: &[u8]) -> bool {
+    if memchr::memchr2(b'"', b'\\', body).is_none() {
+        return true;
+    }
+    let mut start = 0;
+    while start < body.len() {
+        match scan_line(body, start, true) {
+            LineEnd::Newline(end) => start = end + 1,
+            // A final `\n` that did not end the line was escaped or quoted; otherwise the `\n`
+            // put between the bodies ends it, unless it is escaped or quoted itself.
+            LineEnd::Eof { open } => return !open && !body.ends_with(b"\n"),
+        }
+    }
+    true
+}
+
+/// How a line ends.
+enum LineEnd {
+    /// At this `\n`.
+    Newline(usize),
+    /// At the end of the buffer; `open` when a quoted value or an escape was still open there.
+    Eof { open: bool },
+}
+
+/// Scans the line that starts at `i` byte by byte as InfluxDB does. `followed`: as if more bytes
+/// came after `buf` (bodies joined), which changes how a backslash near the end reads: InfluxDB
+/// skips the byte after a backslash only when at least two bytes follow it.
+fn scan_line(buf: &[u8], mut i: usize, followed: bool) -> LineEnd {
     let mut quoted = false;
     let mut fields = false;
     let (mut equals, mut commas) = (0usize, 0usize);
     while i < buf.len() {
         let b = buf[i];
-        if b == b'\\' && i + 2 < buf.len() {
+        if b == b'\\' && (followed || i + 2 < buf.len()) {
             i += 2;
             continue;
         }
@@ -142,14 +175,16 @@ fn line_end_quoted(buf: &[u8], mut i: usize) -> usize {
             } else if b == b'"' && equals > commas {
                 quoted = !quoted;
             } else if b == b'\n' && !quoted {
-                return i;
+                return LineEnd::Newline(i);
             }
         } else if b == b'\n' {
-            return i;
+            return LineEnd::Newline(i);
         }
         i += 1;
     }
-    buf.len()
+    LineEnd::Eof {
+        open: quoted || i > buf.len(),
+    }
 }
 
 fn classify(text: &[u8]) -> LineKind<'_> {
@@ -317,6 +352,22 @@ mod tests {
             Some(LineKind::Point(key)) => key,
             other => panic!("{line:?} is {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_body_whose_last_line_is_left_open_cannot_be_joined() {
+        assert!(ends_cleanly(b""));
+        assert!(ends_cleanly(b"cpu v=1 1"));
+        assert!(ends_cleanly(b"cpu v=1 1\n"));
+        assert!(ends_cleanly(b"cpu s=\"a\\\"b\" 1\n# fine\n"));
+        // The separator would be escaped, or quoted.
+        assert!(!ends_cleanly(b"cpu v=1 1\n# dir C:\\"));
+        assert!(!ends_cleanly(b"cpu v=1 1\\\n"));
+        assert!(!ends_cleanly(b"cpu v=1 1\n# a=\""));
+        assert!(!ends_cleanly(b"cpu s=\"open 1\n"));
+        // Joined anyway, the next body's line would vanish into this one: what the rule prevents.
+        let joined = b"cpu v=1 1\n# dir C:\\\nmem v=2 2";
+        assert_eq!(lines(joined).count(), 2);
     }
 
     #[test]

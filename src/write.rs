@@ -14,6 +14,7 @@ use futures_util::{
 
 use crate::{
     consistency::Consistency,
+    line_protocol::ends_cleanly,
     node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, Scan, WriteTarget},
     router::{NodeId, Routed, Router},
 };
@@ -217,15 +218,19 @@ pub async fn replicate(
     let routed = router.route(db, body);
     // Each shard's share of the body lies within the whole body's span; its points are counted
     // once here, for all its replicas, unless it is the whole body.
-    let write = |share: &Bytes| NodeWrite {
-        target: Arc::clone(&target),
-        body: share.clone(),
-        span: scan.span,
-        points: if share.as_ptr() == body.as_ptr() && share.len() == body.len() {
-            scan.points
-        } else {
-            Scan::points(share)
-        },
+    let write = |share: &Bytes| {
+        let whole = share.as_ptr() == body.as_ptr() && share.len() == body.len();
+        NodeWrite {
+            target: Arc::clone(&target),
+            body: share.clone(),
+            span: scan.span,
+            points: if whole {
+                scan.points
+            } else {
+                Scan::points(share)
+            },
+            ends_cleanly: whole && scan.ends_cleanly || !whole && ends_cleanly(share),
+        }
     };
     let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;
     match outcome {

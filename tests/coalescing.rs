@@ -101,3 +101,53 @@ fn coalescing_keeps_the_order_of_writes_to_one_point() {
         );
     }
 }
+
+#[test]
+fn a_write_whose_last_line_is_left_open_is_never_joined_to_the_next() {
+    // Write A ends in a comment whose last byte is a backslash, with no final newline. Joined
+    // to write B with a newline between them, influxd would read that newline as escaped and B's
+    // line as part of the comment: B answered 204 and not written. A and B wait together (one
+    // request at a time, 300 ms to gather), live and then replayed after an outage.
+    let mut cluster = Cluster::start(
+        2,
+        "write:\n  max_in_flight: 1\n  batch:\n    max_delay: 300ms\nhealth:\n  interval: 200ms\n  timeout: 200ms\n",
+    );
+    cluster.create_database("open");
+    let send_both = |gw: &str, t: i64| {
+        let url = format!("{gw}/write?db=open");
+        let first = {
+            let url = url.clone();
+            thread::spawn(move || {
+                common::post(&url, format!("j v=1 {t}\n# dir C:\\").as_bytes(), &[])
+            })
+        };
+        thread::sleep(Duration::from_millis(50));
+        let second = common::post(&url, format!("j v=2 {}", t + 1).as_bytes(), &[]);
+        assert_eq!(first.join().expect("client").status, 204);
+        assert_eq!(second.status, 204, "{}", second.body);
+    };
+    let gw = cluster.gateway.url();
+    send_both(&gw, 10);
+    cluster.nodes[1].kill();
+    send_both(&gw, 20);
+    cluster.nodes[1].restart();
+    assert!(common::eventually(Duration::from_secs(15), || {
+        metric(
+            &cluster.gateway,
+            "influx_gateway_queue_entries{node=\"influx2\"}",
+        ) == 0.0
+    }));
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.values("open", "SELECT v FROM j"),
+            vec![
+                json!(["1970-01-01T00:00:00.00000001Z", 1]),
+                json!(["1970-01-01T00:00:00.000000011Z", 2]),
+                json!(["1970-01-01T00:00:00.00000002Z", 1]),
+                json!(["1970-01-01T00:00:00.000000021Z", 2]),
+            ],
+            "{}",
+            node.name
+        );
+    }
+}

@@ -53,6 +53,7 @@ fn write(body: &[u8]) -> Op {
         body: Bytes::copy_from_slice(body),
         span: TimeSpan::Unknown,
         points: 1,
+        ends_cleanly: true,
     })
 }
 

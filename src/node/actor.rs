@@ -450,6 +450,7 @@ impl Node {
             return vec![first];
         };
         let target = Arc::clone(&write.target);
+        let mut open_end = !write.ends_cleanly;
         let mut points = first.points;
         let mut group = vec![first];
         while let Some(Pending {
@@ -458,12 +459,14 @@ impl Node {
             ..
         }) = self.waiting.front()
         {
-            if !same_target_as(&target, next)
+            if open_end
+                || !same_target_as(&target, next)
                 || points + more > limit
                 || !self.commutes_with_in_flight(next.span)
             {
                 break;
             }
+            open_end = !next.ends_cleanly;
             points += *more;
             match self.waiting.pop_front() {
                 Some(pending) => group.push(pending),
@@ -604,10 +607,7 @@ impl Node {
                     crate::units::format_duration(self.settings.max_age)
                 ),
                 Ok(record) => {
-                    if records
-                        .first()
-                        .is_some_and(|first| !mergeable(first, &record))
-                    {
+                    if records.last().is_some_and(|last| !mergeable(last, &record)) {
                         break;
                     }
                     records.push(record);
@@ -781,9 +781,9 @@ impl Node {
 }
 
 /// Whether two queued operations can be sent as one request.
-fn mergeable(first: &Record, next: &Record) -> bool {
-    match (&first.op, &next.op) {
-        (Op::Write(a), Op::Write(b)) => same_target(a, b),
+fn mergeable(last: &Record, next: &Record) -> bool {
+    match (&last.op, &next.op) {
+        (Op::Write(a), Op::Write(b)) => same_target(a, b) && a.ends_cleanly,
         _ => false,
     }
 }
@@ -821,7 +821,8 @@ fn coalesce(group: &[Pending]) -> Option<Op> {
         span: writes
             .clone()
             .fold(TimeSpan::Nothing, |span, w| span.union(w.span)),
-        points: writes.map(|w| w.points).sum(),
+        points: writes.clone().map(|w| w.points).sum(),
+        ends_cleanly: writes.last().is_none_or(|w| w.ends_cleanly),
     }))
 }
 
@@ -855,12 +856,14 @@ fn merge(records: Vec<Record>) -> (Op, u64) {
         .collect();
     let body = concat(std::iter::once(&first_write.body).chain(rest.iter().map(|w| &w.body)));
     let points = first_write.points + rest.iter().map(|w| w.points).sum::<u64>();
+    let ends_cleanly = rest.last().unwrap_or(&first_write).ends_cleanly;
     (
         Op::Write(NodeWrite {
             target: first_write.target,
             body,
             span: TimeSpan::Unknown,
             points,
+            ends_cleanly,
         }),
         points,
     )
@@ -875,6 +878,7 @@ fn empty_write() -> NodeWrite {
         body: Bytes::new(),
         span: TimeSpan::Nothing,
         points: 0,
+        ends_cleanly: true,
     }
 }
 
@@ -1012,6 +1016,7 @@ mod tests {
                 body: Bytes::from_static(body),
                 span: TimeSpan::Unknown,
                 points: crate::node::Scan::points(body),
+                ends_cleanly: crate::line_protocol::ends_cleanly(body),
             }),
         }
     }

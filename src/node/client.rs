@@ -129,6 +129,10 @@ pub struct NodeWrite {
     pub span: TimeSpan,
     /// Its points (lines that are neither blank nor comments).
     pub points: u64,
+    /// Whether another write may be appended to it ([`line_protocol::ends_cleanly`]).
+    ///
+    /// [`line_protocol::ends_cleanly`]: crate::line_protocol::ends_cleanly
+    pub ends_cleanly: bool,
 }
 
 /// A `/query` request passed to a node as the client sent it.

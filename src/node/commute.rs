@@ -43,6 +43,8 @@ pub struct Scan {
     pub points: u64,
     /// Their timestamps.
     pub span: TimeSpan,
+    /// Whether another body may be appended to it ([`line_protocol::ends_cleanly`]).
+    pub ends_cleanly: bool,
 }
 
 impl Scan {
@@ -50,17 +52,12 @@ impl Scan {
     /// line's last word, without parsing the rest: a line whose last word is a number either has
     /// it as its timestamp or is refused by influxd (and writes nothing).
     pub fn of(body: &[u8], precision: Option<&str>) -> Scan {
-        let unit = nanoseconds_per_unit(precision);
         let scan = Scan {
             points: 0,
-            // A precision influxd refuses: the write is refused whole.
-            span: if unit.is_some() {
-                TimeSpan::Nothing
-            } else {
-                TimeSpan::Unknown
-            },
+            span: TimeSpan::Nothing,
+            ends_cleanly: true,
         };
-        scan.lines(body, unit.unwrap_or(1))
+        scan.lines(body, nanoseconds_per_unit(precision))
     }
 
     /// Only the points of a body: the same lines, no timestamp read.
@@ -68,6 +65,7 @@ impl Scan {
         let scan = Scan {
             points: 0,
             span: TimeSpan::Unknown,
+            ends_cleanly: true,
         };
         scan.lines(body, 1).points
     }
@@ -106,6 +104,7 @@ impl Scan {
                 line(&body[start..end]);
                 start = end + 1;
             }
+            self.ends_cleanly = line_protocol::ends_cleanly(body);
         }
         self.span = if !timed {
             TimeSpan::Unknown
@@ -149,17 +148,18 @@ impl TimeSpan {
     }
 }
 
-/// What one unit of `/write`'s `precision` is in nanoseconds; `None` for a precision influxd refuses.
-fn nanoseconds_per_unit(precision: Option<&str>) -> Option<i64> {
-    Some(match precision.unwrap_or("") {
-        "" | "n" | "ns" => 1,
-        "u" | "us" => 1_000,
+/// What one unit of `/write`'s `precision` is in nanoseconds, as influxd 1.x reads it
+/// (`models.GetPrecisionMultiplier`): it knows `u`, `ms`, `s`, `m` and `h`, and takes anything
+/// else — `us` and `ns` included, and nonsense — for nanoseconds, without refusing the write.
+fn nanoseconds_per_unit(precision: Option<&str>) -> i64 {
+    match precision.unwrap_or("") {
+        "u" => 1_000,
         "ms" => 1_000_000,
         "s" => 1_000_000_000,
         "m" => 60_000_000_000,
         "h" => 3_600_000_000_000,
-        _ => return None,
-    })
+        _ => 1,
+    }
 }
 
 /// The line's last word as a timestamp: an optional `-` and at most 19 decimal digits after the
@@ -181,7 +181,8 @@ fn last_word_timestamp(line: &[u8]) -> Option<i64> {
     if negative {
         i -= 1;
     }
-    if i == 0 || line[i - 1] != b' ' {
+    // An escaped space does not end the field set: `s="x"\ 12` has no timestamp.
+    if i == 0 || line[i - 1] != b' ' || (i >= 2 && line[i - 2] == b'\\') {
         return None;
     }
     let value = i64::try_from(value).ok()?;
@@ -221,6 +222,8 @@ mod tests {
         // A CRLF line is refused by influxd; whatever it is, it is not taken for a time.
         assert_eq!(span("cpu v=1 10\r\n"), TimeSpan::Unknown);
         assert_eq!(span("cpu v=1 99999999999999999999"), TimeSpan::Unknown);
+        // An escaped space stays in the field set; influxd 1.6 stamps this on arrival.
+        assert_eq!(span("cpu s=\"x\"\\ 12"), TimeSpan::Unknown);
     }
 
     #[test]
@@ -234,7 +237,9 @@ mod tests {
             span_in("cpu v=1 1", "h"),
             range(3_600_000_000_000, 3_600_000_000_000)
         );
-        assert_eq!(span_in("cpu v=1 1", "fortnight"), TimeSpan::Unknown);
+        // influxd takes `us`, `ns` and nonsense for nanoseconds (checked against influxd 1.6).
+        assert_eq!(span_in("cpu v=1 1000", "us"), range(1_000, 1_000));
+        assert_eq!(span_in("cpu v=1 1", "fortnight"), range(1, 1));
         assert_eq!(
             span_in("cpu v=1 9223372036854775807", "s"),
             TimeSpan::Unknown

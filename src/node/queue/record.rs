@@ -110,6 +110,7 @@ impl Record {
                     // The replayer keeps the queue's order whatever the span.
                     span: TimeSpan::Unknown,
                     points: Scan::points(&body),
+                    ends_cleanly: crate::line_protocol::ends_cleanly(&body),
                     body,
                 })
             }
@@ -244,6 +245,7 @@ mod tests {
             body: Bytes::copy_from_slice(body),
             span: TimeSpan::Unknown,
             points: Scan::points(body),
+            ends_cleanly: crate::line_protocol::ends_cleanly(body),
         })
     }
 
