@@ -220,16 +220,17 @@ pub async fn replicate(
     // once here, for all its replicas, unless it is the whole body.
     let write = |share: &Bytes| {
         let whole = share.as_ptr() == body.as_ptr() && share.len() == body.len();
+        let (points, ends_cleanly) = if whole {
+            (scan.points, scan.ends_cleanly)
+        } else {
+            (Scan::points(share), ends_cleanly(share))
+        };
         NodeWrite {
             target: Arc::clone(&target),
             body: share.clone(),
             span: scan.span,
-            points: if whole {
-                scan.points
-            } else {
-                Scan::points(share)
-            },
-            ends_cleanly: whole && scan.ends_cleanly || !whole && ends_cleanly(share),
+            points,
+            ends_cleanly,
         }
     };
     let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;

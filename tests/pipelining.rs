@@ -17,8 +17,11 @@ use common::{Gateway, SlowNode};
 
 const DELAY: Duration = Duration::from_millis(400);
 
-/// Posts each body from its own thread, `gap` after the one before, and waits for every answer.
-fn write_from_clients(gateway: &Gateway, bodies: Vec<String>, gap: Duration) {
+/// Posts each body to a gateway in front of a fresh slow node, each from its own thread, `gap`
+/// after the one before; waits for every answer (each must be 204) and returns the node.
+fn write_from_clients(bodies: Vec<String>, gap: Duration) -> SlowNode {
+    let node = SlowNode::start(DELAY);
+    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
     let clients: Vec<_> = bodies
         .into_iter()
         .enumerate()
@@ -35,6 +38,7 @@ fn write_from_clients(gateway: &Gateway, bodies: Vec<String>, gap: Duration) {
         let (body, reply) = client.join().expect("client thread");
         assert_eq!(reply.status, 204, "{body:?}: {}", reply.body);
     }
+    node
 }
 
 /// Every line the node received, in arrival order.
@@ -47,65 +51,56 @@ fn lines(node: &SlowNode) -> Vec<String> {
 
 #[test]
 fn writes_with_disjoint_time_spans_are_on_the_wire_together() {
-    let node = SlowNode::start(DELAY);
-    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
     let started = Instant::now();
     let bodies = (1..=4)
         .map(|i| format!("cpu v={i} {i}000000000\n"))
         .collect();
-    write_from_clients(&gateway, bodies, Duration::ZERO);
+    let node = write_from_clients(bodies, Duration::ZERO);
     assert!(
         node.most_at_once() >= 3,
         "4 writes of 4 different seconds: at most {} on the wire at once",
         node.most_at_once()
     );
     assert!(started.elapsed() < DELAY * 3, "{:?}", started.elapsed());
-    let mut got = lines(&node);
-    got.sort();
-    assert_eq!(got.len(), 4, "{got:?}");
-}
-
-#[test]
-fn writes_that_could_overwrite_each_other_go_one_at_a_time() {
-    let node = SlowNode::start(DELAY);
-    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
-    // The same point, rewritten by five clients at once.
-    let same_time = (1..=5).map(|i| format!("cpu v={i} 1000000000\n")).collect();
-    write_from_clients(&gateway, same_time, Duration::ZERO);
-    assert_eq!(
-        node.most_at_once(),
-        1,
-        "the same timestamp twice on the wire"
-    );
-    assert_eq!(lines(&node).len(), 5);
-
-    // Points influxd stamps on arrival: their time depends on the order.
-    let node = SlowNode::start(DELAY);
-    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
-    let untimed = (1..=4).map(|i| format!("cpu v={i}\n")).collect();
-    write_from_clients(&gateway, untimed, Duration::ZERO);
-    assert_eq!(
-        node.most_at_once(),
-        1,
-        "points without timestamps on the wire together"
-    );
     assert_eq!(lines(&node).len(), 4);
 }
 
 #[test]
+fn writes_that_could_overwrite_each_other_go_one_at_a_time() {
+    let cases = [
+        // The same point, rewritten by five clients at once.
+        (
+            "the same timestamp",
+            (1..=5)
+                .map(|i| format!("cpu v={i} 1000000000\n"))
+                .collect::<Vec<_>>(),
+        ),
+        // Points influxd stamps on arrival: their time depends on the order.
+        (
+            "no timestamp",
+            (1..=4).map(|i| format!("cpu v={i}\n")).collect(),
+        ),
+    ];
+    for (what, bodies) in cases {
+        let count = bodies.len();
+        let node = write_from_clients(bodies, Duration::ZERO);
+        assert_eq!(
+            node.most_at_once(),
+            1,
+            "{what}: several on the wire together"
+        );
+        assert_eq!(lines(&node).len(), count, "{what}");
+    }
+}
+
+#[test]
 fn a_write_that_overlaps_one_on_the_wire_waits_for_it_and_keeps_its_place() {
-    let node = SlowNode::start(DELAY);
-    let gateway = Gateway::start_urls(&[("slow", node.url.clone())], "");
     // `first` is on the wire; `beside` commutes with it and joins it; `after` rewrites a point of
     // `first`, so it waits until the node has answered `first`.
     let first = "cpu v=1 5000000000\ncpu v=1 6000000000".to_owned();
     let beside = "cpu v=2 9000000000".to_owned();
     let after = "cpu v=3 5000000000".to_owned();
-    write_from_clients(
-        &gateway,
-        vec![first, beside, after],
-        Duration::from_millis(120),
-    );
+    let node = write_from_clients(vec![first, beside, after], Duration::from_millis(120));
     assert_eq!(
         lines(&node),
         [

@@ -140,7 +140,7 @@ struct Pending {
     reply: oneshot::Sender<Delivery>,
     /// When the actor received it, for `write.batch.max_delay`.
     arrived: Instant,
-    /// Lines of line protocol (0 for a mutation), counted once for the batching decisions.
+    /// The write's points (0 for a mutation), for the batching decisions.
     points: u64,
 }
 
