@@ -8,10 +8,7 @@
 
 mod common;
 
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::{thread, time::Duration};
 
 use common::{Gateway, SlowNode};
 
@@ -51,7 +48,6 @@ fn lines(node: &SlowNode) -> Vec<String> {
 
 #[test]
 fn writes_with_disjoint_time_spans_are_on_the_wire_together() {
-    let started = Instant::now();
     let bodies = (1..=4)
         .map(|i| format!("cpu v={i} {i}000000000\n"))
         .collect();
@@ -61,7 +57,6 @@ fn writes_with_disjoint_time_spans_are_on_the_wire_together() {
         "4 writes of 4 different seconds: at most {} on the wire at once",
         node.most_at_once()
     );
-    assert!(started.elapsed() < DELAY * 3, "{:?}", started.elapsed());
     assert_eq!(lines(&node).len(), 4);
 }
 
