@@ -12,7 +12,7 @@ use std::{thread, time::Duration};
 
 use common::{Gateway, SlowNode};
 
-const DELAY: Duration = Duration::from_millis(400);
+const DELAY: Duration = Duration::from_millis(800);
 
 /// Posts each body to a gateway in front of a fresh slow node, each from its own thread, `gap`
 /// after the one before; waits for every answer (each must be 204) and returns the node.
@@ -95,7 +95,7 @@ fn a_write_that_overlaps_one_on_the_wire_waits_for_it_and_keeps_its_place() {
     let first = "cpu v=1 5000000000\ncpu v=1 6000000000".to_owned();
     let beside = "cpu v=2 9000000000".to_owned();
     let after = "cpu v=3 5000000000".to_owned();
-    let node = write_from_clients(vec![first, beside, after], Duration::from_millis(120));
+    let node = write_from_clients(vec![first, beside, after], Duration::from_millis(200));
     assert_eq!(
         lines(&node),
         [
