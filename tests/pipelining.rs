@@ -85,6 +85,8 @@ fn writes_that_could_overwrite_each_other_go_one_at_a_time() {
             "{what}: several on the wire together"
         );
         assert_eq!(lines(&node).len(), count, "{what}");
+        // The first goes at once; the others, which could only wait for each other, go together.
+        assert_eq!(node.bodies().len(), 2, "{what}: {:?}", node.bodies());
     }
 }
 

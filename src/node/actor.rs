@@ -426,8 +426,10 @@ impl Node {
 
     /// The waiting work to send as the next request: one mutation, or a run of writes to the same
     /// target within `write.batch.max_points`. While several requests may still go on the wire,
-    /// the waiting points are shared out between them rather than sent as one: influxd spreads
-    /// concurrent requests over its cores, one large request much less.
+    /// writes that could go beside the group are shared out between them rather than sent as
+    /// one, once the group holds its share: influxd spreads concurrent requests over its cores,
+    /// one large request much less. A write the group could overwrite would only wait for it, so
+    /// it joins it whatever the share.
     fn take_group(&mut self) -> Vec<Pending> {
         let free = self
             .settings
@@ -435,10 +437,9 @@ impl Node {
             .saturating_sub(self.in_flight.len())
             .max(1) as u64;
         let max = self.settings.batch_max_points;
-        let limit = max.min(
-            self.coalescible_points(max.saturating_mul(free))
-                .div_ceil(free),
-        );
+        let share = self
+            .coalescible_points(max.saturating_mul(free))
+            .div_ceil(free);
         let Some(first) = self.waiting.pop_front() else {
             return Vec::new();
         };
@@ -451,6 +452,7 @@ impl Node {
         };
         let target = Arc::clone(&write.target);
         let mut open_end = !write.ends_cleanly;
+        let mut span = write.span;
         let mut points = first.points;
         let mut group = vec![first];
         while let Some(Pending {
@@ -461,12 +463,14 @@ impl Node {
         {
             if open_end
                 || !same_target_as(&target, next)
-                || points + more > limit
+                || points + more > max
+                || (points + more > share && next.span.commutes_with(span))
                 || !self.commutes_with_in_flight(next.span)
             {
                 break;
             }
             open_end = !next.ends_cleanly;
+            span = span.union(next.span);
             points += *more;
             match self.waiting.pop_front() {
                 Some(pending) => group.push(pending),
