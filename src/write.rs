@@ -14,7 +14,6 @@ use futures_util::{
 
 use crate::{
     consistency::Consistency,
-    line_protocol::ends_cleanly,
     node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, Scan, WriteTarget},
     router::{NodeId, Routed, Router},
 };
@@ -220,17 +219,13 @@ pub async fn replicate(
     // once here, for all its replicas, unless it is the whole body.
     let write = |share: &Bytes| {
         let whole = share.as_ptr() == body.as_ptr() && share.len() == body.len();
-        let (points, ends_cleanly) = if whole {
-            (scan.points, scan.ends_cleanly)
-        } else {
-            (Scan::points(share), ends_cleanly(share))
-        };
+        let share_scan = if whole { scan } else { Scan::untimed(share) };
         NodeWrite {
             target: Arc::clone(&target),
             body: share.clone(),
             span: scan.span,
-            points,
-            ends_cleanly,
+            points: share_scan.points,
+            ends_cleanly: share_scan.ends_cleanly,
         }
     };
     let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;

@@ -1009,6 +1009,7 @@ mod tests {
     use super::*;
 
     fn record(query: &str, body: &'static [u8]) -> Record {
+        let scan = crate::node::Scan::untimed(body);
         Record {
             enqueued_at_ms: 0,
             attempts: 0,
@@ -1018,9 +1019,9 @@ mod tests {
                     authorization: None,
                 }),
                 body: Bytes::from_static(body),
-                span: TimeSpan::Unknown,
-                points: crate::node::Scan::points(body),
-                ends_cleanly: crate::line_protocol::ends_cleanly(body),
+                span: scan.span,
+                points: scan.points,
+                ends_cleanly: scan.ends_cleanly,
             }),
         }
     }

@@ -16,7 +16,7 @@ use actix_web::http::{
 };
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::node::{ForwardedQuery, NodeWrite, Op, Scan, TimeSpan, WriteTarget};
+use crate::node::{ForwardedQuery, NodeWrite, Op, Scan, WriteTarget};
 
 const VERSION: u8 = 1;
 const KIND_WRITE: u8 = 1;
@@ -102,15 +102,16 @@ impl Record {
                     )
                 };
                 let body = Bytes::copy_from_slice(reader.field()?);
+                // The replayer keeps the queue's order whatever the span: it is not read.
+                let scan = Scan::untimed(&body);
                 Op::Write(NodeWrite {
                     target: Arc::new(WriteTarget {
                         query,
                         authorization,
                     }),
-                    // The replayer keeps the queue's order whatever the span.
-                    span: TimeSpan::Unknown,
-                    points: Scan::points(&body),
-                    ends_cleanly: crate::line_protocol::ends_cleanly(&body),
+                    span: scan.span,
+                    points: scan.points,
+                    ends_cleanly: scan.ends_cleanly,
                     body,
                 })
             }
@@ -237,15 +238,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn write(query: &str, auth: Option<&str>, body: &[u8]) -> Op {
+        let scan = Scan::untimed(body);
         Op::Write(NodeWrite {
             target: Arc::new(WriteTarget {
                 query: query.to_owned(),
                 authorization: auth.map(|a| HeaderValue::from_str(a).unwrap()),
             }),
             body: Bytes::copy_from_slice(body),
-            span: TimeSpan::Unknown,
-            points: Scan::points(body),
-            ends_cleanly: crate::line_protocol::ends_cleanly(body),
+            span: scan.span,
+            points: scan.points,
+            ends_cleanly: scan.ends_cleanly,
         })
     }
 
