@@ -99,13 +99,15 @@ export INFLUXDB_IMAGE="$NODE" GATEWAY_PORT="$port"
 step "docker-compose up --build (gateway image from the Dockerfile)"
 compose up -d --build >/dev/null 2>"$work/up.log" || { cat "$work/up.log"; fail "compose up"; }
 gw="http://127.0.0.1:$port"
+# health EXPR: prints EXPR evaluated over the gateway's /health nodes (`nodes`, a list of dicts).
+health() { curl -s "$gw/health" | python3 -c "import json,sys; nodes=json.load(sys.stdin)['nodes']; print($1)"; }
 for _ in $(seq 1 120); do
   curl -fs -o /dev/null "$gw/ping" && break
   sleep 0.5
 done
 curl -fs -o /dev/null "$gw/ping" || fail "the gateway did not answer /ping on $gw"
 for _ in $(seq 1 60); do
-  up=$(curl -s "$gw/health" | python3 -c 'import json,sys; print(sum(n["state"]=="up" for n in json.load(sys.stdin)["nodes"]))')
+  up=$(health 'sum(n["state"] == "up" for n in nodes)')
   [ "$up" = 3 ] && break
   sleep 0.5
 done
@@ -129,19 +131,19 @@ step "101 points written with every node up"
 # 3. One InfluxDB container down while writes go on.
 compose stop influx2 >/dev/null 2>&1
 for _ in $(seq 1 40); do
-  state=$(curl -s "$gw/health" | python3 -c 'import json,sys; print([n["state"] for n in json.load(sys.stdin)["nodes"] if n["name"]=="influx2"][0])')
+  state=$(health '[n["state"] for n in nodes if n["name"] == "influx2"][0]')
   [ "$state" = down ] && break
   sleep 0.5
 done
 step "influx2 stopped (gateway sees it $state)"
 for b in 0 1 2 3 4 5 6 7 8 9; do write_batch during $(( 101 + b * 20 )) 20; total=$(( total + 20 )); done
-queued=$(curl -s "$gw/health" | python3 -c 'import json,sys; print([n["queue"]["entries"] for n in json.load(sys.stdin)["nodes"] if n["name"]=="influx2"][0])')
+queued=$(health '[n["queue"]["entries"] for n in nodes if n["name"] == "influx2"][0]')
 [ "$queued" -gt 0 ] || fail "nothing was queued for the stopped node"
 step "200 points written with influx2 down, $queued entries queued for it"
 
 compose start influx2 >/dev/null 2>&1
 for _ in $(seq 1 120); do
-  left=$(curl -s "$gw/health" | python3 -c 'import json,sys; print(sum(n["queue"]["entries"] for n in json.load(sys.stdin)["nodes"]))')
+  left=$(health 'sum(n["queue"]["entries"] for n in nodes)')
   [ "$left" = 0 ] && break
   sleep 0.5
 done
