@@ -44,10 +44,18 @@ POINTS_PER_BATCH = 5_000
 BODIES = 40
 CONNECTIONS = 8
 
+# Each wrk thread has a Lua state of its own: without an offset both would send body 1, body 2, ...
+# in lockstep, two clients writing the very same points at the same instant, which no real fleet
+# does (and which the gateway must send one after the other to keep the order of overwrites).
 WRITE_LUA = r"""
 local bodies = {}
 local n = 0
 local path = nil
+local threads = 0
+setup = function(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
 init = function(args)
   path = args[1]
   local dir, count = args[2], tonumber(args[3])
@@ -56,6 +64,7 @@ init = function(args)
     bodies[k] = f:read("*a")
     f:close()
   end
+  n = ((id or 0) * math.floor(count / 2)) % count
   if args[4] == "gzip" then wrk.headers["Content-Encoding"] = "gzip" end
   wrk.headers["Content-Type"] = "text/plain"
 end

@@ -314,7 +314,7 @@ impl Default for WriteConfig {
         WriteConfig {
             consistency: Consistency::One,
             mailbox_capacity: 1024,
-            max_in_flight: 4,
+            max_in_flight: 8,
             timeout: Duration::from_secs(10),
             max_body_size: 25_000_000,
             batch: BatchConfig::default(),

@@ -299,10 +299,11 @@ fn an_orphaned_queue_is_reported_and_kept() {
 fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
     // influx2 starts as a fake node that accepts connections and never answers (a black hole, which
     // a real influxd cannot be on demand). Writes for it pile up in its actor, on the wire (four:
-    // `write.max_in_flight`) and waiting behind; at SIGTERM they must all be moved to its queue and
-    // answered, then replayed later into a real influx2.
+    // `write.max_in_flight` here) and waiting behind; at SIGTERM they must all be moved to its
+    // queue and answered, then replayed later into a real influx2.
     let influx1 = Influxd::start("influx1");
-    let extra = "health:\n  interval: 1h\n  timeout: 1h\nwrite:\n  timeout: 20s\n";
+    let extra =
+        "health:\n  interval: 1h\n  timeout: 1h\nwrite:\n  timeout: 20s\n  max_in_flight: 4\n";
     let mut gateway = common::Gateway::start_urls(
         &[
             ("influx1", influx1.url()),

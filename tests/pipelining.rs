@@ -1,5 +1,5 @@
 //! Writes that cannot overwrite each other go to a node together (`write.max_in_flight`, default
-//! 4); writes that could, go one after the other in the order the gateway accepted them.
+//! 8); writes that could, go one after the other in the order the gateway accepted them.
 //!
 //! The node here is a fake that answers each write only after a delay — a slow answer on demand is
 //! the fault a real influxd cannot give — and counts how many writes it holds at once. That the

@@ -247,14 +247,14 @@ impl NodeQueue {
         self.inner.commit.durable(ticket)
     }
 
-    /// Up to `max_entries` entries from the head, stopping before `max_bytes` is exceeded (the
-    /// first entry is always returned whatever its size).
+    /// Up to `max_entries` entries from the head, stopping before `max_bytes` of decompressed
+    /// operations is exceeded (the first entry is always returned whatever its size).
     pub fn head(&self, max_entries: usize, max_bytes: u64) -> Result<Vec<Entry>, QueueError> {
         let mut entries = Vec::new();
         let mut total = 0;
         for record in chunks::records(self.inner.pending.iter()) {
             let (seq, raw) = record?;
-            total += raw.len() as u64;
+            total += Record::replay_len(&raw) as u64;
             if !entries.is_empty() && (total > max_bytes || entries.len() >= max_entries) {
                 break;
             }
