@@ -143,7 +143,7 @@ def main():
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--limit", type=float, default=600, help="seconds the replay may take")
-    parser.add_argument("--outages", type=int, default=3,
+    parser.add_argument("--outages", type=int, default=6,
                         help="outages in a row, to see whether the queue reuses its disk space")
     args = parser.parse_args()
     if not os.path.exists(GATEWAY):
