@@ -134,6 +134,22 @@ pub struct ShardBatch<'r> {
     pub shard: &'r Shard,
     /// Its line protocol: the request's body itself when every line goes to this shard.
     pub body: Bytes,
+    /// What the routing learnt of it, so that nobody reads it again.
+    pub share: Share,
+}
+
+/// How much of the request a [`ShardBatch`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// The whole body: the request's own scan describes it.
+    Whole,
+    /// Some of its lines, each whole, counted while they were routed.
+    Part {
+        /// Lines that write a point.
+        points: u64,
+        /// Whether another body may be appended to it ([`line_protocol::ends_cleanly`]).
+        ends_cleanly: bool,
+    },
 }
 
 /// A line no shard can take, with InfluxDB's reason.
@@ -325,6 +341,7 @@ impl Router {
                 batches: vec![ShardBatch {
                     shard: &self.shards[0],
                     body: body.clone(),
+                    share: Share::Whole,
                 }],
                 unroutable: Vec::new(),
             };
@@ -358,14 +375,14 @@ impl Router {
 /// The placements of the last few measurements of a write, by their name as written: a batch
 /// usually cycles through a handful of measurements, and matching the routes (maybe a regex) or
 /// hashing the name again for every line would cost more than the rest of the routing. A fixed
-/// array, replaced round-robin: nothing is allocated per write or per line.
+/// table indexed by a hash of the name, so that a line compares its name once: nothing is
+/// allocated per write or per line, and two names that share a slot only cost a lookup again.
 #[derive(Default)]
 struct RecentPlacements<'b, 'r> {
     entries: [Option<(&'b [u8], Placement<'r>)>; RECENT_PLACEMENTS],
-    next: usize,
 }
 
-/// Measurements remembered by [`RecentPlacements`].
+/// Slots of [`RecentPlacements`], a power of two.
 const RECENT_PLACEMENTS: usize = 16;
 
 impl<'b, 'r> RecentPlacements<'b, 'r> {
@@ -374,14 +391,18 @@ impl<'b, 'r> RecentPlacements<'b, 'r> {
         name: &'b [u8],
         placement: impl FnOnce() -> Placement<'r>,
     ) -> Placement<'r> {
-        for (known, placement) in self.entries.iter().flatten() {
+        // FxHash's step: a multiply per byte, and names are short.
+        let hash = name.iter().fold(name.len() as u64, |h, &b| {
+            (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+        });
+        let slot = &mut self.entries[(hash >> 60) as usize % RECENT_PLACEMENTS];
+        if let Some((known, placement)) = slot {
             if *known == name {
                 return *placement;
             }
         }
         let placement = placement();
-        self.entries[self.next] = Some((name, placement));
-        self.next = (self.next + 1) % RECENT_PLACEMENTS;
+        *slot = Some((name, placement));
         placement
     }
 }
@@ -393,6 +414,10 @@ struct Split {
     sole: Option<ShardId>,
     /// Set once lines go to several shards or one is left out: a buffer per shard.
     buffers: Option<Vec<BytesMut>>,
+    /// Points per shard.
+    points: Vec<u64>,
+    /// The last line that went to a shard: only the body's final line can be left open.
+    last: Option<(ShardId, Range<usize>)>,
     unroutable: Vec<Unroutable>,
 }
 
@@ -402,11 +427,15 @@ impl Split {
             shard_count,
             sole: None,
             buffers: None,
+            points: vec![0; shard_count],
+            last: None,
             unroutable: Vec::new(),
         }
     }
 
     fn push(&mut self, body: &Bytes, span: Range<usize>, shard: ShardId) {
+        self.points[shard] += 1;
+        self.last = Some((shard, span.clone()));
         if self.buffers.is_none() {
             match self.sole {
                 None if self.unroutable.is_empty() => {
@@ -429,9 +458,13 @@ impl Split {
         }
     }
 
-    /// Switches to one buffer per shard; everything before `upto` went to the sole shard.
+    /// Switches to one buffer per shard; everything before `upto` went to the sole shard. Each
+    /// starts with room for its even share of the rest, so that most never grow.
     fn start_copying(&mut self, body: &Bytes, upto: usize) {
-        let mut buffers = vec![BytesMut::new(); self.shard_count];
+        let room = (body.len() - upto) / self.shard_count + 1024;
+        let mut buffers: Vec<BytesMut> = (0..self.shard_count)
+            .map(|_| BytesMut::with_capacity(room))
+            .collect();
         if let Some(sole) = self.sole {
             buffers[sole].extend_from_slice(&body[..upto]);
         }
@@ -439,19 +472,33 @@ impl Split {
     }
 
     fn finish<'r>(self, body: &Bytes, shards: &'r [Shard]) -> Routed<'r> {
+        // Every line but the body's last ended at a newline of its own, which went with it; the
+        // last may have been left open (an escape, a quote), and so is the share that holds it.
+        let open_end = match &self.last {
+            Some((shard, span)) if span.end == body.len() => {
+                (!line_protocol::ends_cleanly(&body[span.clone()])).then_some(*shard)
+            }
+            _ => None,
+        };
         let batches = match (self.buffers, self.sole) {
             (Some(buffers), _) => buffers
                 .into_iter()
                 .zip(shards)
-                .filter(|(b, _)| !b.is_empty())
-                .map(|(b, shard)| ShardBatch {
+                .enumerate()
+                .filter(|(_, (b, _))| !b.is_empty())
+                .map(|(id, (b, shard))| ShardBatch {
                     shard,
                     body: b.freeze(),
+                    share: Share::Part {
+                        points: self.points[id],
+                        ends_cleanly: open_end != Some(id),
+                    },
                 })
                 .collect(),
             (None, Some(sole)) => vec![ShardBatch {
                 shard: &shards[sole],
                 body: body.clone(),
+                share: Share::Whole,
             }],
             (None, None) => Vec::new(),
         };
@@ -825,6 +872,57 @@ routes:
         assert_eq!(routed.batches[0].body.len(), body.len());
     }
 
+    /// What the router says of each share is what a scan of it would say.
+    fn shares_agree_with_a_scan(routed: &Routed<'_>, body: &Bytes) {
+        for batch in &routed.batches {
+            let scan = crate::node::Scan::untimed(&batch.body);
+            match batch.share {
+                Share::Whole => assert_eq!(batch.body, body),
+                Share::Part {
+                    points,
+                    ends_cleanly,
+                } => assert_eq!(
+                    (points, ends_cleanly),
+                    (scan.points, scan.ends_cleanly),
+                    "{:?} of {body:?}",
+                    batch.body
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_share_with_an_open_last_line_is_open() {
+        let r = router(ISSUE_EXAMPLE);
+        for (body, open) in [
+            ("cpu v=1 1\nmem v=2 2\\", 1),
+            ("cpu v=1 1\nmem s=\"open 2", 1),
+            ("mem v=1 1\ncpu s=\"open\n 2\n", 1),
+            ("cpu v=1 1\nmem v=2 2\n# a comment\\", 0),
+            ("cpu v=1 1\nmem v=2 2\n ,x v=1\\", 0),
+            ("cpu v=1 1\nmem v=2 2\ncpu v=3 3", 0),
+        ] {
+            let body = Bytes::from(body);
+            let routed = r.route("db", &body);
+            assert_eq!(routed.batches.len(), 2, "{body:?}");
+            shares_agree_with_a_scan(&routed, &body);
+            let open_shares = routed
+                .batches
+                .iter()
+                .filter(|b| {
+                    matches!(
+                        b.share,
+                        Share::Part {
+                            ends_cleanly: false,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(open_shares, open, "{body:?}");
+        }
+    }
+
     #[test]
     fn a_line_without_a_measurement_is_left_out_and_reported() {
         let r = router(ISSUE_EXAMPLE);
@@ -1017,6 +1115,7 @@ routes:
                         .collect();
                 }
                 prop_assert_eq!(got, expected);
+                shares_agree_with_a_scan(&routed, &sent);
                 let bad = lines.iter().filter(|l| matches!(l, Gen::NoMeasurement(_))).count();
                 prop_assert_eq!(routed.unroutable.len(), bad);
                 if routed.batches.len() == 1 && bad == 0 {

@@ -15,7 +15,7 @@ use futures_util::{
 use crate::{
     consistency::Consistency,
     node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, Scan, WriteTarget},
-    router::{NodeId, Routed, Router},
+    router::{NodeId, Routed, Router, ShardBatch, Share},
 };
 
 /// How a replicated write ended, as the client will hear it.
@@ -215,17 +215,22 @@ pub async fn replicate(
 ) -> WriteOutcome {
     let target = Arc::new(target);
     let routed = router.route(db, body);
-    // Each shard's share of the body lies within the whole body's span; its points are counted
-    // once here, for all its replicas, unless it is the whole body.
-    let write = |share: &Bytes| {
-        let whole = share.as_ptr() == body.as_ptr() && share.len() == body.len();
-        let share_scan = if whole { scan } else { Scan::untimed(share) };
+    // Each shard's share of the body lies within the whole body's span; the router counted its
+    // points, once for all its replicas.
+    let write = |batch: &ShardBatch<'_>| {
+        let (points, ends_cleanly) = match batch.share {
+            Share::Whole => (scan.points, scan.ends_cleanly),
+            Share::Part {
+                points,
+                ends_cleanly,
+            } => (points, ends_cleanly),
+        };
         NodeWrite {
             target: Arc::clone(&target),
-            body: share.clone(),
+            body: batch.body.clone(),
             span: scan.span,
-            points: share_scan.points,
-            ends_cleanly: share_scan.ends_cleanly,
+            points,
+            ends_cleanly,
         }
     };
     let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;
@@ -248,7 +253,7 @@ async fn deliver(
     nodes: &[NodeHandle],
     routed: &Routed<'_>,
     order: &Mutex<()>,
-    write: impl Fn(&Bytes) -> NodeWrite,
+    write: impl Fn(&ShardBatch<'_>) -> NodeWrite,
     consistency: Consistency,
     deadline: Duration,
 ) -> WriteOutcome {
@@ -264,7 +269,7 @@ async fn deliver(
     {
         let _order = order.lock().unwrap_or_else(|p| p.into_inner());
         for (shard, batch) in routed.batches.iter().enumerate() {
-            let share = write(&batch.body);
+            let share = write(batch);
             for &node in &batch.shard.replicas {
                 let delivery = nodes[node].deliver(Op::Write(share.clone()));
                 answers.push(async move { (shard, node, delivery.await) });
@@ -287,7 +292,7 @@ async fn deliver(
         Ok(Some(WriteOutcome::Acknowledged { refused })) if !refused.is_empty() => {
             // The refused copies are kept, on disk, before the client hears the write is safe.
             let kept = join_all(refused.iter().map(|&(shard, node, ref reason)| {
-                let write = write(&routed.batches[shard].body);
+                let write = write(&routed.batches[shard]);
                 nodes[node].keep_refused(Op::Write(write), reason.clone())
             }));
             match tokio::time::timeout(deadline, kept).await {

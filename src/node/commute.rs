@@ -164,30 +164,60 @@ fn nanoseconds_per_unit(precision: Option<&str>) -> i64 {
 }
 
 /// The line's last word as a timestamp: an optional `-` and at most 19 decimal digits after the
-/// last space, nothing else. Read backwards from the end, in one pass: timestamps are short.
+/// last space, nothing else. Found with `memrchr` and read eight digits at a time: this runs for
+/// every point of every write, and a digit at a time was most of the scan's cost.
 fn last_word_timestamp(line: &[u8]) -> Option<i64> {
-    let (mut value, mut scale, mut i) = (0u64, 1u64, line.len());
-    while i > 0 && line[i - 1].is_ascii_digit() {
-        if line.len() - i == 19 {
-            return None; // more digits than an i64 has
-        }
-        value += u64::from(line[i - 1] - b'0') * scale;
-        scale = scale.wrapping_mul(10);
-        i -= 1;
-    }
-    if i == line.len() {
-        return None;
-    }
-    let negative = i > 0 && line[i - 1] == b'-';
-    if negative {
-        i -= 1;
-    }
+    let space = memchr::memrchr(b' ', line)?;
     // An escaped space does not end the field set: `s="x"\ 12` has no timestamp.
-    if i == 0 || line[i - 1] != b' ' || (i >= 2 && line[i - 2] == b'\\') {
+    if space > 0 && line[space - 1] == b'\\' {
         return None;
     }
-    let value = i64::try_from(value).ok()?;
+    let word = &line[space + 1..];
+    let (negative, digits) = match word.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, word),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let value = i64::try_from(decimal(digits)?).ok()?;
     Some(if negative { -value } else { value })
+}
+
+/// At most 19 ASCII digits as a number; `None` if anything else is among them.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    let (head, octets) = digits.split_at(digits.len() % 8);
+    let mut value = 0u64;
+    for &digit in head {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u64::from(digit - b'0');
+    }
+    for octet in octets.chunks_exact(8) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(octet);
+        value = value * 100_000_000 + eight_digits(u64::from_le_bytes(bytes))?;
+    }
+    Some(value)
+}
+
+/// Eight ASCII digits, the first in the lowest byte, as a number (SWAR: pairs, then fours, then
+/// the eight, each step one multiply).
+fn eight_digits(chunk: u64) -> Option<u64> {
+    const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    // Every byte is 0x30..=0x39: its high nibble is 3, and adding 6 does not carry into it.
+    if chunk & HIGH_NIBBLES != ZEROS
+        || chunk.wrapping_add(0x0606_0606_0606_0606) & HIGH_NIBBLES != ZEROS
+    {
+        return None;
+    }
+    let mut value = chunk & 0x0F0F_0F0F_0F0F_0F0F;
+    value = (value.wrapping_mul(10 << 8 | 1) >> 8) & 0x00FF_00FF_00FF_00FF;
+    value = (value.wrapping_mul(100 << 16 | 1) >> 16) & 0x0000_FFFF_0000_FFFF;
+    value = value.wrapping_mul(10_000 << 32 | 1) >> 32;
+    Some(value)
 }
 
 #[cfg(test)]
@@ -254,6 +284,76 @@ mod tests {
         // A newline inside a string field does not end the line; the scan agrees with the router.
         assert_eq!(points("cpu s=\"a\nb\" 1\nmem v=1 2\n"), 2);
         assert_eq!(points(""), 0);
+    }
+
+    /// The timestamp read a byte at a time from the end, as the scan did before.
+    fn reference(line: &[u8]) -> Option<i64> {
+        let (mut value, mut scale, mut i) = (0u64, 1u64, line.len());
+        while i > 0 && line[i - 1].is_ascii_digit() {
+            if line.len() - i == 19 {
+                return None;
+            }
+            value += u64::from(line[i - 1] - b'0') * scale;
+            scale = scale.wrapping_mul(10);
+            i -= 1;
+        }
+        if i == line.len() {
+            return None;
+        }
+        let negative = i > 0 && line[i - 1] == b'-';
+        if negative {
+            i -= 1;
+        }
+        if i == 0 || line[i - 1] != b' ' || (i >= 2 && line[i - 2] == b'\\') {
+            return None;
+        }
+        let value = i64::try_from(value).ok()?;
+        Some(if negative { -value } else { value })
+    }
+
+    #[test]
+    fn timestamps_of_every_length_are_read() {
+        let mut digits = String::new();
+        for n in 1..=19 {
+            digits.push(char::from(b'0' + (n % 10) as u8));
+            let line = format!("cpu v=1 {digits}");
+            assert_eq!(
+                last_word_timestamp(line.as_bytes()),
+                digits.parse().ok(),
+                "{line}"
+            );
+            let line = format!("cpu v=1 -{digits}");
+            assert_eq!(
+                last_word_timestamp(line.as_bytes()),
+                Some(-digits.parse::<i64>().unwrap())
+            );
+        }
+        assert_eq!(
+            last_word_timestamp(b"cpu v=1 9223372036854775807"),
+            Some(i64::MAX)
+        );
+        assert_eq!(last_word_timestamp(b"cpu v=1 9223372036854775808"), None);
+        assert_eq!(last_word_timestamp(b"cpu v=1 12345678:0123456"), None);
+        assert_eq!(last_word_timestamp(b"cpu v=1 1234567/"), None);
+        assert_eq!(last_word_timestamp(b"cpu v=1 "), None);
+        assert_eq!(last_word_timestamp(b"cpu v=1 -"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_timestamp_is_read_as_a_byte_at_a_time(
+            head in "[a-z\\\\ =\"]{0,6}",
+            word in "[-0-9:/ a\\\\]{0,24}",
+            number in "-?[0-9]{0,21}",
+        ) {
+            for line in [format!("{head}{word}"), format!("{head} {number}")] {
+                proptest::prop_assert_eq!(
+                    last_word_timestamp(line.as_bytes()),
+                    reference(line.as_bytes()),
+                    "{:?}", line
+                );
+            }
+        }
     }
 
     #[test]
