@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod influxql;
 pub mod line_protocol;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod query;
