@@ -14,9 +14,9 @@
 //! So: two arenas; blocks below 32 MiB (every body the limits allow) come from the arenas, and up
 //! to 8 MiB at an arena's top stays there for the next body; and a thread calls `malloc_trim`
 //! every [`TRIM_INTERVAL`], returning whatever is free, fragmented or not. Measured with
-//! `bench/run.py`'s workloads (2026-12-01): 0.64 → 0.52 ms of CPU per 5,000-point request
-//! replicated to three null sinks, and a peak RSS of 82–89 MiB instead of 105–129 MiB over 60 s
-//! with one of three nodes down.
+//! `bench/run.py`'s workloads (2026-12-01): 0.64 → 0.51–0.54 ms of CPU per 5,000-point request
+//! replicated to three null sinks, and a peak RSS of 87.7–92.6 MiB instead of 105–129 MiB over
+//! 60 s with one of three nodes down. The thresholds alone, without the trim, had cost 40 MiB.
 //!
 //! Each setting yields to its environment variable (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
 //! `MALLOC_TRIM_THRESHOLD_`), and `GLIBC_TUNABLES` disables them all, so an operator can still
