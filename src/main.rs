@@ -10,13 +10,14 @@ use influx_gateway::{
 };
 
 fn main() -> ExitCode {
-    influx_gateway::memory::tune();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword) => return hash_password(),
         Some(Command::CheckConfig { path }) => return check_config(&path),
         None => {}
     }
+    // Before the runtime starts any thread; the subcommands above need none of it.
+    influx_gateway::memory::tune();
     // Everything is let through to `log`'s own level, which `log_level` sets and a reload changes;
     // RUST_LOG, when set, filters further (per module too).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace")).init();

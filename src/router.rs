@@ -380,15 +380,23 @@ impl Router {
 /// The placements of the last few measurements of a write, by their name as written: a batch
 /// usually cycles through a handful of measurements, and matching the routes (maybe a regex) or
 /// hashing the name again for every line would cost more than the rest of the routing. A fixed
-/// table indexed by a hash of the name, so that a line compares its name once: nothing is
-/// allocated per write or per line, and two names that share a slot only cost a lookup again.
-#[derive(Default)]
+/// table in which each name may sit in one of two slots chosen by its hash, so that a line
+/// compares its name at most twice and a handful of names rarely evict each other: nothing is
+/// allocated per write or per line.
 struct RecentPlacements<'b, 'r> {
     entries: [Option<(&'b [u8], Placement<'r>)>; RECENT_PLACEMENTS],
 }
 
-/// Slots of [`RecentPlacements`], a power of two.
-const RECENT_PLACEMENTS: usize = 16;
+/// Slots of [`RecentPlacements`]: 64 = 2^6, so a hash gives two slots of six bits each.
+const RECENT_PLACEMENTS: usize = 64;
+
+impl Default for RecentPlacements<'_, '_> {
+    fn default() -> Self {
+        RecentPlacements {
+            entries: [None; RECENT_PLACEMENTS],
+        }
+    }
+}
 
 impl<'b, 'r> RecentPlacements<'b, 'r> {
     fn get_or_insert(
@@ -400,14 +408,23 @@ impl<'b, 'r> RecentPlacements<'b, 'r> {
         let hash = name.iter().fold(name.len() as u64, |h, &b| {
             (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
         });
-        let slot = &mut self.entries[(hash >> 60) as usize % RECENT_PLACEMENTS];
-        if let Some((known, placement)) = slot {
-            if *known == name {
-                return *placement;
+        let slots = [
+            (hash >> 58) as usize,
+            (hash >> 52) as usize % RECENT_PLACEMENTS,
+        ];
+        for slot in slots {
+            if let Some((known, placement)) = self.entries[slot] {
+                if known == name {
+                    return placement;
+                }
             }
         }
         let placement = placement();
-        *slot = Some((name, placement));
+        let slot = slots
+            .into_iter()
+            .find(|&slot| self.entries[slot].is_none())
+            .unwrap_or(slots[0]);
+        self.entries[slot] = Some((name, placement));
         placement
     }
 }
@@ -493,7 +510,7 @@ impl Split {
                 .filter(|(_, (b, _))| !b.is_empty())
                 .map(|(id, (b, shard))| ShardBatch {
                     shard,
-                    body: b.freeze(),
+                    body: fitted(b),
                     share: Share::Part {
                         points: self.points[id],
                         ends_cleanly: open_end != Some(id),
@@ -511,6 +528,16 @@ impl Split {
             batches,
             unroutable: self.unroutable,
         }
+    }
+}
+
+/// A share's bytes without most of the room reserved for it: a small share of a large body would
+/// otherwise hold its whole even share of memory while it waits in flight.
+fn fitted(share: BytesMut) -> Bytes {
+    if share.capacity() > 2 * share.len() + 4096 {
+        Bytes::copy_from_slice(&share)
+    } else {
+        share.freeze()
     }
 }
 

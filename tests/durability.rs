@@ -298,12 +298,11 @@ fn an_orphaned_queue_is_reported_and_kept() {
 #[test]
 fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
     // influx2 starts as a fake node that accepts connections and never answers (a black hole, which
-    // a real influxd cannot be on demand). Writes for it pile up in its actor, on the wire (four:
-    // `write.max_in_flight` here) and waiting behind; at SIGTERM they must all be moved to its
-    // queue and answered, then replayed later into a real influx2.
+    // a real influxd cannot be on demand). Writes for it pile up in its actor, on the wire (eight:
+    // the default `write.max_in_flight`) and waiting behind; at SIGTERM they must all be moved to
+    // its queue and answered, then replayed later into a real influx2.
     let influx1 = Influxd::start("influx1");
-    let extra =
-        "health:\n  interval: 1h\n  timeout: 1h\nwrite:\n  timeout: 20s\n  max_in_flight: 4\n";
+    let extra = "health:\n  interval: 1h\n  timeout: 1h\nwrite:\n  timeout: 20s\n";
     let mut gateway = common::Gateway::start_urls(
         &[
             ("influx1", influx1.url()),
@@ -319,7 +318,7 @@ fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
 
     let answers: Vec<(u16, Duration)> = std::thread::scope(|scope| {
         let gateway = &gateway;
-        let writers: Vec<_> = (0..5)
+        let writers: Vec<_> = (0..9)
             .map(|i| {
                 scope.spawn(move || {
                     let reply = gateway.write("db=db&consistency=any", &batch("cpu", i * 10, 10));
@@ -327,10 +326,10 @@ fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
                 })
             })
             .collect();
-        // All five are stuck: on the wire, unanswered, or waiting behind.
+        // All nine are stuck: on the wire, unanswered, or waiting behind.
         std::thread::sleep(Duration::from_millis(700));
         let health = gateway.node_health("influx2");
-        assert_eq!(health["in_flight"], 4, "{health}");
+        assert_eq!(health["in_flight"], 8, "{health}");
         assert_eq!(health["waiting"], 1, "{health}");
         let signalled = std::time::Instant::now();
         gateway.send_term();
@@ -349,7 +348,7 @@ fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
         .iter()
         .filter(|&&(_, after)| after < Duration::from_secs(10))
         .count();
-    assert_eq!(prompt, 5, "answers after SIGTERM: {answers:?}");
+    assert_eq!(prompt, 9, "answers after SIGTERM: {answers:?}");
     assert_eq!(gateway.wait_exit(Duration::from_secs(60)), Some(0));
 
     // Bring up a real influx2 and point the gateway's influx2 at it: the queue is replayed there.
@@ -375,9 +374,9 @@ fn sigterm_answers_writes_held_for_a_stuck_node_from_its_queue() {
     gateway.restart();
     assert!(
         eventually(Duration::from_secs(30), || count(&influx2, "db", "cpu")
-            == 50),
+            == 90),
         "influx2 holds {} points",
         count(&influx2, "db", "cpu")
     );
-    assert_eq!(count(&influx1, "db", "cpu"), 50);
+    assert_eq!(count(&influx1, "db", "cpu"), 90);
 }

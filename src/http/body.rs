@@ -13,6 +13,12 @@ use futures_util::StreamExt;
 use super::ApiError;
 use crate::gateway::Gateway;
 
+/// Compressed bytes inflated in one step. Deflate expands up to about 1000 to 1, so a step makes at
+/// most a few MB, and the worker serves its other connections between steps.
+const INFLATE_STEP: usize = 4 * 1024;
+/// Inflated bytes after which the worker lets its other connections run.
+const INFLATE_YIELD: usize = 1024 * 1024;
+
 /// Reads the whole body, refusing more than `write.max_body_size` bytes (before and after gzip
 /// decoding) and a body that takes longer than `limits.body_timeout` to arrive.
 pub async fn read(
@@ -63,7 +69,15 @@ async fn receive(
             return Err(ApiError::too_large());
         }
         match &mut inflater {
-            Some(inflater) => inflater.push(&chunk)?,
+            Some(inflater) => {
+                for step in chunk.chunks(INFLATE_STEP) {
+                    let before = inflater.inflated();
+                    inflater.push(step)?;
+                    if inflater.inflated() / INFLATE_YIELD != before / INFLATE_YIELD {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
             None => body.extend_from_slice(&chunk),
         }
     }
@@ -98,6 +112,11 @@ impl Inflater {
             limit,
             exceeded: false,
         }))
+    }
+
+    /// Bytes inflated so far.
+    fn inflated(&self) -> usize {
+        self.0.get_ref().out.len()
     }
 
     fn push(&mut self, piece: &[u8]) -> Result<(), ApiError> {

@@ -109,8 +109,9 @@ impl Record {
         (kind, fields)
     }
 
-    /// The size of the operation `raw` holds once decompressed, for sizing replay requests; 0 if
-    /// `raw` is no record.
+    /// About the size of the operation `raw` holds once decompressed, for sizing replay requests:
+    /// the fields' length a compressed record claims (before its checksum is verified), or the
+    /// stored length of an uncompressed one.
     pub fn replay_len(raw: &[u8]) -> usize {
         match raw.first() {
             Some(&COMPRESSED) => raw.get(HEADER_LEN..HEADER_LEN + 4).map_or(0, |len| {
@@ -221,7 +222,13 @@ fn decompress(reader: &mut Reader<'_>) -> Result<Bytes, CorruptRecord> {
     if len > block.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
         return Err(CorruptRecord("impossible decompressed length"));
     }
-    let mut fields = vec![0; len];
+    // The checksum was right, so the length is what was written; still, a failed allocation must
+    // be an error, not an abort of the gateway.
+    let mut fields = Vec::new();
+    fields
+        .try_reserve_exact(len)
+        .map_err(|_| CorruptRecord("decompressed length cannot be allocated"))?;
+    fields.resize(len, 0);
     match lz4_flex::block::decompress_into(block, &mut fields) {
         Ok(written) if written == len => Ok(Bytes::from(fields)),
         _ => Err(CorruptRecord("compressed fields")),
