@@ -63,7 +63,9 @@ pub fn tune() {
             }
         });
     if let Err(e) = trimmer {
-        eprintln!("influx-gateway: cannot start the malloc-trim thread ({e}): free memory stays with the process");
+        eprintln!(
+            "influx-gateway: no malloc-trim thread ({e}): free memory stays with the process"
+        );
     }
 }
 
