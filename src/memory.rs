@@ -6,8 +6,8 @@
 //! per-shard splits. glibc's defaults serve them badly both ways:
 //! - every thread gets an arena of its own, and each arena kept its peak;
 //! - with its dynamic thresholds, glibc gave freed top-of-heap memory back to the kernel within
-//!   moments and faulted it in again for the next body: a fifth of the CPU of a request replicated
-//!   to three nodes went to page faults;
+//!   moments and faulted it in again for the next body: page faults were a tenth of a replicating
+//!   gateway's samples in `perf`;
 //! - memory freed in the middle of an arena was never given back at all: with a node down, sled's
 //!   buffers and the bodies fragmented the arenas to 105–129 MiB of RSS over a minute.
 //!
