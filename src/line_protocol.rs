@@ -27,20 +27,60 @@ use std::{borrow::Cow, ops::Range};
 /// Iterates over the lines of a write body the way InfluxDB splits them.
 pub fn lines(body: &[u8]) -> Lines<'_> {
     Lines {
-        body,
-        pos: 0,
-        // One SIMD pass over the body instead of one per line: most bodies have neither.
-        plain: memchr::memchr2(b'"', b'\\', body).is_none(),
+        ends: line_ends(body),
     }
 }
 
 /// The lines of a body; see [`lines`].
 #[derive(Debug, Clone)]
 pub struct Lines<'a> {
+    ends: LineEnds<'a>,
+}
+
+/// Where the lines of a body lie, as InfluxDB splits them, without reading what they hold.
+pub fn line_ends(body: &[u8]) -> LineEnds<'_> {
+    // One SIMD pass over the body instead of one per line: most bodies have neither, and then
+    // every newline ends a line.
+    let plain = memchr::memchr2(b'"', b'\\', body).is_none();
+    LineEnds {
+        body,
+        pos: 0,
+        newlines: plain.then(|| memchr::memchr_iter(b'\n', body)),
+    }
+}
+
+/// The text of each line of a body, its `\n` left out; see [`line_ends`].
+#[derive(Debug, Clone)]
+pub struct LineEnds<'a> {
     body: &'a [u8],
     pos: usize,
-    /// No quote or backslash anywhere: every newline ends a line.
-    plain: bool,
+    /// With no quote or backslash anywhere, the newlines, each the end of a line.
+    newlines: Option<memchr::Memchr<'a>>,
+}
+
+impl LineEnds<'_> {
+    /// Whether the body holds neither a quote nor a backslash, so that no line can be left open.
+    pub fn plain(&self) -> bool {
+        self.newlines.is_some()
+    }
+}
+
+impl Iterator for LineEnds<'_> {
+    type Item = Range<usize>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Range<usize>> {
+        let start = self.pos;
+        if start >= self.body.len() {
+            return None;
+        }
+        let end = match &mut self.newlines {
+            Some(newlines) => newlines.next().unwrap_or(self.body.len()),
+            None => line_end(self.body, start),
+        };
+        self.pos = end + 1;
+        Some(start..end)
+    }
 }
 
 /// One line of a body.
@@ -102,27 +142,18 @@ impl<'a> Iterator for Lines<'a> {
     type Item = Line<'a>;
 
     fn next(&mut self) -> Option<Line<'a>> {
-        let start = self.pos;
-        if start >= self.body.len() {
-            return None;
-        }
-        let end = if self.plain {
-            memchr::memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |n| start + n)
-        } else {
-            line_end(self.body, start)
-        };
+        let text = self.ends.next()?;
+        let body = self.ends.body;
         // The span takes the `\n`; the text does not.
-        self.pos = (end + 1).min(self.body.len());
-        let text = &self.body[start..end];
         Some(Line {
-            span: start..self.pos,
-            kind: classify(text),
+            span: text.start..(text.end + 1).min(body.len()),
+            kind: classify(&body[text]),
         })
     }
 }
 
 /// Index of the `\n` ending the line that starts at `i`, or the body's length.
-pub(crate) fn line_end(buf: &[u8], i: usize) -> usize {
+fn line_end(buf: &[u8], i: usize) -> usize {
     // Almost every line has neither a quote nor a backslash before its first newline, and then
     // that newline ends it whatever the rules below say: find it with SIMD instead of a byte loop.
     let newline = memchr::memchr(b'\n', &buf[i..]).map_or(buf.len(), |n| i + n);

@@ -140,8 +140,6 @@ struct Pending {
     reply: oneshot::Sender<Delivery>,
     /// When the actor received it, for `write.batch.max_delay`.
     arrived: Instant,
-    /// The write's points (0 for a mutation), for the batching decisions.
-    points: u64,
 }
 
 /// A request on the wire and the work it carries, kept by the actor so that a stop can queue it
@@ -409,7 +407,7 @@ impl Node {
     /// to `cap`.
     fn coalescible_points(&self, cap: u64) -> u64 {
         let mut writes = self.waiting.iter().map_while(|p| match &p.op {
-            Op::Write(write) => Some((write, p.points)),
+            Op::Write(write) => Some((write, write.points)),
             Op::Mutation(_) => None,
         });
         let Some((first, mut points)) = writes.next() else {
@@ -453,14 +451,14 @@ impl Node {
         let target = Arc::clone(&write.target);
         let mut open_end = !write.ends_cleanly;
         let mut span = write.span;
-        let mut points = first.points;
+        let mut points = write.points;
         let mut group = vec![first];
         while let Some(Pending {
             op: Op::Write(next),
-            points: more,
             ..
         }) = self.waiting.front()
         {
+            let more = next.points;
             if open_end
                 || !same_target_as(&target, next)
                 || points + more > max
@@ -471,7 +469,7 @@ impl Node {
             }
             open_end = !next.ends_cleanly;
             span = span.union(next.span);
-            points += *more;
+            points += more;
             match self.waiting.pop_front() {
                 Some(pending) => group.push(pending),
                 None => break,
@@ -805,29 +803,33 @@ fn same_target_as(target: &Arc<WriteTarget>, write: &NodeWrite) -> bool {
             && target.authorization == write.target.authorization)
 }
 
-/// The request for a group taken by `take_group`: the op itself when alone, else the writes'
-/// bodies one after the other, in order.
+/// The request for a group taken by `take_group`: the op itself when alone, else the writes
+/// joined.
 fn coalesce(group: &[Pending]) -> Option<Op> {
     let (first, rest) = group.split_first()?;
-    if rest.is_empty() {
+    if rest.is_empty() || first.op.is_mutation() {
         return Some(first.op.clone());
     }
-    let Op::Write(write) = &first.op else {
-        return Some(first.op.clone());
-    };
-    let writes = group.iter().filter_map(|p| match &p.op {
+    join(group.iter().filter_map(|p| match &p.op {
         Op::Write(w) => Some(w),
         Op::Mutation(_) => None,
-    });
-    Some(Op::Write(NodeWrite {
-        target: Arc::clone(&write.target),
+    }))
+    .map(Op::Write)
+}
+
+/// Writes to one target as one request: their bodies one after the other, in order, and what
+/// is known of them together.
+fn join<'w>(writes: impl Iterator<Item = &'w NodeWrite> + Clone) -> Option<NodeWrite> {
+    let first = writes.clone().next()?;
+    Some(NodeWrite {
+        target: Arc::clone(&first.target),
         body: concat(writes.clone().map(|w| &w.body)),
         span: writes
             .clone()
             .fold(TimeSpan::Nothing, |span, w| span.union(w.span)),
         points: writes.clone().map(|w| w.points).sum(),
         ends_cleanly: writes.last().is_none_or(|w| w.ends_cleanly),
-    }))
+    })
 }
 
 /// Bodies joined in order, each ending its last line.
@@ -845,32 +847,21 @@ fn concat<'b>(bodies: impl Iterator<Item = &'b Bytes> + Clone) -> Bytes {
 
 /// One request for a run of mergeable records, and how many points it carries.
 fn merge(records: Vec<Record>) -> (Op, u64) {
-    let mut records = records.into_iter();
-    let Some(first) = records.next() else {
-        return (Op::Write(empty_write()), 0);
+    let mut ops = records.into_iter().map(|r| r.op);
+    let first = match ops.next() {
+        None => return (Op::Write(empty_write()), 0),
+        Some(Op::Mutation(query)) => return (Op::Mutation(query), 0),
+        Some(Op::Write(write)) => write,
     };
-    let Op::Write(first_write) = first.op else {
-        return (first.op, 0);
-    };
-    let rest: Vec<NodeWrite> = records
-        .filter_map(|r| match r.op {
+    let writes: Vec<NodeWrite> = std::iter::once(first)
+        .chain(ops.filter_map(|op| match op {
             Op::Write(write) => Some(write),
             Op::Mutation(_) => None,
-        })
+        }))
         .collect();
-    let body = concat(std::iter::once(&first_write.body).chain(rest.iter().map(|w| &w.body)));
-    let points = first_write.points + rest.iter().map(|w| w.points).sum::<u64>();
-    let ends_cleanly = rest.last().unwrap_or(&first_write).ends_cleanly;
-    (
-        Op::Write(NodeWrite {
-            target: first_write.target,
-            body,
-            span: TimeSpan::Unknown,
-            points,
-            ends_cleanly,
-        }),
-        points,
-    )
+    let write = join(writes.iter()).unwrap_or_else(empty_write);
+    let points = write.points;
+    (Op::Write(write), points)
 }
 
 fn empty_write() -> NodeWrite {
@@ -945,16 +936,11 @@ impl Handler<Job> for Node {
     type Result = ();
 
     fn handle(&mut self, job: Job, ctx: &mut Self::Context) {
-        let points = match &job.op {
-            Op::Write(write) => write.points,
-            Op::Mutation(_) => 0,
-        };
         let pending = Pending {
             seq: self.next_seq,
             op: job.op,
             reply: job.reply,
             arrived: Instant::now(),
-            points,
         };
         self.next_seq += 1;
         if self.must_queue() {

@@ -90,22 +90,12 @@ impl Scan {
                 }
             }
         };
-        // With no quote or backslash anywhere, every newline ends a line.
-        if memchr::memchr2(b'"', b'\\', body).is_none() {
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', body) {
-                line(&body[start..end]);
-                start = end + 1;
-            }
-            line(&body[start..]);
-        } else {
-            let mut start = 0;
-            while start < body.len() {
-                let end = line_protocol::line_end(body, start);
-                line(&body[start..end]);
-                start = end + 1;
-            }
+        let ends = line_protocol::line_ends(body);
+        if !ends.plain() {
             self.ends_cleanly = line_protocol::ends_cleanly(body);
+        }
+        for text in ends {
+            line(&body[text]);
         }
         self.span = if !timed {
             TimeSpan::Unknown
