@@ -47,7 +47,7 @@ fn route(c: &mut Criterion) {
     group.throughput(Throughput::Elements(POINTS as u64));
     for (name, config) in &modes {
         group.bench_with_input(BenchmarkId::from_parameter(name), config, |b, config| {
-            b.iter(|| config.router.route("telegraf", &body).batches.len())
+            b.iter(|| config.router.route("telegraf", &body, None).batches.len())
         });
     }
     group.finish();

@@ -83,12 +83,21 @@ impl Iterator for LineEnds<'_> {
     }
 }
 
+impl Lines<'_> {
+    /// Whether the body holds neither a quote nor a backslash, so that no line can be left open.
+    pub fn plain(&self) -> bool {
+        self.ends.plain()
+    }
+}
+
 /// One line of a body.
 #[derive(Debug, Clone)]
 pub struct Line<'a> {
     /// Byte range of the whole line in the body, its terminating `\n` included when there is one:
     /// the spans of all lines, concatenated, are the body.
     pub span: Range<usize>,
+    /// The same without the terminating `\n`: where the line's text ends.
+    pub text_end: usize,
     /// What the line holds.
     pub kind: LineKind<'a>,
 }
@@ -123,6 +132,42 @@ pub struct SeriesKey<'a> {
     rest: &'a [u8],
 }
 
+/// A tag key looked up in many lines: the key a `by_tag` route spreads its points by.
+#[derive(Debug, Clone)]
+pub struct TagKey {
+    name: String,
+    /// `name=`, when the name holds nothing line protocol escapes (nor a backslash or quote): every
+    /// line then writes it the same way, and one substring search finds its pair.
+    written: Option<Box<memchr::memmem::Finder<'static>>>,
+}
+
+impl TagKey {
+    /// Prepares the (unescaped) tag key `name`.
+    pub fn new(name: &str) -> TagKey {
+        let plain = !name
+            .bytes()
+            .any(|b| matches!(b, b',' | b'=' | b' ' | b'\\' | b'"'));
+        TagKey {
+            name: name.to_owned(),
+            written: plain
+                .then(|| Box::new(memchr::memmem::Finder::new(&format!("{name}=")).into_owned())),
+        }
+    }
+
+    /// The key, unescaped.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PartialEq for TagKey {
+    fn eq(&self, other: &TagKey) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for TagKey {}
+
 /// A name or value as written in line protocol, still escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Escaped<'a> {
@@ -147,6 +192,7 @@ impl<'a> Iterator for Lines<'a> {
         // The span takes the `\n`; the text does not.
         Some(Line {
             span: text.start..(text.end + 1).min(body.len()),
+            text_end: text.end,
             kind: classify(&body[text]),
         })
     }
@@ -270,14 +316,6 @@ fn unescaped_position(text: &[u8], from: usize, a: u8, b: u8) -> usize {
 }
 
 impl<'a> SeriesKey<'a> {
-    /// The tag section without its leading comma: `k=v,k2=v2`, possibly empty.
-    fn tags(&self) -> &'a [u8] {
-        match self.rest.split_first() {
-            Some((b',', tags)) => &tags[..unescaped_position(tags, 0, b' ', b' ')],
-            _ => &[],
-        }
-    }
-
     /// The measurement.
     pub fn measurement(&self) -> Escaped<'a> {
         Escaped {
@@ -286,24 +324,77 @@ impl<'a> SeriesKey<'a> {
         }
     }
 
-    /// The value of tag `key` (compared to the unescaped key), if the point has it.
-    pub fn tag(&self, key: &str) -> Option<Escaped<'a>> {
-        let mut rest = self.tags();
-        while !rest.is_empty() {
-            let pair_end = unescaped_position(rest, 0, b',', b',');
-            let pair = &rest[..pair_end];
-            let eq = unescaped_position(pair, 0, b'=', b'=');
-            let tag = |text| Escaped {
-                text,
-                part: Part::Tag,
-            };
-            if eq < pair.len() && tag(&pair[..eq]).eq_str(key) {
-                return Some(tag(&pair[eq + 1..]));
+    /// The value of tag `key`, if the point has it: [`SeriesKey::tag`], faster.
+    pub fn tag_value(&self, key: &TagKey) -> Option<Escaped<'a>> {
+        let Some(written) = &key.written else {
+            return self.tag(&key.name);
+        };
+        let Some((b',', tags)) = self.rest.split_first() else {
+            return None;
+        };
+        let section = &tags[..unescaped_position(tags, 0, b' ', b' ')];
+        let mut from = 0;
+        while let Some(found) = written.find(&section[from..]) {
+            let at = from + found;
+            // Only where a pair starts: the section's start, or just after an unescaped comma (an
+            // unescaped comma always ends a pair). The key holds no backslash, so the `=` that
+            // follows it is the pair's first unescaped one.
+            if at == 0 || (section[at - 1] == b',' && (at < 2 || section[at - 2] != b'\\')) {
+                let start = at + written.needle().len();
+                return Some(Escaped {
+                    text: &section[start..unescaped_position(section, start, b',', b',')],
+                    part: Part::Tag,
+                });
             }
-            rest = rest.get(pair_end + 1..).unwrap_or_default();
+            from = at + 1;
         }
         None
     }
+
+    /// The value of tag `key` (compared to the unescaped key), if the point has it.
+    pub fn tag(&self, key: &str) -> Option<Escaped<'a>> {
+        let Some((b',', tags)) = self.rest.split_first() else {
+            return None;
+        };
+        // One walk over the tag section, a byte at a time: its pairs are short, and finding each
+        // separator with its own memchr call cost a thousand instructions a point.
+        let (mut start, mut eq) = (0, None);
+        for (i, &byte) in tags.iter().enumerate() {
+            if !matches!(byte, b'=' | b',' | b' ') || (i > 0 && tags[i - 1] == b'\\') {
+                continue;
+            }
+            if byte == b'=' {
+                eq = eq.or(Some(i));
+                continue;
+            }
+            if let Some(value) = pair_value(tags, start..i, eq, key) {
+                return Some(value);
+            }
+            if byte == b' ' {
+                // The end of the tag section.
+                return None;
+            }
+            (start, eq) = (i + 1, None);
+        }
+        pair_value(tags, start..tags.len(), eq, key)
+    }
+}
+
+/// The value of the pair `tags[pair]`, whose first unescaped `=` is at `eq`, if its key is `key`.
+fn pair_value<'a>(
+    tags: &'a [u8],
+    pair: Range<usize>,
+    eq: Option<usize>,
+    key: &str,
+) -> Option<Escaped<'a>> {
+    let eq = eq?;
+    let tag = |text| Escaped {
+        text,
+        part: Part::Tag,
+    };
+    tag(&tags[pair.start..eq])
+        .eq_str(key)
+        .then(|| tag(&tags[eq + 1..pair.end]))
 }
 
 impl<'a> Escaped<'a> {
@@ -323,6 +414,10 @@ impl<'a> Escaped<'a> {
 
     /// Whether the unescaped text is `s`, without allocating.
     pub fn eq_str(&self, s: &str) -> bool {
+        // Unescaping only ever shortens: most names that differ are told apart by length alone.
+        if self.text.len() < s.len() {
+            return false;
+        }
         if !self.text.contains(&b'\\') {
             return self.text == s.as_bytes();
         }
@@ -508,6 +603,49 @@ mod tests {
         assert_eq!(keys[0].measurement().raw(), b"cpu");
         assert_eq!(keys[0].tag("host").map(|v| v.raw()), Some(&b"a"[..]));
         assert_eq!(keys[1].measurement().raw(), b"mem");
+    }
+
+    /// The tag lookup as it was: each separator found with its own search.
+    fn tag_by_searches<'a>(rest: &'a [u8], key: &str) -> Option<&'a [u8]> {
+        let mut rest = match rest.split_first() {
+            Some((b',', tags)) => &tags[..unescaped_position(tags, 0, b' ', b' ')],
+            _ => &[],
+        };
+        while !rest.is_empty() {
+            let pair_end = unescaped_position(rest, 0, b',', b',');
+            let pair = &rest[..pair_end];
+            let eq = unescaped_position(pair, 0, b'=', b'=');
+            let tag = Escaped {
+                text: &pair[..eq.min(pair.len())],
+                part: Part::Tag,
+            };
+            if eq < pair.len() && tag.eq_str(key) {
+                return Some(&pair[eq + 1..]);
+            }
+            rest = rest.get(pair_end + 1..).unwrap_or_default();
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_tag_walk_finds_what_the_searches_found(
+            rest in "[,=\\\\ ab]{0,24}",
+            key in "[=\\\\ ab]{0,3}",
+        ) {
+            let key_of = SeriesKey { measurement: b"m", rest: rest.as_bytes() };
+            let expected = tag_by_searches(rest.as_bytes(), &key);
+            proptest::prop_assert_eq!(
+                key_of.tag(&key).map(|v| v.raw()), expected, "{:?} in {:?}", key, rest
+            );
+            proptest::prop_assert_eq!(
+                key_of.tag_value(&TagKey::new(&key)).map(|v| v.raw()),
+                expected,
+                "{:?} in {:?}",
+                key,
+                rest
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,8 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::{
     config::{Config, ConfigError, RouteConfig},
-    line_protocol::{self, Escaped, LineError, LineKind, SeriesKey},
+    line_protocol::{self, Escaped, LineError, LineKind, SeriesKey, TagKey},
+    node::{Scan, TimeSpan, Timestamps},
 };
 
 /// Index of a node in the configuration's `nodes` list.
@@ -94,7 +95,7 @@ impl fmt::Display for Matcher {
 #[derive(Debug, Clone)]
 enum Target {
     Shard(ShardId),
-    ByTag { key: String, shards: Vec<ShardId> },
+    ByTag { key: TagKey, shards: Vec<ShardId> },
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +112,7 @@ pub enum Placement<'r> {
     /// Each point goes to one of `shards`, chosen by the value of tag `key`.
     ByTag {
         /// The tag whose value decides.
-        key: &'r str,
+        key: &'r TagKey,
         /// The candidate shards.
         shards: &'r [ShardId],
     },
@@ -134,22 +135,10 @@ pub struct ShardBatch<'r> {
     pub shard: &'r Shard,
     /// Its line protocol: the request's body itself when every line goes to this shard.
     pub body: Bytes,
-    /// What the routing learnt of it, so that nobody reads it again.
-    pub share: Share,
-}
-
-/// How much of the request a [`ShardBatch`] holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Share {
-    /// The whole body: the request's own scan describes it.
-    Whole,
-    /// Some of its lines, each whole, counted while they were routed.
-    Part {
-        /// Lines that write a point.
-        points: u64,
-        /// Whether another body may be appended to it ([`line_protocol::ends_cleanly`]).
-        ends_cleanly: bool,
-    },
+    /// Lines that write a point, counted while they were routed, so that nobody reads it again.
+    pub points: u64,
+    /// Whether another body may be appended to it ([`line_protocol::ends_cleanly`]).
+    pub ends_cleanly: bool,
 }
 
 /// A line no shard can take, with InfluxDB's reason.
@@ -174,6 +163,8 @@ pub struct Routed<'r> {
     pub batches: Vec<ShardBatch<'r>>,
     /// Lines left out because they cannot be routed.
     pub unroutable: Vec<Unroutable>,
+    /// The timestamps of every line the batches hold, read in the same pass.
+    pub span: TimeSpan,
 }
 
 /// Maps points to shards.
@@ -250,7 +241,7 @@ impl Router {
     /// The tag keys by which some measurement is spread over shards.
     pub fn shard_tags(&self) -> impl Iterator<Item = &str> {
         self.routes.iter().filter_map(|r| match &r.target {
-            Target::ByTag { key, .. } => Some(key.as_str()),
+            Target::ByTag { key, .. } => Some(key.name()),
             Target::Shard(_) => None,
         })
     }
@@ -319,7 +310,7 @@ impl Router {
         match placement {
             Placement::Shard(shard) => shard,
             Placement::ByTag { key: tag, shards } => {
-                let hash = match key.tag(tag) {
+                let hash = match key.tag_value(tag) {
                     // Nothing escaped: the bytes as written are the value, hashed in one call
                     // (the digest is the streaming hasher's, without setting one up per point).
                     Some(value) if memchr::memchr(b'\\', value.raw()).is_none() => {
@@ -337,23 +328,30 @@ impl Router {
         }
     }
 
-    /// Splits a write for database `db` into per-shard bodies.
-    pub fn route(&self, db: &str, body: &Bytes) -> Routed<'_> {
+    /// Splits a write for database `db`, its timestamps in `precision` (`/write`'s parameter),
+    /// into per-shard bodies, reading each line once.
+    pub fn route(&self, db: &str, body: &Bytes, precision: Option<&str>) -> Routed<'_> {
         if self.shards.len() == 1 {
-            // Every point goes everywhere: share the body rather than scanning it; the nodes
+            // Every point goes everywhere: share the body rather than parsing it; the nodes
             // report any line they cannot parse.
+            let scan = Scan::of(body, precision);
             return Routed {
                 batches: vec![ShardBatch {
                     shard: &self.shards[0],
                     body: body.clone(),
-                    share: Share::Whole,
+                    points: scan.points,
+                    ends_cleanly: scan.ends_cleanly,
                 }],
                 unroutable: Vec::new(),
+                span: scan.span,
             };
         }
         let mut split = Split::new(self.shards.len());
         let mut recent = RecentPlacements::default();
-        for line in line_protocol::lines(body) {
+        // Only the lines that are sent count: an unroutable line's timestamp orders nothing.
+        let mut stamps = Timestamps::new(precision);
+        let mut lines = line_protocol::lines(body);
+        for line in lines.by_ref() {
             match &line.kind {
                 LineKind::Blank | LineKind::Comment => {}
                 LineKind::Point(key) => {
@@ -361,6 +359,7 @@ impl Router {
                     let placement = recent.get_or_insert(measurement.raw(), || {
                         self.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
                     });
+                    stamps.line(&body[line.span.start..line.text_end]);
                     split.push(body, line.span, self.shard_of_point(placement, key));
                 }
                 LineKind::Invalid(error) => {
@@ -373,7 +372,8 @@ impl Router {
                 }
             }
         }
-        split.finish(body, &self.shards)
+        let plain = lines.plain();
+        split.finish(body, plain, &self.shards, stamps.span())
     }
 }
 
@@ -493,10 +493,18 @@ impl Split {
         self.buffers = Some(buffers);
     }
 
-    fn finish<'r>(self, body: &Bytes, shards: &'r [Shard]) -> Routed<'r> {
+    /// The batches; `plain` says the body holds no quote or backslash, so that no line is open.
+    fn finish<'r>(
+        self,
+        body: &Bytes,
+        plain: bool,
+        shards: &'r [Shard],
+        span: TimeSpan,
+    ) -> Routed<'r> {
         // Every line but the body's last ended at a newline of its own, which went with it; the
         // last may have been left open (an escape, a quote), and so is the share that holds it.
         let open_end = match &self.last {
+            _ if plain => None,
             Some((shard, span)) if span.end == body.len() => {
                 (!line_protocol::ends_cleanly(&body[span.clone()])).then_some(*shard)
             }
@@ -511,22 +519,23 @@ impl Split {
                 .map(|(id, (b, shard))| ShardBatch {
                     shard,
                     body: fitted(b),
-                    share: Share::Part {
-                        points: self.points[id],
-                        ends_cleanly: open_end != Some(id),
-                    },
+                    points: self.points[id],
+                    ends_cleanly: open_end != Some(id),
                 })
                 .collect(),
+            // The whole body, its blank and comment lines too: the last of those may be open.
             (None, Some(sole)) => vec![ShardBatch {
                 shard: &shards[sole],
                 body: body.clone(),
-                share: Share::Whole,
+                points: self.points[sole],
+                ends_cleanly: plain || line_protocol::ends_cleanly(body),
             }],
             (None, None) => Vec::new(),
         };
         Routed {
             batches,
             unroutable: self.unroutable,
+            span,
         }
     }
 }
@@ -702,7 +711,7 @@ fn resolve_route(
                 }
             };
             Target::ByTag {
-                key: tag.clone(),
+                key: TagKey::new(tag),
                 shards,
             }
         }
@@ -777,7 +786,7 @@ routes:
     fn full_replication_shares_the_body() {
         let router = Router::replicate_to_all(3);
         let body = Bytes::from_static(b"cpu v=1\nmem v=2\n");
-        let routed = router.route("db", &body);
+        let routed = router.route("db", &body, None);
         assert_eq!(routed.batches.len(), 1);
         assert_eq!(routed.batches[0].shard.replicas, vec![0, 1, 2]);
         assert_eq!(
@@ -796,7 +805,7 @@ routes:
         assert_eq!(
             r.placement("db", "http_requests"),
             Placement::ByTag {
-                key: "customer_id",
+                key: &TagKey::new("customer_id"),
                 shards: &[0, 1]
             }
         );
@@ -873,7 +882,7 @@ routes:
         let body = format!(
             "cpu,host=a v=1 1\n# comment\n\ndiskio v=2 2\nhttp_requests,customer_id=acme n=1i 3\nhttp_requests,customer_id={other} n=2i 4\nnet_in v=3 5\ncpu v=4 6"
         );
-        let routed = r.route("db", &Bytes::from(body));
+        let routed = r.route("db", &Bytes::from(body), None);
         let mut by_shard = names(&r, &routed);
         by_shard.sort();
         // Lines before the first that goes elsewhere, the comment among them, stay together.
@@ -898,28 +907,43 @@ routes:
     fn one_shard_for_every_line_shares_the_body() {
         let r = router(ISSUE_EXAMPLE);
         let body = Bytes::from_static(b"# c\ncpu v=1 1\ncpu,host=b v=2 2\n\n");
-        let routed = r.route("db", &body);
+        let routed = r.route("db", &body, None);
         assert_eq!(routed.batches.len(), 1);
         assert_eq!(routed.batches[0].body.as_ptr(), body.as_ptr());
         assert_eq!(routed.batches[0].body.len(), body.len());
     }
 
-    /// What the router says of each share is what a scan of it would say.
+    /// Whether every timestamp of `inner` lies within `outer`.
+    fn covers(outer: TimeSpan, inner: TimeSpan) -> bool {
+        match (outer, inner) {
+            (_, TimeSpan::Nothing) | (TimeSpan::Unknown, _) => true,
+            (TimeSpan::Range { first, last }, TimeSpan::Range { first: f, last: l }) => {
+                first <= f && l <= last
+            }
+            _ => false,
+        }
+    }
+
+    /// What the router says of each share is what a scan of it would say, and its span covers
+    /// every share's: the one pass stands for the scan a share would otherwise need.
     fn shares_agree_with_a_scan(routed: &Routed<'_>, body: &Bytes) {
         for batch in &routed.batches {
-            let scan = crate::node::Scan::untimed(&batch.body);
-            match batch.share {
-                Share::Whole => assert_eq!(batch.body, body),
-                Share::Part {
-                    points,
-                    ends_cleanly,
-                } => assert_eq!(
-                    (points, ends_cleanly),
-                    (scan.points, scan.ends_cleanly),
-                    "{:?} of {body:?}",
-                    batch.body
-                ),
-            }
+            let scan = Scan::of(&batch.body, None);
+            assert_eq!(
+                (batch.points, batch.ends_cleanly),
+                (scan.points, scan.ends_cleanly),
+                "{:?} of {body:?}",
+                batch.body
+            );
+            assert!(
+                covers(routed.span, scan.span),
+                "{:?} does not cover {:?} of {body:?}",
+                routed.span,
+                batch.body
+            );
+        }
+        if routed.unroutable.is_empty() {
+            assert_eq!(routed.span, Scan::of(body, None).span, "{body:?}");
         }
     }
 
@@ -935,24 +959,30 @@ routes:
             ("cpu v=1 1\nmem v=2 2\ncpu v=3 3", 0),
         ] {
             let body = Bytes::from(body);
-            let routed = r.route("db", &body);
+            let routed = r.route("db", &body, None);
             assert_eq!(routed.batches.len(), 2, "{body:?}");
             shares_agree_with_a_scan(&routed, &body);
-            let open_shares = routed
-                .batches
-                .iter()
-                .filter(|b| {
-                    matches!(
-                        b.share,
-                        Share::Part {
-                            ends_cleanly: false,
-                            ..
-                        }
-                    )
-                })
-                .count();
+            let open_shares = routed.batches.iter().filter(|b| !b.ends_cleanly).count();
             assert_eq!(open_shares, open, "{body:?}");
         }
+    }
+
+    #[test]
+    fn the_time_span_is_read_while_routing() {
+        let r = router(ISSUE_EXAMPLE);
+        let body = Bytes::from_static(b"cpu v=1 3\ndiskio v=2 1\n,bad v=3\nnet_in v=4 2\n");
+        let routed = r.route("db", &body, Some("s"));
+        assert_eq!(routed.batches.len(), 2);
+        // The unroutable line has no timestamp, but it is not sent: it orders nothing.
+        assert_eq!(
+            routed.span,
+            TimeSpan::Range {
+                first: 1_000_000_000,
+                last: 3_000_000_000
+            }
+        );
+        let routed = r.route("db", &Bytes::from_static(b"cpu v=1 3\ndiskio v=2\n"), None);
+        assert_eq!(routed.span, TimeSpan::Unknown, "a point stamped on arrival");
     }
 
     #[test]
@@ -961,6 +991,7 @@ routes:
         let routed = r.route(
             "db",
             &Bytes::from_static(b"cpu v=1 1\n  ,bad v=2\ncpu v=3 3\n"),
+            None,
         );
         assert_eq!(
             names(&r, &routed),
@@ -970,7 +1001,7 @@ routes:
             routed.unroutable[0].to_string(),
             "unable to parse ',bad v=2': missing measurement"
         );
-        let routed = r.route("db", &Bytes::from_static(b",bad v=2"));
+        let routed = r.route("db", &Bytes::from_static(b",bad v=2"), None);
         assert!(routed.batches.is_empty());
         assert_eq!(routed.unroutable.len(), 1);
     }
@@ -978,7 +1009,7 @@ routes:
     #[test]
     fn a_point_without_the_tag_goes_where_an_empty_value_goes() {
         let r = router(ISSUE_EXAMPLE);
-        let routed = r.route("db", &Bytes::from_static(b"http_requests n=1i 1\n"));
+        let routed = r.route("db", &Bytes::from_static(b"http_requests n=1i 1\n"), None);
         assert_eq!(routed.batches.len(), 1);
         assert_eq!(
             routed.batches[0].shard.name,
@@ -1073,8 +1104,9 @@ routes:
                 proptest::option::of("[a-z0-9]{0,4}"),
                 0..1000u32,
                 "[a-z]{0,3}",
+                proptest::option::weighted(0.9, -5..1000i64),
             )
-                .prop_map(|((written, measurement), customer, v, other)| {
+                .prop_map(|((written, measurement), customer, v, other, time)| {
                     let mut text = written;
                     if !other.is_empty() {
                         text.push_str(&format!(",other={other}"));
@@ -1082,7 +1114,10 @@ routes:
                     if let Some(c) = customer.as_ref().filter(|c| !c.is_empty()) {
                         text.push_str(&format!(",customer_id={c}"));
                     }
-                    text.push_str(&format!(" v={v}i,s=\"a b,c=d\" {v}"));
+                    text.push_str(&format!(" v={v}i,s=\"a b,c=d\""));
+                    if let Some(time) = time {
+                        text.push_str(&format!(" {time}"));
+                    }
                     Gen::Point {
                         text,
                         measurement,
@@ -1118,7 +1153,7 @@ routes:
                     body.push_str(eol);
                 }
                 let sent = Bytes::from(body);
-                let routed = r.route("db", &sent);
+                let routed = r.route("db", &sent, None);
 
                 let mut expected: Vec<Vec<&str>> = vec![Vec::new(); r.shards().len()];
                 for l in &lines {

@@ -14,8 +14,8 @@ use futures_util::{
 
 use crate::{
     consistency::Consistency,
-    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, Scan, WriteTarget},
-    router::{NodeId, Routed, Router, ShardBatch, Share},
+    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, WriteTarget},
+    router::{NodeId, Routed, Router, ShardBatch},
 };
 
 /// How a replicated write ended, as the client will hear it.
@@ -209,29 +209,20 @@ pub async fn replicate(
     db: &str,
     target: WriteTarget,
     body: &Bytes,
-    scan: Scan,
+    precision: Option<&str>,
     consistency: Consistency,
     deadline: Duration,
 ) -> WriteOutcome {
     let target = Arc::new(target);
-    let routed = router.route(db, body);
-    // Each shard's share of the body lies within the whole body's span; the router counted its
-    // points, once for all its replicas.
-    let write = |batch: &ShardBatch<'_>| {
-        let (points, ends_cleanly) = match batch.share {
-            Share::Whole => (scan.points, scan.ends_cleanly),
-            Share::Part {
-                points,
-                ends_cleanly,
-            } => (points, ends_cleanly),
-        };
-        NodeWrite {
-            target: Arc::clone(&target),
-            body: batch.body.clone(),
-            span: scan.span,
-            points,
-            ends_cleanly,
-        }
+    let routed = router.route(db, body, precision);
+    // Each shard's share of the body lies within the span of all the lines routed; the router
+    // counted its points, once for all its replicas.
+    let write = |batch: &ShardBatch<'_>| NodeWrite {
+        target: Arc::clone(&target),
+        body: batch.body.clone(),
+        span: routed.span,
+        points: batch.points,
+        ends_cleanly: batch.ends_cleanly,
     };
     let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;
     match outcome {

@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Split by shard, each body read again: the same points, each exactly once.
     let body = Bytes::copy_from_slice(data);
-    let routed = config().router.route("db", &body);
+    let routed = config().router.route("db", &body, None);
     let routed_points: usize = routed
         .batches
         .iter()

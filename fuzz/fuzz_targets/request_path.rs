@@ -106,6 +106,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let routed = config().router.route(db.as_deref().unwrap_or("db"), &body);
+    let routed = config().router.route(db.as_deref().unwrap_or("db"), &body, None);
     drop(routed);
 });

@@ -48,8 +48,8 @@ pub async fn route(
     let (by_tag, shards) = match placement {
         Placement::Shard(shard) => (None, vec![shard]),
         Placement::ByTag { key, shards } => match params.tag.as_deref() {
-            Some(value) => (Some(key), vec![router.shard_for_tag(shards, value)]),
-            None => (Some(key), shards.to_vec()),
+            Some(value) => (Some(key.name()), vec![router.shard_for_tag(shards, value)]),
+            None => (Some(key.name()), shards.to_vec()),
         },
     };
     let shards = shards

@@ -10,7 +10,7 @@ use super::{auth, body, params, required, respond, ApiError};
 use crate::{
     consistency::Consistency,
     gateway::Gateway,
-    node::{Scan, WriteTarget},
+    node::WriteTarget,
     write::{replicate, WriteOutcome},
 };
 
@@ -143,7 +143,7 @@ async fn accept(
         db,
         target,
         &body,
-        Scan::of(&body, params.precision.as_deref()),
+        params.precision.as_deref(),
         consistency,
         // One write timeout for the request, one for a failed replica's append and flush.
         config.write.timeout * 2,

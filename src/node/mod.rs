@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 pub use actor::{Job, Node, NodeSettings, Op, Refused, Retune, Shutdown};
 pub use client::{Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, WriteTarget};
-pub use commute::{Scan, TimeSpan};
+pub use commute::{Scan, TimeSpan, Timestamps};
 pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
 pub use status::{NodeSnapshot, NodeState, NodeStatus};
 

@@ -171,8 +171,8 @@ fn target(statement: &Statement<'_>, router: &Router, db: Option<&str>) -> Targe
         let db = source.db.as_deref().or(on.as_deref()).or(db).unwrap_or("");
         let placement = router.placement(db, name);
         if let Placement::ByTag { key, .. } = placement {
-            if !shard_tags.iter().any(|k| k == key) {
-                shard_tags.push(key.to_owned());
+            if !shard_tags.iter().any(|k| k == key.name()) {
+                shard_tags.push(key.name().to_owned());
             }
         }
         for &shard in placement.shards() {
