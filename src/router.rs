@@ -2,7 +2,8 @@
 //!
 //! A write is split into one body per shard; every replica of a shard receives that shard's body.
 //! With one shard (no `shards:` in the configuration) every point goes everywhere and the body is
-//! shared, unscanned and uncopied, with every node.
+//! shared, uncopied, with every node; it is only scanned for its points and time span
+//! ([`crate::node::Scan`]). With several, the same pass that splits the body reads them.
 //!
 //! With several shards each line's measurement is read with InfluxDB's escaping rules
 //! ([`crate::line_protocol`]) and placed by the first route that matches it:

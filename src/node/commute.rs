@@ -55,8 +55,8 @@ impl Scan {
         Scan::lines(body, Timestamps::new(precision))
     }
 
-    /// The same pass without reading timestamps (the span is `Unknown`): for a shard's share of
-    /// a body and for queued records, whose order the span does not decide.
+    /// The same pass without reading timestamps (the span is `Unknown`): for queued records,
+    /// whose order the span does not decide.
     pub fn untimed(body: &[u8]) -> Scan {
         Scan::lines(body, Timestamps::untimed())
     }
