@@ -13,7 +13,7 @@ three fields, timestamps varying per request) for --duration seconds; everything
    three replicas, and with gzip bodies);
 2. the gateway's own ceiling: through the gateway to a null sink (nginx `return 204`) vs nginx
    `proxy_pass` to the same sink, with measurement sharding over three sinks and replicating to
-   three;
+   three; and, for scale, nginx itself replicating to three (`mirror`) against the gateway;
 3. small-query latency: p50/p99 of `SELECT last(v) FROM m0` straight vs through the gateway;
 4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
    writing the same points straight, and the queue's disk use after the drain;
@@ -150,13 +150,15 @@ class Gateway:
 
 
 class Nginx:
-    """A null sink that answers every request 204 like influxd's /write, and a proxy_pass to it."""
+    """A null sink that answers every request 204 like influxd's /write, a proxy_pass to it, and a
+    proxy_pass that also mirrors every request to two more sinks (nginx replicating to three)."""
 
     def __init__(self, root):
         self.dir = os.path.join(root, "nginx")
         os.makedirs(self.dir)
         self.sinks = [free_port() for _ in range(3)]
         self.proxy = free_port()
+        self.mirror = free_port()
         sinks = "".join(f"""
   server {{
     listen 127.0.0.1:{port};
@@ -168,7 +170,7 @@ class Nginx:
   }}""" for port in self.sinks)
         with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
             f.write(f"""daemon off;
-worker_processes 1;
+worker_processes 2;
 pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -180,7 +182,9 @@ http {{
   uwsgi_temp_path {self.dir}/uwsgi;
   scgi_temp_path {self.dir}/scgi;
   client_body_buffer_size 1m;
-  upstream sink {{ server 127.0.0.1:{self.sinks[0]}; keepalive 32; }}{sinks}
+  upstream sink {{ server 127.0.0.1:{self.sinks[0]}; keepalive 32; }}
+  upstream sink2 {{ server 127.0.0.1:{self.sinks[1]}; keepalive 32; }}
+  upstream sink3 {{ server 127.0.0.1:{self.sinks[2]}; keepalive 32; }}{sinks}
   server {{
     listen 127.0.0.1:{self.proxy};
     client_max_body_size 64m;
@@ -191,12 +195,28 @@ http {{
       proxy_request_buffering on;
     }}
   }}
+  server {{
+    listen 127.0.0.1:{self.mirror};
+    client_max_body_size 64m;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location / {{
+      # nginx finishes a request, and reads the connection's next one, only once both mirrors
+      # have answered too.
+      mirror /copy2;
+      mirror /copy3;
+      proxy_pass http://sink;
+    }}
+    location = /copy2 {{ internal; proxy_pass http://sink2$request_uri; }}
+    location = /copy3 {{ internal; proxy_pass http://sink3$request_uri; }}
+  }}
 }}
 """)
         self.proc = subprocess.Popen(["nginx", "-c", os.path.join(self.dir, "nginx.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_ping(f"http://127.0.0.1:{self.sinks[0]}")
         wait_ping(f"http://127.0.0.1:{self.proxy}")
+        wait_ping(f"http://127.0.0.1:{self.mirror}")
 
     def stop(self):
         self.proc.terminate()
@@ -361,8 +381,14 @@ def main():
         running += [sharded, replicated]
         row("null sink, measurement shards: gateway vs nginx proxy", proxied,
             throughput(sharded.url, "x", plain), "points/s", 1.0)
-        row("null sink, 3 replicas: gateway vs nginx proxy", proxied,
-            throughput(replicated.url, "x", plain), "points/s", 0.6)
+        replicated_rate = throughput(replicated.url, "x", plain)
+        row("null sink, 3 replicas: gateway vs nginx proxy", proxied, replicated_rate, "points/s",
+            0.6)
+        # What replicating to three costs a proxy with neither a parse nor a copy of its own.
+        mirrored = throughput(f"http://127.0.0.1:{nginx.mirror}", "x", plain)
+        row("null sink, 3 replicas: nginx mirror vs nginx proxy", proxied, mirrored, "points/s")
+        row("null sink, 3 replicas: gateway vs nginx mirror", mirrored, replicated_rate,
+            "points/s")
         for proc in running:
             proc.stop()
         running.clear()

@@ -84,7 +84,7 @@ impl Iterator for LineEnds<'_> {
 }
 
 impl Lines<'_> {
-    /// Whether the body holds neither a quote nor a backslash, so that no line can be left open.
+    /// See [`LineEnds::plain`].
     pub fn plain(&self) -> bool {
         self.ends.plain()
     }
@@ -136,8 +136,9 @@ pub struct SeriesKey<'a> {
 #[derive(Debug, Clone)]
 pub struct TagKey {
     name: String,
-    /// `name=`, when the name holds nothing line protocol escapes (nor a backslash or quote): every
-    /// line then writes it the same way, and one substring search finds its pair.
+    /// `name=`, when the name holds nothing line protocol escapes in a tag key, no backslash, and
+    /// no quote (whose escaping differs between the parts of a line): every line then writes it
+    /// the same way, and one substring search finds its pair.
     written: Option<Box<memchr::memmem::Finder<'static>>>,
 }
 

@@ -35,7 +35,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::{
     config::{Config, ConfigError, RouteConfig},
-    line_protocol::{self, Escaped, LineError, LineKind, SeriesKey, TagKey},
+    line_protocol::{self, Escaped, Line, LineError, LineKind, SeriesKey, TagKey},
     node::{Scan, TimeSpan, Timestamps},
 };
 
@@ -136,10 +136,14 @@ pub struct ShardBatch<'r> {
     pub shard: &'r Shard,
     /// Its line protocol: the request's body itself when every line goes to this shard.
     pub body: Bytes,
-    /// Lines that write a point, counted while they were routed, so that nobody reads it again.
+    /// Lines that write a point, counted in the pass that routed them, so that nobody reads it
+    /// again.
     pub points: u64,
     /// Whether another body may be appended to it ([`line_protocol::ends_cleanly`]).
     pub ends_cleanly: bool,
+    /// The timestamps of its points, read in the same pass: each shard's own, so that a node's
+    /// writes commute whenever their own points allow it.
+    pub span: TimeSpan,
 }
 
 /// A line no shard can take, with InfluxDB's reason.
@@ -164,8 +168,6 @@ pub struct Routed<'r> {
     pub batches: Vec<ShardBatch<'r>>,
     /// Lines left out because they cannot be routed.
     pub unroutable: Vec<Unroutable>,
-    /// The timestamps of every line the batches hold, read in the same pass.
-    pub span: TimeSpan,
 }
 
 /// Maps points to shards.
@@ -342,15 +344,13 @@ impl Router {
                     body: body.clone(),
                     points: scan.points,
                     ends_cleanly: scan.ends_cleanly,
+                    span: scan.span,
                 }],
                 unroutable: Vec::new(),
-                span: scan.span,
             };
         }
-        let mut split = Split::new(self.shards.len());
+        let mut split = Split::new(self.shards.len(), precision);
         let mut recent = RecentPlacements::default();
-        // Only the lines that are sent count: an unroutable line's timestamp orders nothing.
-        let mut stamps = Timestamps::new(precision);
         let mut lines = line_protocol::lines(body);
         for line in lines.by_ref() {
             match &line.kind {
@@ -360,8 +360,7 @@ impl Router {
                     let placement = recent.get_or_insert(measurement.raw(), || {
                         self.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
                     });
-                    stamps.line(&body[line.span.start..line.text_end]);
-                    split.push(body, line.span, self.shard_of_point(placement, key));
+                    split.push(body, &line, self.shard_of_point(placement, key));
                 }
                 LineKind::Invalid(error) => {
                     split.leave_out(body, line.span.start);
@@ -374,7 +373,7 @@ impl Router {
             }
         }
         let plain = lines.plain();
-        split.finish(body, plain, &self.shards, stamps.span())
+        split.finish(body, plain, &self.shards)
     }
 }
 
@@ -439,25 +438,32 @@ struct Split {
     buffers: Option<Vec<BytesMut>>,
     /// Points per shard.
     points: Vec<u64>,
+    /// The timestamps of each shard's points. An unroutable line's is in none: it is not sent,
+    /// and orders nothing.
+    stamps: Vec<Timestamps>,
     /// The last line that went to a shard: only the body's final line can be left open.
     last: Option<(ShardId, Range<usize>)>,
     unroutable: Vec<Unroutable>,
 }
 
 impl Split {
-    fn new(shard_count: usize) -> Self {
+    /// For a write whose timestamps are in `precision` (`/write`'s parameter).
+    fn new(shard_count: usize, precision: Option<&str>) -> Self {
         Split {
             shard_count,
             sole: None,
             buffers: None,
             points: vec![0; shard_count],
+            stamps: vec![Timestamps::new(precision); shard_count],
             last: None,
             unroutable: Vec::new(),
         }
     }
 
-    fn push(&mut self, body: &Bytes, span: Range<usize>, shard: ShardId) {
+    fn push(&mut self, body: &Bytes, line: &Line<'_>, shard: ShardId) {
+        let span = line.span.clone();
         self.points[shard] += 1;
+        self.stamps[shard].line(&body[span.start..line.text_end]);
         self.last = Some((shard, span.clone()));
         if self.buffers.is_none() {
             match self.sole {
@@ -495,13 +501,7 @@ impl Split {
     }
 
     /// The batches; `plain` says the body holds no quote or backslash, so that no line is open.
-    fn finish<'r>(
-        self,
-        body: &Bytes,
-        plain: bool,
-        shards: &'r [Shard],
-        span: TimeSpan,
-    ) -> Routed<'r> {
+    fn finish<'r>(self, body: &Bytes, plain: bool, shards: &'r [Shard]) -> Routed<'r> {
         // Every line but the body's last ended at a newline of its own, which went with it; the
         // last may have been left open (an escape, a quote), and so is the share that holds it.
         let open_end = match &self.last {
@@ -522,6 +522,7 @@ impl Split {
                     body: fitted(b),
                     points: self.points[id],
                     ends_cleanly: open_end != Some(id),
+                    span: self.stamps[id].span(),
                 })
                 .collect(),
             // The whole body, its blank and comment lines too: the last of those may be open.
@@ -530,13 +531,13 @@ impl Split {
                 body: body.clone(),
                 points: self.points[sole],
                 ends_cleanly: plain || line_protocol::ends_cleanly(body),
+                span: self.stamps[sole].span(),
             }],
             (None, None) => Vec::new(),
         };
         Routed {
             batches,
             unroutable: self.unroutable,
-            span,
         }
     }
 }
@@ -914,37 +915,17 @@ routes:
         assert_eq!(routed.batches[0].body.len(), body.len());
     }
 
-    /// Whether every timestamp of `inner` lies within `outer`.
-    fn covers(outer: TimeSpan, inner: TimeSpan) -> bool {
-        match (outer, inner) {
-            (_, TimeSpan::Nothing) | (TimeSpan::Unknown, _) => true,
-            (TimeSpan::Range { first, last }, TimeSpan::Range { first: f, last: l }) => {
-                first <= f && l <= last
-            }
-            _ => false,
-        }
-    }
-
-    /// What the router says of each share is what a scan of it would say, and its span covers
-    /// every share's: the one pass stands for the scan a share would otherwise need.
+    /// What the router says of each share is what a scan of it would say: the one pass stands
+    /// for the scan each share would otherwise need.
     fn shares_agree_with_a_scan(routed: &Routed<'_>, body: &Bytes) {
         for batch in &routed.batches {
             let scan = Scan::of(&batch.body, None);
             assert_eq!(
-                (batch.points, batch.ends_cleanly),
-                (scan.points, scan.ends_cleanly),
+                (batch.points, batch.ends_cleanly, batch.span),
+                (scan.points, scan.ends_cleanly, scan.span),
                 "{:?} of {body:?}",
                 batch.body
             );
-            assert!(
-                covers(routed.span, scan.span),
-                "{:?} does not cover {:?} of {body:?}",
-                routed.span,
-                batch.body
-            );
-        }
-        if routed.unroutable.is_empty() {
-            assert_eq!(routed.span, Scan::of(body, None).span, "{body:?}");
         }
     }
 
@@ -969,21 +950,29 @@ routes:
     }
 
     #[test]
-    fn the_time_span_is_read_while_routing() {
+    fn each_share_has_the_time_span_of_its_own_points() {
         let r = router(ISSUE_EXAMPLE);
-        let body = Bytes::from_static(b"cpu v=1 3\ndiskio v=2 1\n,bad v=3\nnet_in v=4 2\n");
+        let body =
+            Bytes::from_static(b"cpu v=1 3\ndiskio v=2 1\n,bad v=3\nnet_in v=4 2\ncpu v=5 4\n");
         let routed = r.route("db", &body, Some("s"));
-        assert_eq!(routed.batches.len(), 2);
+        let spans: Vec<(&str, TimeSpan)> = routed
+            .batches
+            .iter()
+            .map(|b| (b.shard.name.as_str(), b.span))
+            .collect();
+        let range = |first: i64, last: i64| TimeSpan::Range {
+            first: first * 1_000_000_000,
+            last: last * 1_000_000_000,
+        };
         // The unroutable line has no timestamp, but it is not sent: it orders nothing.
-        assert_eq!(
-            routed.span,
-            TimeSpan::Range {
-                first: 1_000_000_000,
-                last: 3_000_000_000
-            }
-        );
+        assert_eq!(spans, [("s1", range(3, 4)), ("s2", range(1, 2))]);
         let routed = r.route("db", &Bytes::from_static(b"cpu v=1 3\ndiskio v=2\n"), None);
-        assert_eq!(routed.span, TimeSpan::Unknown, "a point stamped on arrival");
+        let spans: Vec<TimeSpan> = routed.batches.iter().map(|b| b.span).collect();
+        assert_eq!(
+            spans,
+            [TimeSpan::Range { first: 3, last: 3 }, TimeSpan::Unknown],
+            "a point stamped on arrival makes only its own share's span unknown"
+        );
     }
 
     #[test]

@@ -215,12 +215,11 @@ pub async fn replicate(
 ) -> WriteOutcome {
     let target = Arc::new(target);
     let routed = router.route(db, body, precision);
-    // Each shard's share of the body lies within the span of all the lines routed; the router
-    // counted its points, once for all its replicas.
+    // The router counted each share's points and read their time span, once for all replicas.
     let write = |batch: &ShardBatch<'_>| NodeWrite {
         target: Arc::clone(&target),
         body: batch.body.clone(),
-        span: routed.span,
+        span: batch.span,
         points: batch.points,
         ends_cleanly: batch.ends_cleanly,
     };

@@ -36,7 +36,8 @@ pub enum TimeSpan {
 }
 
 /// What one pass over a write body tells the node actors: how many points it holds and their
-/// time span. Made once per request, shared by every replica.
+/// time span. Made once for a write that every node gets whole (one shard), shared by every
+/// replica; a sharded write's router gathers the same for each share while it splits the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {
     /// Lines that are neither blank nor comments.
@@ -320,7 +321,7 @@ mod tests {
         assert_eq!(points(""), 0);
     }
 
-    /// The timestamp read a byte at a time from the end, as the scan did before.
+    /// The timestamp read a byte at a time from the end: the simplest reading of the rule.
     fn reference(line: &[u8]) -> Option<i64> {
         let (mut value, mut scale, mut i) = (0u64, 1u64, line.len());
         while i > 0 && line[i - 1].is_ascii_digit() {
