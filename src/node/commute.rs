@@ -387,7 +387,10 @@ mod tests {
             Some(i64::MAX)
         );
         assert_eq!(last_word_timestamp(b"cpu v=1 9223372036854775808"), None);
-        assert_eq!(last_word_timestamp(b"cpu s=\"x\"\\ 1700000000000000000"), None);
+        assert_eq!(
+            last_word_timestamp(b"cpu s=\"x\"\\ 1700000000000000000"),
+            None
+        );
         assert_eq!(last_word_timestamp(b"cpu v=1 17000000000000000000"), None);
         assert_eq!(last_word_timestamp(b"cpu v=1 170000000000000000a"), None);
         assert_eq!(
