@@ -13,7 +13,8 @@ three fields, timestamps varying per request) for --duration seconds; everything
    three replicas, and with gzip bodies);
 2. the gateway's own ceiling: through the gateway to a null sink (nginx `return 204`) vs nginx
    `proxy_pass` to the same sink, with measurement sharding over three sinks and replicating to
-   three; and, for scale, nginx itself replicating to three (`mirror`) against the gateway;
+   three; and, for scale, nginx itself replicating to three (`mirror`), and the floor of the
+   gateway's own stack: actix-web and awc forwarding bodies unread (examples/forward_floor.rs);
 3. small-query latency: p50/p99 of `SELECT last(v) FROM m0` straight vs through the gateway;
 4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
    writing the same points straight, and the queue's disk use after the drain;
@@ -40,6 +41,7 @@ from replay_rate import Influxd, free_port, request, wait_ping  # noqa: E402
 ROOT = replay_rate.ROOT
 GATEWAY = replay_rate.GATEWAY
 ROUTE_COST = os.path.join(ROOT, "target", "release", "examples", "route_cost")
+FORWARD_FLOOR = os.path.join(ROOT, "target", "release", "examples", "forward_floor")
 POINTS_PER_BATCH = 5_000
 BODIES = 40
 CONNECTIONS = 8
@@ -223,6 +225,23 @@ http {{
         self.proc.wait(timeout=10)
 
 
+class Floor:
+    """examples/forward_floor: actix-web and awc, the gateway's HTTP server and client, forwarding
+    each body unread to every upstream and answering 204 once all of them did."""
+
+    def __init__(self, upstreams):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([FORWARD_FLOOR, f"127.0.0.1:{self.port}", *upstreams],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+        wait_ping(self.url)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
 def points_per_second(rate):
     return rate * POINTS_PER_BATCH
 
@@ -260,7 +279,7 @@ def main():
     for program in ("influxd", "wrk", "nginx", "valgrind"):
         if not shutil.which(program):
             sys.exit(f"{program} not found: apt-get install influxdb wrk nginx-light valgrind")
-    for binary in (GATEWAY, ROUTE_COST):
+    for binary in (GATEWAY, ROUTE_COST, FORWARD_FLOOR):
         if not os.path.exists(binary):
             sys.exit("build first: cargo build --release --bins --examples")
 
@@ -368,26 +387,47 @@ def main():
             node.kill()
         running.clear()
 
-        # 2. The gateway's own ceiling, against nginx, into a null sink.
+        # 2. The gateway's own ceiling, against nginx, into a null sink; and, for scale, nginx
+        # replicating itself, and actix-web with awc forwarding bodies unread (the floor of the
+        # gateway's own HTTP stack, examples/forward_floor.rs).
         nginx = Nginx(root)
         running.append(nginx)
         sink = [f"http://127.0.0.1:{port}" for port in nginx.sinks]
-        proxied = throughput(f"http://127.0.0.1:{nginx.proxy}", "x", plain)
         sharded = Gateway(root, "gw-sharded", [(f"s{i}", url) for i, url in enumerate(sink, 1)],
                           "shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
                           "  - {name: c, replicas: [s3]}\n")
         replicated = Gateway(root, "gw-replicated",
                              [(f"s{i}", url) for i, url in enumerate(sink, 1)])
-        running += [sharded, replicated]
-        row("null sink, measurement shards: gateway vs nginx proxy", proxied,
-            throughput(sharded.url, "x", plain), "points/s", 1.0)
-        replicated_rate = throughput(replicated.url, "x", plain)
-        row("null sink, 3 replicas: gateway vs nginx proxy", proxied, replicated_rate, "points/s",
-            0.6)
-        # What replicating to three costs a proxy with neither a parse nor a copy of its own.
-        mirrored = throughput(f"http://127.0.0.1:{nginx.mirror}", "x", plain)
-        row("null sink, 3 replicas: nginx mirror vs nginx proxy", proxied, mirrored, "points/s")
-        row("null sink, 3 replicas: gateway vs nginx mirror", mirrored, replicated_rate,
+        floor_one, floor_three = Floor(sink[:1]), Floor(sink)
+        running += [sharded, replicated, floor_one, floor_three]
+        targets = {
+            "proxy": f"http://127.0.0.1:{nginx.proxy}",
+            "mirror": f"http://127.0.0.1:{nginx.mirror}",
+            "floor1": floor_one.url,
+            "floor3": floor_three.url,
+            "sharded": sharded.url,
+            "replicated": replicated.url,
+        }
+        # The rates into a null sink swing by a fifth from one run to the next on this machine:
+        # every target is measured twice, in one order and then in the reverse one, and averaged.
+        order = list(targets)
+        samples = {name: [] for name in order}
+        for name in order + order[::-1]:
+            samples[name].append(throughput(targets[name], "x", plain))
+        rate = {name: sum(values) / len(values) for name, values in samples.items()}
+        row("null sink, measurement shards: gateway vs nginx proxy", rate["proxy"],
+            rate["sharded"], "points/s", 1.0)
+        row("null sink, 3 replicas: gateway vs nginx proxy", rate["proxy"], rate["replicated"],
+            "points/s", 0.6)
+        row("null sink: nginx mirror to 3 vs nginx proxy", rate["proxy"], rate["mirror"],
+            "points/s")
+        row("null sink: actix-web+awc floor to 1 vs nginx proxy", rate["proxy"], rate["floor1"],
+            "points/s")
+        row("null sink: actix-web+awc floor to 3 vs nginx proxy", rate["proxy"], rate["floor3"],
+            "points/s")
+        row("null sink, measurement shards: gateway vs floor to 1", rate["floor1"],
+            rate["sharded"], "points/s")
+        row("null sink, 3 replicas: gateway vs floor to 3", rate["floor3"], rate["replicated"],
             "points/s")
         for proc in running:
             proc.stop()
