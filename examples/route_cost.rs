@@ -29,6 +29,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The gateway's allocator settings: without them every batch's shard buffers are pages
+    // faulted in afresh, which the gateway does not pay.
+    influx_gateway::memory::tune();
     let modes = workload::modes();
     let config = &modes[index].1;
     let body = workload::batch();

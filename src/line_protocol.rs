@@ -187,6 +187,9 @@ enum Part {
 impl<'a> Iterator for Lines<'a> {
     type Item = Line<'a>;
 
+    // Inlined into the router's loop: returned through memory, a line was written field by field
+    // and read back whole, which stalled on every line.
+    #[inline]
     fn next(&mut self) -> Option<Line<'a>> {
         let text = self.ends.next()?;
         let body = self.ends.body;
@@ -277,29 +280,50 @@ fn scan_line(buf: &[u8], mut i: usize, followed: bool) -> LineEnd {
     }
 }
 
+/// What a line holds. The search runs out of line and answers in two registers: a `LineKind`
+/// returned through memory was written field by field and read back whole, which stalled the
+/// router's loop on every line.
+#[inline]
 fn classify(text: &[u8]) -> LineKind<'_> {
-    let start = text
-        .iter()
-        .position(|&b| !matches!(b, b' ' | b'\t' | 0))
-        .unwrap_or(text.len());
-    let text = &text[start..];
-    match text.first() {
+    let (start, name_end) = key_bounds(text);
+    match text.get(start) {
         None => LineKind::Blank,
         Some(b'#') => LineKind::Comment,
         Some(b',') => LineKind::Invalid(LineError::MissingMeasurement),
         Some(_) => {
-            // A `\r` left by a CRLF ending belongs to no name.
-            let text = text.strip_suffix(b"\r").unwrap_or(text);
-            LineKind::Point(series_key(text))
+            let key = without_cr(&text[start..]);
+            let (measurement, rest) = key.split_at(name_end - start);
+            LineKind::Point(SeriesKey { measurement, rest })
         }
     }
 }
 
-/// The measurement and tag section of a line that starts with its measurement.
-fn series_key(text: &[u8]) -> SeriesKey<'_> {
-    let name_end = unescaped_position(text, 0, b',', b' ');
-    let (measurement, rest) = text.split_at(name_end);
-    SeriesKey { measurement, rest }
+/// Where a line's first byte that is not blank lies (as influxd skips spaces, tabs and NULs) and,
+/// when that byte starts a point, where its measurement ends: the first comma or space not
+/// preceded by a backslash.
+#[inline(never)]
+fn key_bounds(text: &[u8]) -> (usize, usize) {
+    let start = text
+        .iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | 0))
+        .unwrap_or(text.len());
+    if matches!(text.get(start), None | Some(b'#' | b',')) {
+        return (start, start);
+    }
+    let key = without_cr(&text[start..]);
+    // Names are short: a byte loop finds their end before a SIMD search is set up.
+    let name_end = match key.iter().position(|&b| b == b',' || b == b' ') {
+        Some(i) if i == 0 || key[i - 1] != b'\\' => i,
+        Some(i) => unescaped_position(key, i + 1, b',', b' '),
+        None => key.len(),
+    };
+    (start, start + name_end)
+}
+
+/// A point's text without the `\r` a CRLF ending leaves: it belongs to no name.
+#[inline]
+fn without_cr(text: &[u8]) -> &[u8] {
+    text.strip_suffix(b"\r").unwrap_or(text)
 }
 
 /// The first index at or after `from` whose byte is `a` or `b` and not escaped (not preceded by a

@@ -112,7 +112,7 @@ impl Timestamps {
     }
 
     /// Takes in one line that writes a point, without its newline.
-    #[inline]
+    #[inline(always)]
     pub fn line(&mut self, line: &[u8]) {
         if self.unit == 0 {
             return;
