@@ -4,8 +4,13 @@
 //! beyond its HTTP server and client. It keeps the gateway's allocator settings: without them a
 //! body's pages are faulted in afresh for every request, and it made 0.5–0.8 of its rate.
 //!
+//! Its client is the gateway's own (`tls::http_client`, as many connections per upstream as a node
+//! gets by default) and its listener sets `TCP_NODELAY` as the gateway's does; unlike the gateway,
+//! it sends from the thread that received the request.
+//!
 //! With `--split`, each upstream gets one contiguous part of the body instead, cut at newlines
-//! into near-equal lengths: what sharding would cost if choosing each line's shard cost nothing.
+//! into near-equal lengths: close to what sharding would cost if choosing each line's shard cost
+//! nothing (the gateway's shares of a body are not equal: they follow its measurements).
 //!
 //! ```text
 //! forward_floor [--split] 127.0.0.1:9000 http://127.0.0.1:9001 [http://127.0.0.1:9002 ...]
@@ -16,6 +21,10 @@ use std::{process::ExitCode, rc::Rc};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use futures_util::future::join_all;
+
+/// Connections per upstream and worker: what a node's client allows by default
+/// (`write.max_in_flight` 8, plus two).
+const CONNECTIONS: usize = 10;
 
 /// What each worker thread holds: its own client (awc is per thread) and the upstream URLs.
 struct Upstreams {
@@ -82,12 +91,13 @@ fn main() -> ExitCode {
             App::new()
                 .app_data(web::PayloadConfig::new(64 << 20))
                 .app_data(web::Data::new(Upstreams {
-                    client: awc::Client::default(),
+                    client: influx_gateway::tls::http_client(None, CONNECTIONS),
                     urls: urls.clone().into(),
                     split,
                 }))
                 .default_service(web::to(forward))
         })
+        .tcp_nodelay(true)
         .bind(listen.as_str())?
         .run()
         .await

@@ -4,12 +4,13 @@
 //! points, so that start-up and the workload's construction cancel out.
 //!
 //! `cargo build --release --example route_cost && target/release/examples/route_cost MODE ITERATIONS`
-//! with MODE one of `replication`, `measurement`, `tag`.
+//! with MODE one of `replication`, `measurement`, `tag`. It also prints the wall time per batch,
+//! for comparing two builds run one after the other (the least of three runs of 2,000 batches).
 
 #[path = "../benches/shared/workload.rs"]
 mod workload;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Instant};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -30,12 +31,14 @@ fn main() -> ExitCode {
         }
     };
     // The gateway's allocator settings: without them every batch's shard buffers are pages
-    // faulted in afresh, which the gateway does not pay.
-    influx_gateway::memory::tune();
+    // faulted in afresh, which the gateway does not pay. Not its trim thread, which wakes on the
+    // clock and would make the instruction count depend on how long the run took.
+    influx_gateway::memory::configure();
     let modes = workload::modes();
     let config = &modes[index].1;
     let body = workload::batch();
     let mut batches = 0;
+    let started = Instant::now();
     for _ in 0..iterations {
         // What a write costs before the nodes' actors get it: the one pass that counts points,
         // reads the time span and splits by shard.
@@ -43,9 +46,11 @@ fn main() -> ExitCode {
             .batches
             .len();
     }
+    let elapsed = started.elapsed();
     println!(
-        "{mode}: {iterations} × {} points, {batches} shard batches",
-        workload::POINTS
+        "{mode}: {iterations} × {} points, {batches} shard batches, {:.1} µs a batch",
+        workload::POINTS,
+        elapsed.as_secs_f64() * 1e6 / iterations.max(1) as f64
     );
     ExitCode::SUCCESS
 }

@@ -28,13 +28,22 @@ use std::time::Duration;
 /// How often free memory is given back to the kernel.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Applies the settings above; call early in `main`, so that they apply to the arenas the
-/// gateway's threads create.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// Applies the settings above and starts the trim; call early in `main`, so that they apply to
+/// the arenas the gateway's threads create.
 pub fn tune() {
+    if configure() {
+        start_trimming();
+    }
+}
+
+/// The allocator settings without the trim thread, which wakes on the clock: for a program whose
+/// instruction count must not depend on how long it ran (`examples/route_cost.rs`). False when
+/// `GLIBC_TUNABLES` leaves the allocator to the operator.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn configure() -> bool {
     let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
     if tunables.contains("glibc.malloc.") {
-        return;
+        return false;
     }
     let settings = [
         ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 2),
@@ -53,6 +62,11 @@ pub fn tune() {
             );
         }
     }
+    true
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn start_trimming() {
     let trimmer = std::thread::Builder::new()
         .name("malloc-trim".to_owned())
         .spawn(|| loop {
@@ -71,4 +85,9 @@ pub fn tune() {
 
 /// Other allocators need none of this.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn tune() {}
+pub fn configure() -> bool {
+    false
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn start_trimming() {}

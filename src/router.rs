@@ -391,8 +391,9 @@ struct RecentPlacements<'b, 'r> {
 const RECENT_PLACEMENTS: usize = 64;
 
 /// A measurement name as written, with its first and last eight bytes as words (overlapping when
-/// it is shorter than 16, the whole name zero-padded when shorter than 8): names up to 16 bytes
-/// long, nearly all of them, are hashed and told apart by two words, without a call to `memcmp`.
+/// it is shorter than 16; a name shorter than 8 is folded into one word, a byte at a time, which
+/// with the length tells it apart: `"\0a"` and `"a"` fold alike but differ in length). Names up to
+/// 16 bytes long, nearly all of them, are hashed and told apart by two words, without `memcmp`.
 #[derive(Clone, Copy)]
 struct NameKey<'b> {
     name: &'b [u8],

@@ -191,8 +191,8 @@ fn nanoseconds_per_unit(precision: Option<&str>) -> i64 {
 /// and looking for the space first (`memrchr`) and then parsing cost twice as much.
 #[inline]
 fn last_word_timestamp(line: &[u8]) -> Option<i64> {
-    // Nanoseconds since 2001 are 19 digits: the usual word, checked and read in three loads with
-    // one branch on what they hold, the rest of the rule left to a call that is rarely made.
+    // Nanoseconds since 2001 are 19 digits: the usual word, checked and read in three loads, the
+    // rest of the rule left to a call that is rarely made.
     if let Some((head, word)) = line.split_last_chunk::<20>() {
         let (lead, middle, low) = split_word(word);
         // The space and three digits: as for eight, each digit's high nibble is 3 before and
@@ -278,7 +278,8 @@ fn any_word_timestamp(line: &[u8]) -> Option<i64> {
 }
 
 /// Whether all eight bytes are ASCII digits: each byte's high nibble is 3, and adding 6 does not
-/// carry into it (SWAR).
+/// carry into it (SWAR). A carry out of one byte into the next needs a byte of 0xFA or more,
+/// whose high nibble already failed the first test.
 #[inline]
 fn all_digits(chunk: u64) -> bool {
     const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
@@ -448,7 +449,7 @@ mod tests {
         /// Near misses of the 19-digit word the fast path reads: one byte of it, or of the space
         /// before it, replaced by any byte.
         #[test]
-        fn a_19_digit_word_with_one_byte_changed_is_read_as_a_byte_at_a_time(
+        fn a_19_digit_word_with_any_byte_replaced_is_read_as_a_byte_at_a_time(
             head in "[a-z\\\\ =\"]{0,4}",
             digits in "[0-9]{19}",
             at in 0usize..20,
