@@ -303,10 +303,7 @@ fn classify(text: &[u8]) -> LineKind<'_> {
 /// preceded by a backslash.
 #[inline(never)]
 fn key_bounds(text: &[u8]) -> (usize, usize) {
-    let start = text
-        .iter()
-        .position(|&b| !matches!(b, b' ' | b'\t' | 0))
-        .unwrap_or(text.len());
+    let start = blanks(text);
     if matches!(text.get(start), None | Some(b'#' | b',')) {
         return (start, start);
     }
@@ -318,6 +315,14 @@ fn key_bounds(text: &[u8]) -> (usize, usize) {
         None => key.len(),
     };
     (start, start + name_end)
+}
+
+/// How many bytes at the start of a line influxd skips: spaces, tabs and NULs.
+#[inline]
+pub fn blanks(text: &[u8]) -> usize {
+    text.iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | 0))
+        .unwrap_or(text.len())
 }
 
 /// A point's text without the `\r` a CRLF ending leaves: it belongs to no name.

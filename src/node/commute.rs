@@ -68,8 +68,7 @@ impl Scan {
         let ends_cleanly = ends.plain() || line_protocol::ends_cleanly(body);
         for text in ends {
             let line = &body[text];
-            // Leading blanks as influxd skips them.
-            match line.iter().find(|&&b| !matches!(b, b' ' | b'\t' | 0)) {
+            match line.get(line_protocol::blanks(line)) {
                 None | Some(b'#') => continue,
                 Some(_) => points += 1,
             }
