@@ -272,6 +272,11 @@ pub struct QueueConfig {
     /// Largest request body built when replaying a backlog.
     #[serde(deserialize_with = "units::size")]
     pub replay_batch_size: u64,
+    /// Free space kept on `data_dir`'s filesystem: a copy whose append would leave less is refused
+    /// as when `max_bytes` is reached, so that the queue's own storage never runs out of room to
+    /// remove what it replays (0 turns the check off).
+    #[serde(deserialize_with = "units::size")]
+    pub min_free_disk: u64,
 }
 
 mod defaults {
@@ -341,6 +346,8 @@ impl Default for QueueConfig {
             max_bytes: 10 * 1024 * 1024 * 1024,
             max_age: Duration::from_secs(168 * 3600),
             replay_batch_size: 4 * 1024 * 1024,
+            // Room for sled's log segments, snapshot and the records of removals while replaying.
+            min_free_disk: 64 * 1024 * 1024,
         }
     }
 }
@@ -623,6 +630,7 @@ mod tests {
         assert_eq!(config.queue.max_bytes, 10 << 30);
         assert_eq!(config.queue.max_age, Duration::from_secs(168 * 3600));
         assert_eq!(config.queue.replay_batch_size, 4 << 20);
+        assert_eq!(config.queue.min_free_disk, 64 << 20);
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl Gateway {
     pub fn start(config: Config) -> Result<Self, crate::RunError> {
         let dir = config.data_dir.join("queue");
         std::fs::create_dir_all(&dir).map_err(|e| QueueError::Storage(e.into()))?;
-        let store = QueueStore::open(&dir)?;
+        let store = QueueStore::open(&dir, config.queue.min_free_disk)?;
         let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
         let orphans = store.orphans(&names)?;
         for orphan in &orphans {

@@ -14,7 +14,7 @@ use futures_util::{
 
 use crate::{
     consistency::Consistency,
-    node::{Delivery, NodeError, NodeHandle, NodeResponse, NodeWrite, Op, WriteTarget},
+    node::{Delivery, NodeHandle, NodeResponse, NodeWrite, Op, WriteTarget},
     router::{NodeId, Routed, Router, ShardBatch},
 };
 
@@ -22,10 +22,14 @@ use crate::{
 #[derive(Debug)]
 pub enum WriteOutcome {
     /// Every shard met the consistency level. `refused` lists the replicas that refused their copy
-    /// while the others accepted it: `(shard, node, the node's answer)`.
+    /// while the others accepted it: `(shard, node, the node's answer)`; `unstored` the replicas
+    /// whose copy the gateway could not store (queue or disk full). Both are flagged
+    /// `needs_resync` before the client hears of the write.
     Acknowledged {
         /// Copies to keep as dead letters on the nodes that refused them.
         refused: Vec<(usize, NodeId, String)>,
+        /// Replicas that did not get their copy because it could not be queued.
+        unstored: Vec<NodeId>,
     },
     /// The nodes refused the points (parse error, type conflict, unknown database, credentials)
     /// and no replica of the shard accepted them: the first refusal, as InfluxDB sent it.
@@ -42,9 +46,10 @@ pub enum WriteOutcome {
 /// A write is acknowledged only when every replica has answered, each shard has at least the
 /// level's number of direct acceptances, and every other replica holds the write in its flushed
 /// queue. Two exceptions are tolerated when the shard's level is met by acceptances (and at least
-/// one replica accepted): a replica whose queue is full, and a replica that refused the points its
-/// peers accepted (it has diverged). Either copy is counted and its node flagged for resync. When
-/// no replica of a shard accepted and some refused, the client gets the node's refusal.
+/// one replica accepted): a replica whose copy could not be stored (queue or disk full, storage
+/// failing), and a replica that refused the points its peers accepted (it has diverged). Either
+/// copy is counted and its node flagged for resync. When no replica of a shard accepted and some
+/// refused, the client gets the node's refusal.
 #[derive(Debug)]
 pub struct Tally {
     consistency: Consistency,
@@ -59,10 +64,29 @@ struct ShardTally {
     required: usize,
     accepted: usize,
     queued: usize,
-    /// Failures that may be tolerated: queue full, or a refusal.
+    /// Failures that may be tolerated: a copy not stored, or a refusal.
     tolerable: usize,
     failures: Vec<String>,
     refusals: Vec<(NodeId, NodeResponse)>,
+    unstored: Vec<NodeId>,
+}
+
+impl WriteOutcome {
+    /// The replicas an acknowledged write is missing on, each once, in node order: they refused
+    /// their copy or it could not be stored, and they are flagged `needs_resync`.
+    pub fn missing_copies(&self) -> Vec<NodeId> {
+        let WriteOutcome::Acknowledged { refused, unstored } = self else {
+            return Vec::new();
+        };
+        let mut nodes: Vec<NodeId> = refused
+            .iter()
+            .map(|&(_, node, _)| node)
+            .chain(unstored.iter().copied())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
 }
 
 impl ShardTally {
@@ -90,6 +114,7 @@ impl Tally {
                 tolerable: 0,
                 failures: Vec::new(),
                 refusals: Vec::new(),
+                unstored: Vec::new(),
             })
             .collect();
         let outstanding = shards.iter().map(|s| s.replicas).sum();
@@ -113,7 +138,7 @@ impl Tally {
         let tally = &mut self.shards[shard];
         match delivery {
             Delivery::Accepted(_) => tally.accepted += 1,
-            Delivery::Queued => tally.queued += 1,
+            Delivery::Queued(_) => tally.queued += 1,
             Delivery::Rejected(answer) => {
                 tally.tolerable += 1;
                 tally
@@ -122,8 +147,9 @@ impl Tally {
                 tally.refusals.push((node, answer));
             }
             Delivery::Failed(e) => {
-                if matches!(e, NodeError::QueueFull { .. }) {
+                if e.is_unstored_copy() {
                     tally.tolerable += 1;
+                    tally.unstored.push(node);
                 }
                 tally.failures.push(format!("{name}: {e}"));
             }
@@ -152,7 +178,12 @@ impl Tally {
                     .map(move |(node, answer)| (i, *node, answer.refusal()))
             })
             .collect();
-        WriteOutcome::Acknowledged { refused }
+        let unstored = self
+            .shards
+            .iter()
+            .flat_map(|shard| shard.unstored.iter().copied())
+            .collect();
+        WriteOutcome::Acknowledged { refused, unstored }
     }
 
     /// The outcome when time ran out; replicas that never answered are named in `silent`. Their
@@ -279,16 +310,18 @@ async fn deliver(
     })
     .await;
     match decided {
-        Ok(Some(WriteOutcome::Acknowledged { refused })) if !refused.is_empty() => {
-            // The refused copies are kept, on disk, before the client hears the write is safe.
+        Ok(Some(WriteOutcome::Acknowledged { refused, unstored })) if !refused.is_empty() => {
+            // The refusing nodes are flagged, on disk, before the client hears the write is safe.
             let kept = join_all(refused.iter().map(|&(shard, node, ref reason)| {
                 let write = write(&routed.batches[shard]);
                 nodes[node].keep_refused(Op::Write(write), reason.clone())
             }));
             match tokio::time::timeout(deadline, kept).await {
-                Ok(kept) if kept.iter().all(|&k| k) => WriteOutcome::Acknowledged { refused },
+                Ok(kept) if kept.iter().all(|&k| k) => {
+                    WriteOutcome::Acknowledged { refused, unstored }
+                }
                 _ => WriteOutcome::NotMet(format!(
-                    "write accepted, but the copies refused by {} could not be recorded as dead letters",
+                    "write accepted, but the nodes that refused their copies ({}) could not be flagged as needing a resync",
                     refused
                         .iter()
                         .map(|&(_, node, _)| nodes[node].status().name())
@@ -301,6 +334,7 @@ async fn deliver(
         // Only when there was nothing to send: an empty routing must not hang or panic.
         Ok(None) => WriteOutcome::Acknowledged {
             refused: Vec::new(),
+            unstored: Vec::new(),
         },
         Err(_) => tally.expire(
             pending
@@ -314,6 +348,7 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::{NodeError, QueuedBecause};
     use actix_web::http::StatusCode;
 
     fn answer(status: u16) -> NodeResponse {
@@ -346,9 +381,11 @@ mod tests {
             tally.record(0, 0, "a", accepted()).is_none(),
             "others have not answered yet"
         );
-        assert!(tally.record(0, 1, "b", Delivery::Queued).is_none());
+        assert!(tally
+            .record(0, 1, "b", Delivery::Queued(QueuedBecause::Down))
+            .is_none());
         assert!(matches!(
-            tally.record(0, 2, "c", Delivery::Queued),
+            tally.record(0, 2, "c", Delivery::Queued(QueuedBecause::Down)),
             Some(WriteOutcome::Acknowledged { .. })
         ));
 
@@ -364,8 +401,8 @@ mod tests {
     fn levels_count_direct_acceptances() {
         let queued_only = |level| {
             let mut tally = Tally::new(level, [("all", 2)]);
-            tally.record(0, 0, "a", Delivery::Queued);
-            tally.record(0, 1, "b", Delivery::Queued)
+            tally.record(0, 0, "a", Delivery::Queued(QueuedBecause::Down));
+            tally.record(0, 1, "b", Delivery::Queued(QueuedBecause::Down))
         };
         assert!(matches!(
             queued_only(Consistency::Any),
@@ -380,14 +417,16 @@ mod tests {
         assert!(tally.record(0, 0, "a", accepted()).is_none());
         assert!(tally.record(0, 1, "b", accepted()).is_none());
         assert!(matches!(
-            tally.record(0, 2, "c", Delivery::Queued),
+            tally.record(0, 2, "c", Delivery::Queued(QueuedBecause::Down)),
             Some(WriteOutcome::Acknowledged { .. })
         ));
 
         let mut tally = Tally::new(Consistency::All, [("all", 3)]);
         assert!(tally.record(0, 0, "a", accepted()).is_none());
         assert!(tally.record(0, 1, "b", accepted()).is_none());
-        let Some(WriteOutcome::NotMet(why)) = tally.record(0, 2, "c", Delivery::Queued) else {
+        let Some(WriteOutcome::NotMet(why)) =
+            tally.record(0, 2, "c", Delivery::Queued(QueuedBecause::Down))
+        else {
             panic!("all needs every replica to accept");
         };
         assert_eq!(
@@ -413,7 +452,7 @@ mod tests {
         ));
 
         let mut tally = Tally::new(Consistency::Any, [("all", 2)]);
-        tally.record(0, 0, "a", Delivery::Queued);
+        tally.record(0, 0, "a", Delivery::Queued(QueuedBecause::Down));
         assert!(
             matches!(
                 tally.record(0, 1, "b", full()),
@@ -424,11 +463,38 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_the_disk_could_not_take_is_tolerated_at_every_level_its_acceptances_meet() {
+        let disk_full = || {
+            Delivery::Failed(NodeError::DiskFull {
+                free: 1,
+                reserve: 2,
+            })
+        };
+        for level in [Consistency::Any, Consistency::One, Consistency::Quorum] {
+            let mut tally = Tally::new(level, [("all", 3)]);
+            tally.record(0, 0, "a", accepted());
+            tally.record(0, 1, "b", accepted());
+            let outcome = tally.record(0, 2, "c", disk_full()).unwrap();
+            assert!(
+                matches!(outcome, WriteOutcome::Acknowledged { .. }),
+                "{level}: {outcome:?}"
+            );
+            assert_eq!(outcome.missing_copies(), vec![2], "{level}");
+        }
+        let mut tally = Tally::new(Consistency::All, [("all", 2)]);
+        tally.record(0, 0, "a", accepted());
+        assert!(matches!(
+            tally.record(0, 1, "b", disk_full()),
+            Some(WriteOutcome::NotMet(_))
+        ));
+    }
+
+    #[test]
     fn every_shard_must_meet_the_level() {
         let mut tally = Tally::new(Consistency::One, [("s1", 1), ("s2", 1)]);
         assert!(tally.record(0, 0, "a", accepted()).is_none());
         assert!(matches!(
-            tally.record(1, 2, "c", Delivery::Queued),
+            tally.record(1, 2, "c", Delivery::Queued(QueuedBecause::Down)),
             Some(WriteOutcome::NotMet(_))
         ));
     }
@@ -439,7 +505,9 @@ mod tests {
         assert!(tally
             .record(0, 0, "a", Delivery::Rejected(answer(400)))
             .is_none());
-        let Some(WriteOutcome::Rejected(answer)) = tally.record(0, 1, "b", Delivery::Queued) else {
+        let Some(WriteOutcome::Rejected(answer)) =
+            tally.record(0, 1, "b", Delivery::Queued(QueuedBecause::Down))
+        else {
             panic!("a 4xx with no acceptance must be returned");
         };
         assert_eq!(answer.status, StatusCode::BAD_REQUEST);
@@ -451,7 +519,7 @@ mod tests {
         assert!(tally
             .record(0, 0, "a", Delivery::Rejected(answer(404)))
             .is_none());
-        let Some(WriteOutcome::Acknowledged { refused }) = tally.record(0, 1, "b", accepted())
+        let Some(WriteOutcome::Acknowledged { refused, .. }) = tally.record(0, 1, "b", accepted())
         else {
             panic!("one replica accepted: the level is met");
         };

@@ -5,40 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, get, Cluster, Influxd};
+use common::{batch, count, eventually, get, wait_for_count, Cluster, Influxd};
 use serde_json::json;
-
-/// `n` points of measurement `m`, numbered from `first`, one second apart.
-fn batch(m: &str, first: u64, n: u64) -> String {
-    (first..first + n)
-        .map(|i| format!("{m},host=h{} v={i} {}\n", i % 7, (i + 1) * 1_000_000_000))
-        .collect()
-}
 
 /// Writes `batches` batches of `size` points of `m` through the gateway; each must be answered 204.
 fn write_batches(cluster: &Cluster, m: &str, batches: u64, size: u64) {
     for i in 0..batches {
         let reply = cluster.gateway.write("db=db", &batch(m, i * size, size));
         assert_eq!(reply.status, 204, "batch {i} of {m}: {}", reply.body);
-    }
-}
-
-/// The single count in `SELECT count(v) FROM m`, or 0.
-fn count(node: &Influxd, db: &str, m: &str) -> u64 {
-    node.values(db, &format!("SELECT count(v) FROM {m}"))
-        .first()
-        .and_then(|row| row[1].as_u64())
-        .unwrap_or(0)
-}
-
-fn wait_for_count(cluster: &Cluster, db: &str, m: &str, expected: u64, limit: Duration) {
-    for node in &cluster.nodes {
-        assert!(
-            eventually(limit, || count(node, db, m) == expected),
-            "{} holds {} {m} points, expected {expected}",
-            node.name,
-            count(node, db, m)
-        );
     }
 }
 
@@ -154,7 +128,7 @@ fn a_database_created_while_a_node_is_down_reaches_it_before_its_points() {
     assert_eq!(message["level"], "warning", "{}", reply.body);
     let text = message["text"].as_str().unwrap_or_default();
     assert!(
-        text.starts_with("node influx2 is unavailable: the statement is queued"),
+        text.starts_with("node influx2 is down: the statement is queued"),
         "{text}"
     );
 

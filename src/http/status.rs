@@ -122,6 +122,25 @@ struct ShardHealth<'a> {
     replicas_up: usize,
 }
 
+/// "2 of 3 nodes up", and which nodes lack copies their replicas have: a node that answers can
+/// still be missing data, and that must not read as all well.
+fn health_message(up: usize, nodes: &[NodeHealth]) -> String {
+    let mut message = format!("{up} of {} nodes up", nodes.len());
+    let diverged: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.queue.needs_resync)
+        .map(|n| n.status.name.as_str())
+        .collect();
+    if !diverged.is_empty() {
+        let verb = if diverged.len() == 1 { "needs" } else { "need" };
+        message.push_str(&format!(
+            "; {} {verb} a resync (copies of acknowledged writes are missing there)",
+            diverged.join(", ")
+        ));
+    }
+    message
+}
+
 /// Handles `GET /health`: every node's state; 200 while a node is up, 503 when none is.
 pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
     let nodes: Vec<NodeHealth> = gateway.nodes().iter().map(|n| n.health()).collect();
@@ -150,7 +169,7 @@ pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
         .collect();
     HttpResponse::build(code).json(Health {
         status,
-        message: format!("{up} of {} nodes up", nodes.len()),
+        message: health_message(up, &nodes),
         version: gateway.reported_version(),
         gateway_version: env!("CARGO_PKG_VERSION"),
         nodes,

@@ -14,6 +14,10 @@ use crate::{
     write::{replicate, WriteOutcome},
 };
 
+/// Names, on a 204, the replicas that did not get the points (they refused them, or their copy
+/// could not be queued); they are flagged `needs_resync`.
+pub const MISSING_REPLICAS: &str = "x-influx-gateway-missing-replicas";
+
 /// The query parameters of `/write`.
 #[derive(Debug, Default, Deserialize)]
 struct WriteParams {
@@ -150,7 +154,20 @@ async fn accept(
     )
     .await
     {
-        WriteOutcome::Acknowledged { .. } => Ok(HttpResponse::NoContent().finish()),
+        outcome @ WriteOutcome::Acknowledged { .. } => {
+            let mut response = HttpResponse::NoContent();
+            let missing = outcome.missing_copies();
+            if !missing.is_empty() {
+                // A 204 has no body for InfluxDB's `messages`: a client that must have every
+                // replica can see which did not get the points, and retry with consistency=all.
+                let names: Vec<&str> = missing
+                    .iter()
+                    .map(|&node| gateway.nodes()[node].status().name())
+                    .collect();
+                response.insert_header((MISSING_REPLICAS, names.join(", ")));
+            }
+            Ok(response.finish())
+        }
         WriteOutcome::Rejected(answer) => Ok(respond(&answer)),
         WriteOutcome::NotMet(why) => Err(ApiError::unavailable(why)),
         WriteOutcome::Unroutable(why) => Err(ApiError::bad_request(why)),

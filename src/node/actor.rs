@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use super::{
     backoff::Backoff,
-    client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, WriteTarget},
+    client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, QueuedBecause, WriteTarget},
     commute::TimeSpan,
     queue::{self, Entry, NodeQueue, QueueError, Record},
     status::{NodeState, NodeStatus},
@@ -46,6 +46,9 @@ const MAX_REPLAY_ENTRIES: usize = 10_000;
 
 /// How often a long replay logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Shortest wait before trying again to make a caught-up queue's removals durable.
+const SETTLE_RETRY: Duration = Duration::from_secs(1);
 
 /// Timeouts and limits of one node actor.
 #[derive(Debug, Clone)]
@@ -113,8 +116,8 @@ pub struct Refused {
     pub op: Op,
     /// The node's answer, as text.
     pub reason: String,
-    /// Told `true` once the dead letter is on disk, `false` if it could not be stored (the node
-    /// is still flagged for a resync).
+    /// Told `true` once the node is flagged `needs_resync` on disk (the dead letter itself is
+    /// kept when the disk has room), `false` if even the flag could not be stored.
     pub reply: oneshot::Sender<bool>,
 }
 
@@ -234,19 +237,26 @@ impl Node {
         }
     }
 
-    /// Whether new work must go to disk rather than straight to the node.
-    fn must_queue(&self) -> bool {
-        self.closing
-            || self.settling
-            || !self.queue.is_empty()
-            || self.status.state() == NodeState::Down
-            || self.waiting.len() >= self.settings.capacity
+    /// Why new work must go to disk rather than straight to the node, if it must.
+    fn must_queue(&self) -> Option<QueuedBecause> {
+        if self.closing {
+            Some(QueuedBecause::Stopping)
+        } else if self.status.state() == NodeState::Down {
+            Some(QueuedBecause::Down)
+        } else if self.settling || !self.queue.is_empty() {
+            Some(QueuedBecause::Draining)
+        } else if self.waiting.len() >= self.settings.capacity {
+            Some(QueuedBecause::Busy)
+        } else {
+            None
+        }
     }
 
-    /// Appends `pending` to the disk queue and answers it once the append is durable.
-    fn enqueue(&mut self, pending: Pending, ctx: &mut Context<Self>) {
+    /// Appends `pending` to the disk queue and answers it once the append is durable. A copy that
+    /// cannot be stored is answered as such once the node is flagged `needs_resync` on disk.
+    fn enqueue(&mut self, pending: Pending, because: QueuedBecause, ctx: &mut Context<Self>) {
         let was_empty = self.queue.is_empty();
-        match self.queue.append(pending.seq, &pending.op) {
+        let unstored = match self.queue.append(pending.seq, &pending.op) {
             Ok(ticket) => {
                 if was_empty {
                     log::info!(
@@ -254,43 +264,45 @@ impl Node {
                         self.status.name()
                     );
                 }
-                self.reply_when_durable(ticket, pending.reply, Delivery::Queued, ctx);
+                self.reply_when_durable(ticket, pending.reply, because, ctx);
                 self.schedule_replay(ctx);
+                return;
             }
-            Err(QueueError::Full { bytes, limit }) => {
-                // The refusal is counted and the node flagged durably before anyone hears of it.
-                let ticket = self.queue.refuse_copy();
-                let refused = Delivery::Failed(NodeError::QueueFull { bytes, limit });
-                self.reply_when_durable(ticket, pending.reply, refused, ctx);
-            }
+            Err(QueueError::Full { bytes, limit }) => NodeError::QueueFull { bytes, limit },
+            Err(QueueError::DiskFull { free, reserve }) => NodeError::DiskFull { free, reserve },
             Err(e) => {
                 log::error!("node {}: cannot queue a write: {e}", self.status.name());
-                let ticket = self.queue.flag_resync();
-                let failed = Delivery::Failed(NodeError::Storage(e.to_string()));
-                self.reply_when_durable(ticket, pending.reply, failed, ctx);
+                NodeError::Storage(e.to_string())
             }
-        }
+        };
+        let _ = pending.reply.send(not_stored(&self.queue, unstored));
     }
 
-    /// Sends `answer` on `reply` once `ticket` is on disk, without holding up the actor.
-    fn reply_when_durable<T: 'static>(
+    /// Answers `reply` once `ticket` is on disk, without holding up the actor.
+    fn reply_when_durable(
         &self,
         ticket: queue::Ticket,
-        reply: oneshot::Sender<T>,
-        answer: T,
+        reply: oneshot::Sender<Delivery>,
+        because: QueuedBecause,
         ctx: &mut Context<Self>,
     ) {
         let durable = self.queue.durable(ticket);
+        let queue = self.queue.clone();
         ctx.spawn(actix::fut::wrap_future(async move {
-            durable.await;
+            let answer = match durable.await {
+                Ok(()) => Delivery::Queued(because),
+                // In sled's memory but not on disk: it may yet be replayed, but nobody may count
+                // on it.
+                Err(e) => not_stored(&queue, NodeError::Storage(e.to_string())),
+            };
             let _ = reply.send(answer);
         }));
     }
 
     /// Moves everything waiting in memory to disk, keeping its order.
-    fn spill_waiting(&mut self, ctx: &mut Context<Self>) {
+    fn spill_waiting(&mut self, because: QueuedBecause, ctx: &mut Context<Self>) {
         while let Some(pending) = self.waiting.pop_front() {
-            self.enqueue(pending, ctx);
+            self.enqueue(pending, because.clone(), ctx);
         }
         // Whatever was to go alone is on disk now, where the replayer isolates refusals itself.
         self.alone = 0;
@@ -342,10 +354,11 @@ impl Node {
                 match delivery {
                     Delivery::Failed(e) if e.is_transient() => {
                         // These and everything after them go to disk, in order.
+                        let because = QueuedBecause::failure(e);
                         for pending in group {
-                            node.enqueue(pending, ctx);
+                            node.enqueue(pending, because.clone(), ctx);
                         }
-                        node.spill_waiting(ctx);
+                        node.spill_waiting(because, ctx);
                     }
                     // Which of the coalesced writes did the node refuse? Each goes again alone,
                     // in order, so that each client hears about its own lines (the accepted
@@ -515,7 +528,7 @@ impl Node {
             Delivery::Accepted(_) | Delivery::Rejected(_) => self.status.mark_up(None),
             Delivery::Failed(e) if e.is_unreachable() => self.status.mark_down(&e.to_string()),
             Delivery::Failed(e) => self.status.record_error(&e.to_string()),
-            Delivery::Queued => {}
+            Delivery::Queued(_) => {}
         }
     }
 
@@ -640,46 +653,48 @@ impl Node {
         delivery: Delivery,
     ) -> Result<(), QueueError> {
         self.observe(&delivery);
-        match delivery {
+        // A 4xx, or a failure that the same request is bound to meet again, counts an attempt.
+        let refusal = match delivery {
             Delivery::Accepted(_) => {
                 self.queue.remove(entries.iter().map(|e| e.seq))?;
                 self.replay.backoff.reset();
                 self.replay.not_before = None;
                 self.replay.single = self.replay.single.saturating_sub(entries.len());
                 self.count_replayed(points);
+                return Ok(());
             }
-            Delivery::Rejected(answer) if entries.len() > 1 => {
-                // Which entry is at fault? Replay the batch's entries one by one.
-                log::debug!(
-                    "node {}: batch refused ({}), replaying its {} entries singly",
-                    self.status.name(),
-                    answer.status,
-                    entries.len()
-                );
-                self.replay.single = entries.len();
-            }
-            Delivery::Rejected(answer) => {
-                let reason = answer.refusal();
-                let attempts = attempts + 1;
-                let head = &entries[0];
-                if attempts >= self.settings.max_attempts_4xx {
-                    self.replay.single = self.replay.single.saturating_sub(1);
-                    self.queue
-                        .dead_letter(head, &format!("refused {attempts} times: {reason}"))?;
-                } else {
-                    log::warn!(
-                        "node {}: queued entry {} refused ({reason}), attempt {attempts}",
-                        self.status.name(),
-                        head.seq
-                    );
-                    self.retry_after(self.settings.initial_backoff);
-                    self.queue.set_attempts(head, attempts)?;
-                }
-            }
-            Delivery::Failed(_) | Delivery::Queued => {
+            Delivery::Rejected(answer) => answer.refusal(),
+            Delivery::Failed(e) if e.repeats() => e.to_string(),
+            Delivery::Failed(_) | Delivery::Queued(_) => {
                 let delay = self.replay.backoff.next_delay();
                 self.retry_after(delay);
+                return Ok(());
             }
+        };
+        if entries.len() > 1 {
+            // Which entry is at fault? Replay the batch's entries one by one.
+            log::debug!(
+                "node {}: batch refused ({refusal}), replaying its {} entries singly",
+                self.status.name(),
+                entries.len()
+            );
+            self.replay.single = entries.len();
+            return Ok(());
+        }
+        let attempts = attempts + 1;
+        let head = &entries[0];
+        if attempts >= self.settings.max_attempts_4xx {
+            self.replay.single = self.replay.single.saturating_sub(1);
+            self.queue
+                .dead_letter(head, &format!("refused {attempts} times: {refusal}"))?;
+        } else {
+            log::warn!(
+                "node {}: queued entry {} refused ({refusal}), attempt {attempts}",
+                self.status.name(),
+                head.seq
+            );
+            self.retry_after(self.settings.initial_backoff);
+            self.queue.set_attempts(head, attempts)?;
         }
         Ok(())
     }
@@ -737,12 +752,24 @@ impl Node {
         self.replay.window_start = Instant::now();
         self.replay.progress = None;
         self.status.set_replay_rate(0);
-        if self.settling {
-            return;
+        if !self.settling {
+            self.settle(ctx);
         }
+    }
+
+    /// Stays draining until every removal is on disk, then goes back to Direct.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
         self.settling = true;
         let durable = self.queue.durable(self.queue.sync());
-        ctx.spawn(durable.into_actor(self).map(|(), node, ctx| {
+        ctx.spawn(durable.into_actor(self).map(|flushed, node, ctx| {
+            if let Err(e) = flushed {
+                log::warn!(
+                    "node {}: caught up, but its queue's removals are not on disk ({e}); still queueing",
+                    node.status.name()
+                );
+                ctx.run_later(node.settings.initial_backoff.max(SETTLE_RETRY), Self::settle);
+                return;
+            }
             node.settling = false;
             if node.queue.is_empty() {
                 log::info!(
@@ -775,10 +802,21 @@ impl Node {
                 }
                 Err(e) => {
                     node.status.mark_down(&e.to_string());
-                    node.spill_waiting(ctx);
+                    node.spill_waiting(QueuedBecause::Down, ctx);
                 }
             }
         }));
+    }
+}
+
+/// The answer for a copy that could not be stored. The node is flagged first, so that the copy is
+/// known to be missing whatever happens next.
+fn not_stored(queue: &NodeQueue, why: NodeError) -> Delivery {
+    match queue.refuse_copy() {
+        Ok(()) => Delivery::Failed(why),
+        Err(e) => Delivery::Failed(NodeError::Unflagged(format!(
+            "{why}; and its needs_resync flag could not be stored: {e}"
+        ))),
     }
 }
 
@@ -943,8 +981,8 @@ impl Handler<Job> for Node {
             arrived: Instant::now(),
         };
         self.next_seq += 1;
-        if self.must_queue() {
-            self.enqueue(pending, ctx);
+        if let Some(because) = self.must_queue() {
+            self.enqueue(pending, because, ctx);
         } else {
             self.waiting.push_back(pending);
             self.pump(ctx);
@@ -955,20 +993,20 @@ impl Handler<Job> for Node {
 impl Handler<Refused> for Node {
     type Result = ();
 
-    fn handle(&mut self, refused: Refused, ctx: &mut Self::Context) {
+    fn handle(&mut self, refused: Refused, _: &mut Self::Context) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (ticket, kept) = match self.queue.keep_refused(seq, &refused.op, &refused.reason) {
-            Ok(ticket) => (ticket, true),
+        let flagged = match self.queue.keep_refused(seq, &refused.op, &refused.reason) {
+            Ok(()) => true,
             Err(e) => {
                 log::error!(
-                    "node {}: cannot keep a refused write: {e}",
+                    "node {}: cannot flag it as needing a resync after it refused a write: {e}",
                     self.status.name()
                 );
-                (self.queue.flag_resync(), false)
+                false
             }
         };
-        self.reply_when_durable(ticket, refused.reply, kept, ctx);
+        let _ = refused.reply.send(flagged);
     }
 }
 
@@ -983,10 +1021,10 @@ impl Handler<Shutdown> for Node {
         let mut flights = std::mem::take(&mut self.in_flight);
         flights.sort_by_key(|f| f.group.first().map(|p| p.seq));
         for pending in flights.into_iter().flat_map(|f| f.group) {
-            self.enqueue(pending, ctx);
+            self.enqueue(pending, QueuedBecause::Stopping, ctx);
         }
         self.mutation_in_flight = false;
-        self.spill_waiting(ctx);
+        self.spill_waiting(QueuedBecause::Stopping, ctx);
     }
 }
 

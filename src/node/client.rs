@@ -19,6 +19,13 @@ use super::commute::TimeSpan;
 /// Largest answer buffered from a node (write errors, mutation results).
 const MAX_BUFFERED_ANSWER: usize = 64 * 1024 * 1024;
 
+/// Bodies larger than this are sent with `Expect: 100-continue`. Go's HTTP server, influxd's,
+/// drains at most 256 KiB of a body its handler did not read and then closes the connection: a
+/// write it refuses before reading (an unknown database, bad credentials) would reach the gateway
+/// as a broken pipe instead of its answer. With the expectation it answers before the body is
+/// sent; for smaller bodies the extra round trip is not worth it, as the answer is read anyway.
+const EXPECT_CONTINUE_ABOVE: usize = 256 * 1024;
+
 /// Why a request to a node did not get an answer that can be passed on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
@@ -45,7 +52,7 @@ pub enum NodeError {
     /// The node's actor is gone (shutting down).
     #[error("node actor stopped")]
     Stopped,
-    /// The node's disk queue holds `queue.max_bytes` already.
+    /// The node's disk queue holds `queue.max_bytes` already; the node is flagged for a resync.
     #[error("queue full ({bytes} of {limit} bytes)")]
     QueueFull {
         /// Bytes queued.
@@ -53,9 +60,25 @@ pub enum NodeError {
         /// `queue.max_bytes`.
         limit: u64,
     },
-    /// The disk queue could not store the write.
+    /// Storing the copy would leave less than `queue.min_free_disk` free; the node is flagged for
+    /// a resync.
+    #[error("disk full ({free} bytes free under data_dir, min_free_disk {reserve})")]
+    DiskFull {
+        /// Bytes free.
+        free: u64,
+        /// `queue.min_free_disk`.
+        reserve: u64,
+    },
+    /// The disk queue could not store the copy; the node is flagged for a resync.
     #[error("cannot queue: {0}")]
     Storage(String),
+    /// The copy could not be stored and neither could the node's `needs_resync` flag.
+    #[error("cannot queue: {0}")]
+    Unflagged(String),
+    /// The node broke the connection off while the body was sent, yet answers the same request
+    /// with an empty body: it will not take this body (larger than its `max-body-size`?).
+    #[error("the node closed the connection while {0} bytes of body were sent, though it accepts the same write without them")]
+    CutOff(usize),
 }
 
 impl NodeError {
@@ -72,7 +95,61 @@ impl NodeError {
                 | NodeError::Timeout(_)
                 | NodeError::Server { .. }
                 | NodeError::Transport(_)
+                | NodeError::CutOff(_)
         )
+    }
+
+    /// Whether the gateway could not store this node's copy (queue or disk full, storage failing)
+    /// and has flagged the node `needs_resync` on disk: the copy is missing, and known to be.
+    pub fn is_unstored_copy(&self) -> bool {
+        matches!(
+            self,
+            NodeError::QueueFull { .. } | NodeError::DiskFull { .. } | NodeError::Storage(_)
+        )
+    }
+
+    /// Whether sending the same request again is bound to fail the same way, so that a queued
+    /// entry that got it counts an attempt towards `retry.max_attempts_4xx`, as for a 4xx.
+    pub fn repeats(&self) -> bool {
+        matches!(self, NodeError::CutOff(_))
+    }
+}
+
+/// Why a write or mutation went to the node's disk queue instead of straight to the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueuedBecause {
+    /// The node cannot be reached.
+    Down,
+    /// The node is up but still replaying older entries: new work goes behind them.
+    Draining,
+    /// More work waits in memory for the node than `write.mailbox_capacity` allows.
+    Busy,
+    /// The gateway is stopping.
+    Stopping,
+    /// The request itself failed (timeout, 5xx, broken connection).
+    Failed(NodeError),
+}
+
+impl QueuedBecause {
+    /// Why a request that failed with `error` was queued: a node that cannot be reached is down.
+    pub fn failure(error: NodeError) -> Self {
+        if error.is_unreachable() {
+            QueuedBecause::Down
+        } else {
+            QueuedBecause::Failed(error)
+        }
+    }
+}
+
+impl std::fmt::Display for QueuedBecause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueuedBecause::Down => f.write_str("down"),
+            QueuedBecause::Draining => f.write_str("up but replaying its queue"),
+            QueuedBecause::Busy => f.write_str("busy (write.mailbox_capacity reached)"),
+            QueuedBecause::Stopping => f.write_str("being stopped with the gateway"),
+            QueuedBecause::Failed(e) => write!(f, "failing ({e})"),
+        }
     }
 }
 
@@ -104,7 +181,7 @@ pub enum Delivery {
     /// 4xx: the node refused it because of what it says; it would refuse it again.
     Rejected(NodeResponse),
     /// The node could not take it now; it is in the node's disk queue, flushed, and will be replayed.
-    Queued,
+    Queued(QueuedBecause),
     /// No usable answer; trying again later may succeed.
     Failed(NodeError),
 }
@@ -172,14 +249,44 @@ pub async fn write(
     write: &NodeWrite,
     timeout: Duration,
 ) -> Delivery {
-    let mut request = http
+    let large = write.body.len() > EXPECT_CONTINUE_ABOVE;
+    let mut request = write_request(http, base, write, timeout);
+    if large {
+        request = request.insert_header((header::EXPECT, "100-continue"));
+    }
+    match request.send_body(write.body.clone()).await {
+        // The node may have answered and closed before reading the body (a node that ignores the
+        // expectation, or a proxy in front of it): learn its answer from the same request
+        // without the body. A refusal is a refusal, whatever the body.
+        Err(SendRequestError::Send(e)) if large => {
+            let probe = write_request(http, base, write, timeout).send_body(Bytes::new());
+            match buffered(probe.await, timeout).await {
+                Delivery::Accepted(_) => Delivery::Failed(NodeError::CutOff(write.body.len())),
+                Delivery::Rejected(answer) => Delivery::Rejected(answer),
+                Delivery::Failed(_) | Delivery::Queued(_) => {
+                    Delivery::Failed(NodeError::Transport(format!("sending the body: {e}")))
+                }
+            }
+        }
+        sent => buffered(sent, timeout).await,
+    }
+}
+
+/// `POST /write` for `write`, without its body.
+fn write_request(
+    http: &awc::Client,
+    base: &str,
+    write: &NodeWrite,
+    timeout: Duration,
+) -> awc::ClientRequest {
+    let request = http
         .post(format!("{base}/write?{}", write.target.query))
         .timeout(timeout)
         .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"));
-    if let Some(auth) = &write.target.authorization {
-        request = request.insert_header((header::AUTHORIZATION, auth.clone()));
+    match &write.target.authorization {
+        Some(auth) => request.insert_header((header::AUTHORIZATION, auth.clone())),
+        None => request,
     }
-    buffered(request.send_body(write.body.clone()).await, timeout).await
 }
 
 /// Sends a query and keeps its whole answer (mutations, whose answers are small).

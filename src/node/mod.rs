@@ -16,7 +16,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 pub use actor::{Job, Node, NodeSettings, Op, Refused, Retune, Shutdown};
-pub use client::{Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, WriteTarget};
+pub use client::{
+    Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, QueuedBecause, WriteTarget,
+};
 pub use commute::{Scan, TimeSpan, Timestamps};
 pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
 pub use status::{NodeSnapshot, NodeState, NodeStatus};
@@ -135,16 +137,14 @@ impl NodeHandle {
     }
 
     /// Has the actor keep `op`, which this node refused while its replicas accepted it, as a dead
-    /// letter; resolves to whether it is on disk. If the actor cannot take the message the node is
-    /// still flagged for a resync, and the answer is `false`.
+    /// letter; resolves to whether the node is flagged `needs_resync` on disk, which is what the
+    /// client's acknowledgement rests on. If the actor cannot take the message, the node is flagged
+    /// here, without the letter.
     pub fn keep_refused(&self, op: Op, reason: String) -> impl Future<Output = bool> + 'static {
         let (reply, kept) = oneshot::channel();
         match self.addr.try_send(Refused { op, reason, reply }) {
             Ok(()) => Either::Left(kept.map(|kept| kept.unwrap_or(false))),
-            Err(_) => {
-                let durable = self.queue.durable(self.queue.flag_resync());
-                Either::Right(durable.map(|()| false))
-            }
+            Err(_) => Either::Right(future::ready(self.queue.flag_resync().is_ok())),
         }
     }
 

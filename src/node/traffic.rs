@@ -16,7 +16,7 @@ pub enum Cause {
     Server,
     /// The exchange broke off.
     Transport,
-    /// Refused by the gateway itself: actor busy or stopped, queue full, storage failed.
+    /// Refused by the gateway itself: actor busy or stopped, queue or disk full, storage failed.
     Local,
 }
 
@@ -46,11 +46,13 @@ impl Cause {
             NodeError::Connect(_) => Cause::Connect,
             NodeError::Timeout(_) => Cause::Timeout,
             NodeError::Server { .. } => Cause::Server,
-            NodeError::Transport(_) => Cause::Transport,
+            NodeError::Transport(_) | NodeError::CutOff(_) => Cause::Transport,
             NodeError::Busy(_)
             | NodeError::Stopped
             | NodeError::QueueFull { .. }
-            | NodeError::Storage(_) => Cause::Local,
+            | NodeError::DiskFull { .. }
+            | NodeError::Storage(_)
+            | NodeError::Unflagged(_) => Cause::Local,
         }
     }
 }
@@ -108,7 +110,7 @@ impl Traffic {
             Delivery::Accepted(_) => &self.accepted,
             Delivery::Rejected(_) => &self.rejected,
             Delivery::Failed(e) => &self.failures[Cause::of(e) as usize],
-            Delivery::Queued => return,
+            Delivery::Queued(_) => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -137,7 +139,7 @@ mod tests {
         let traffic = Traffic::default();
         traffic.outcome(&Delivery::Failed(NodeError::Connect("refused".into())));
         traffic.outcome(&Delivery::Failed(NodeError::Busy(3)));
-        traffic.outcome(&Delivery::Queued);
+        traffic.outcome(&Delivery::Queued(crate::node::QueuedBecause::Down));
         let snapshot = traffic.snapshot();
         assert_eq!(snapshot.failures[Cause::Connect as usize], 1);
         assert_eq!(snapshot.failures[Cause::Local as usize], 1);

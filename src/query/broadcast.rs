@@ -10,7 +10,9 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::node::{Delivery, ForwardedQuery, NodeError, NodeHandle, NodeResponse, Op};
+use crate::node::{
+    Delivery, ForwardedQuery, NodeError, NodeHandle, NodeResponse, Op, QueuedBecause,
+};
 
 /// How a broadcast ended.
 #[derive(Debug)]
@@ -50,14 +52,16 @@ pub async fn broadcast(
 }
 
 /// Every node answered or queued: pass on the first refusal if any node refused (bad credentials,
-/// a parse error), else the first node's answer, with a note for each node that queued it. Some
-/// node did neither: say so, naming every node.
+/// a parse error), else the first node's answer, with a note for each node that queued it (and
+/// why) or whose copy could not be queued (it is flagged `needs_resync`). Some node did neither,
+/// or no node holds the statement at all: say so, naming every node.
 fn combine<'a>(
     answers: impl IntoIterator<Item = (&'a str, Delivery)>,
     statements: usize,
 ) -> BroadcastOutcome {
     let mut applied: Vec<(&str, NodeResponse)> = Vec::new();
     let mut queued = Vec::new();
+    let mut unstored = Vec::new();
     let mut missed = Vec::new();
     let mut first_rejected = None;
     for (name, delivery) in answers {
@@ -66,15 +70,20 @@ fn combine<'a>(
             Delivery::Rejected(answer) => {
                 first_rejected.get_or_insert(answer);
             }
-            Delivery::Queued => queued.push(name),
+            Delivery::Queued(because) => queued.push((name, because)),
+            Delivery::Failed(e) if e.is_unstored_copy() => unstored.push((name, e)),
             Delivery::Failed(e) => missed.push(format!("{name} ({e})")),
         }
+    }
+    if applied.is_empty() && queued.is_empty() {
+        // A copy not stored is tolerated beside a node that has the statement, never alone.
+        missed.extend(unstored.drain(..).map(|(name, e)| format!("{name} ({e})")));
     }
     if !missed.is_empty() {
         let held: Vec<&str> = applied
             .iter()
             .map(|(name, _)| *name)
-            .chain(queued.iter().copied())
+            .chain(queued.iter().map(|(name, _)| *name))
             .collect();
         let held = if held.is_empty() {
             "no node".to_owned()
@@ -91,9 +100,16 @@ fn combine<'a>(
     }
     let mut notes: Vec<String> = queued
         .iter()
-        .map(|name| {
-            format!("node {name} is unavailable: the statement is queued for it and will be applied, in order, when it returns")
+        .map(|(name, because)| {
+            let when = match because {
+                QueuedBecause::Down => "when it returns",
+                _ => "behind what is queued before it",
+            };
+            format!("node {name} is {because}: the statement is queued for it and will be applied, in order, {when}")
         })
+        .chain(unstored.iter().map(|(name, e)| {
+            format!("node {name} did not get the statement: {e}; it is flagged as needing a resync")
+        }))
         .collect();
     // InfluxDB reports a failed statement inside a 200; nodes that disagree have diverged. Show the
     // answer that has the error, and say how each node fared.
@@ -233,7 +249,7 @@ mod tests {
                     "a",
                     Delivery::Accepted(answer(200, r#"{"results":[{"statement_id":0}]}"#)),
                 ),
-                ("b", Delivery::Queued),
+                ("b", Delivery::Queued(QueuedBecause::Down)),
             ],
             1,
         );
@@ -243,7 +259,7 @@ mod tests {
         let body: Value = serde_json::from_slice(&answer.body).unwrap();
         let text = body["results"][0]["messages"][0]["text"].as_str().unwrap();
         assert!(
-            text.starts_with("node b is unavailable: the statement is queued"),
+            text.starts_with("node b is down: the statement is queued"),
             "{text}"
         );
         assert_eq!(body["results"][0]["messages"][0]["level"], "warning");
@@ -251,7 +267,13 @@ mod tests {
 
     #[test]
     fn every_node_queued_still_answers_each_statement() {
-        let outcome = combine([("a", Delivery::Queued), ("b", Delivery::Queued)], 2);
+        let outcome = combine(
+            [
+                ("a", Delivery::Queued(QueuedBecause::Draining)),
+                ("b", Delivery::Queued(QueuedBecause::Down)),
+            ],
+            2,
+        );
         let BroadcastOutcome::Answered(answer) = outcome else {
             panic!()
         };
@@ -287,6 +309,69 @@ mod tests {
         assert_eq!(
             body["results"][0]["messages"][0]["text"],
             "the nodes answered differently: a: ok; b: database not found: x"
+        );
+    }
+
+    #[test]
+    fn a_node_draining_its_queue_is_not_called_down() {
+        let outcome = combine(
+            [
+                (
+                    "a",
+                    Delivery::Accepted(answer(200, r#"{"results":[{"statement_id":0}]}"#)),
+                ),
+                ("b", Delivery::Queued(QueuedBecause::Draining)),
+            ],
+            1,
+        );
+        let BroadcastOutcome::Answered(answer) = outcome else {
+            panic!()
+        };
+        let body: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            body["results"][0]["messages"][0]["text"],
+            "node b is up but replaying its queue: the statement is queued for it and will be applied, in order, behind what is queued before it"
+        );
+    }
+
+    #[test]
+    fn a_copy_not_stored_is_a_warning_beside_a_node_that_applied_it() {
+        let full = || {
+            Delivery::Failed(NodeError::DiskFull {
+                free: 10,
+                reserve: 20,
+            })
+        };
+        let outcome = combine(
+            [
+                (
+                    "a",
+                    Delivery::Accepted(answer(200, r#"{"results":[{"statement_id":0}]}"#)),
+                ),
+                ("b", full()),
+            ],
+            1,
+        );
+        let BroadcastOutcome::Answered(answer) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let body: Value = serde_json::from_slice(&answer.body).unwrap();
+        let text = body["results"][0]["messages"][0]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("node b did not get the statement: disk full ("),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("it is flagged as needing a resync"),
+            "{text}"
+        );
+
+        let BroadcastOutcome::Incomplete(why) = combine([("a", full()), ("b", full())], 1) else {
+            panic!("no node holds it")
+        };
+        assert!(
+            why.starts_with("statement applied or queued on no node but not on a (disk full"),
+            "{why}"
         );
     }
 

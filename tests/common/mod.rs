@@ -181,6 +181,18 @@ bind-address = "127.0.0.1:{rpc}"
         }
     }
 
+    /// SIGKILLs it, deletes its databases, points and metadata, and starts it again on the same
+    /// port: a node whose disk was replaced.
+    pub fn wipe_and_restart(&mut self) {
+        self.kill();
+        for part in ["meta", "data", "wal"] {
+            let _ = fs::remove_dir_all(self.dir.path().join(part));
+        }
+        if let Err(why) = self.try_spawn() {
+            panic!("{why}");
+        }
+    }
+
     /// Starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
@@ -268,14 +280,28 @@ impl Gateway {
 
     /// Starts the gateway with `nodes` as the YAML list under `nodes:` (for keys such as `ca_file`).
     pub fn start_node_yaml(nodes: &str, extra: &str) -> Gateway {
+        Self::start_node_yaml_in(nodes, extra, None)
+    }
+
+    /// Starts the gateway in front of `nodes` with its queues in `data_dir` (e.g. a small tmpfs).
+    pub fn start_with_data_dir(nodes: &[&Influxd], extra: &str, data_dir: &Path) -> Gateway {
+        let nodes: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("  - name: {}\n    url: \"{}\"\n", n.name, n.url()))
+            .collect();
+        Self::start_node_yaml_in(&nodes.concat(), extra, Some(data_dir))
+    }
+
+    fn start_node_yaml_in(nodes: &str, extra: &str, data_dir: Option<&Path>) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("gateway-")
             .tempdir()
             .expect("temp dir");
         let port = free_port();
+        let data_dir = data_dir.map_or_else(|| dir.path().join("data"), Path::to_owned);
         let mut yaml = format!(
             "listen: \"127.0.0.1:{port}\"\ndata_dir: \"{}\"\nnodes:\n",
-            dir.path().join("data").display()
+            data_dir.display()
         );
         yaml.push_str(nodes);
         yaml.push_str(extra);
@@ -442,6 +468,56 @@ impl Drop for Gateway {
         if thread::panicking() {
             eprintln!("---- gateway log ----\n{}", self.log());
         }
+    }
+}
+
+/// A tmpfs of a chosen size, mounted by the test: a disk that fills up on demand and grows back
+/// when told. Needs root (CI runs as root); unmounted when dropped.
+pub struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` reads it, e.g. "24m").
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("tmpfs-")
+            .tempdir()
+            .expect("temp dir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test mounts a small tmpfs to fill a disk for real, and needs root (CI runs as root): mount failed with {status}"
+        );
+        Tmpfs { dir }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Grows (or shrinks) it to `size` in place, keeping what it holds.
+    pub fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount the tmpfs to {size}: {status}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -772,6 +848,33 @@ pub fn series_values(answer: &Value) -> Vec<Value> {
         .flat_map(|r| r["series"].as_array().cloned().unwrap_or_default())
         .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
         .collect()
+}
+
+/// `n` points of measurement `m`, numbered from `first`, one second apart.
+pub fn batch(m: &str, first: u64, n: u64) -> String {
+    (first..first + n)
+        .map(|i| format!("{m},host=h{} v={i} {}\n", i % 7, (i + 1) * 1_000_000_000))
+        .collect()
+}
+
+/// The single count in `SELECT count(v) FROM m`, or 0.
+pub fn count(node: &Influxd, db: &str, m: &str) -> u64 {
+    node.values(db, &format!("SELECT count(v) FROM {m}"))
+        .first()
+        .and_then(|row| row[1].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until every node of `cluster` holds `expected` points of `m` in `db`.
+pub fn wait_for_count(cluster: &Cluster, db: &str, m: &str, expected: u64, limit: Duration) {
+    for node in &cluster.nodes {
+        assert!(
+            eventually(limit, || count(node, db, m) == expected),
+            "{} holds {} {m} points, expected {expected}",
+            node.name,
+            count(node, db, m)
+        );
+    }
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes; returns whether it did.

@@ -19,11 +19,19 @@
 //!   which InfluxDB absorbs: a point written twice is the same point.
 //! - **Never dropped silently.** A record the node keeps refusing, one too old, or one that fails
 //!   its checksum moves to dead letters with its reason ([`NodeQueue::dead_letter`]).
-//! - **Bounded.** Appends beyond `queue.max_bytes` are refused ([`QueueError::Full`]).
+//! - **Bounded.** Appends beyond `queue.max_bytes` are refused ([`QueueError::Full`]), and so are
+//!   appends that would leave less than `queue.min_free_disk` free on the disk
+//!   ([`QueueError::DiskFull`], [`space`]): sled must keep room to remove what it replays.
+//! - **A missing copy is never forgotten.** Whenever a copy cannot be stored (refused, full, the
+//!   disk failing) or leaves the queue without reaching the node (dead-lettered), the node is
+//!   flagged `needs_resync` in a file that a full disk cannot keep from being updated ([`resync`]),
+//!   before anyone is told.
 
 mod chunks;
 mod commit;
 pub mod record;
+mod resync;
+mod space;
 
 use std::{
     path::Path,
@@ -34,8 +42,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-pub use commit::{GroupCommit, Ticket};
+pub use commit::{GroupCommit, NotFlushed, Ticket};
 pub use record::{CorruptRecord, Record};
+pub use resync::ResyncFlags;
+pub use space::DiskGuard;
 
 use crate::node::Op;
 
@@ -53,9 +63,20 @@ pub enum QueueError {
         /// `queue.max_bytes`.
         limit: u64,
     },
+    /// The append would leave less than `queue.min_free_disk` free on the queue's disk.
+    #[error("disk full: {free} bytes free under data_dir, min_free_disk {reserve}")]
+    DiskFull {
+        /// Bytes free.
+        free: u64,
+        /// `queue.min_free_disk`.
+        reserve: u64,
+    },
     /// sled failed (disk full, I/O error).
     #[error("queue storage: {0}")]
     Storage(#[from] sled::Error),
+    /// The `needs_resync` flags could not be read or written.
+    #[error("needs-resync flags: {0}")]
+    Flags(#[source] std::io::Error),
 }
 
 /// The sled database shared by every node's queue.
@@ -63,11 +84,14 @@ pub struct QueueStore {
     db: sled::Db,
     commit: Arc<GroupCommit>,
     meta: sled::Tree,
+    flags: Arc<ResyncFlags>,
+    disk: Arc<DiskGuard>,
 }
 
 impl QueueStore {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, QueueError> {
+    /// Opens (or creates) the store in `dir`, keeping `min_free_disk` bytes free on its disk.
+    pub fn open(dir: &Path, min_free_disk: u64) -> Result<Self, QueueError> {
+        let flags = ResyncFlags::open(&dir.join("needs-resync")).map_err(QueueError::Flags)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -78,7 +102,13 @@ impl QueueStore {
             .and_then(|d| d.sync_all())
             .map_err(sled::Error::Io)?;
         let commit = Arc::new(GroupCommit::start(db.clone(), dir).map_err(sled::Error::Io)?);
-        Ok(QueueStore { db, commit, meta })
+        Ok(QueueStore {
+            db,
+            commit,
+            meta,
+            flags: Arc::new(flags),
+            disk: Arc::new(DiskGuard::new(dir, min_free_disk)),
+        })
     }
 
     /// The queue of node `name`, reopened with whatever it held.
@@ -90,6 +120,10 @@ impl QueueStore {
             let (_, raw) = record?;
             entries += 1;
             bytes += raw.len() as u64;
+        }
+        // Before the flags file, the flag was kept in sled's `meta` tree.
+        if read_counter(&self.meta, &format!("resync:{name}"))? > 0 {
+            self.flags.flag(name).map_err(QueueError::Flags)?;
         }
         let queue = NodeQueue {
             inner: Arc::new(Inner {
@@ -103,9 +137,9 @@ impl QueueStore {
                 bytes: AtomicU64::new(bytes),
                 max_bytes,
                 refused: AtomicU64::new(read_counter(&self.meta, &format!("refused:{name}"))?),
-                needs_resync: AtomicBool::new(
-                    read_counter(&self.meta, &format!("resync:{name}"))? > 0,
-                ),
+                needs_resync: AtomicBool::new(self.flags.is_flagged(name)),
+                flags: Arc::clone(&self.flags),
+                disk: Arc::clone(&self.disk),
             }),
         };
         Ok(queue)
@@ -174,6 +208,8 @@ struct Inner {
     dead_letters: AtomicU64,
     refused: AtomicU64,
     needs_resync: AtomicBool,
+    flags: Arc<ResyncFlags>,
+    disk: Arc<DiskGuard>,
 }
 
 /// A stored entry read back from the head of the queue.
@@ -196,9 +232,10 @@ pub struct QueueStats {
     pub oldest_age_seconds: Option<u64>,
     /// Entries moved to dead letters, ever.
     pub dead_letters: u64,
-    /// Copies refused because the queue was full.
+    /// Copies that could not be stored: the queue or its disk was full, or the disk failed.
     pub refused_full: u64,
-    /// Whether a copy was lost to a full queue, so the node differs from its replicas.
+    /// Whether a copy never reached the node (refused, not stored, dead-lettered), so the node
+    /// differs from its replicas.
     pub needs_resync: bool,
 }
 
@@ -235,6 +272,13 @@ impl NodeQueue {
                 limit: self.inner.max_bytes,
             });
         }
+        self.inner
+            .disk
+            .admit(len)
+            .map_err(|short| QueueError::DiskFull {
+                free: short.free,
+                reserve: short.reserve,
+            })?;
         // Sequence numbers only grow, so no record is ever stored twice under one `seq`.
         self.inner.pending.apply_batch(chunks::insert(seq, &raw))?;
         self.inner.bytes.fetch_add(len, Ordering::AcqRel);
@@ -242,8 +286,11 @@ impl NodeQueue {
         Ok(self.inner.commit.ticket())
     }
 
-    /// Resolves when the append that returned `ticket` is on disk.
-    pub fn durable(&self, ticket: Ticket) -> impl std::future::Future<Output = ()> + 'static {
+    /// Resolves when the append that returned `ticket` is on disk, or could not be put there.
+    pub fn durable(
+        &self,
+        ticket: Ticket,
+    ) -> impl std::future::Future<Output = Result<(), NotFlushed>> + 'static {
         self.inner.commit.durable(ticket)
     }
 
@@ -323,61 +370,86 @@ impl NodeQueue {
             self.inner.entries.fetch_sub(1, Ordering::AcqRel);
         }
         self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
+        // Its replicas applied what the node now never will: at the first dead letter, not later.
+        let first = self.mark_resync().unwrap_or_else(|e| {
+            log::error!(
+                "node {}: cannot record that it needs a resync: {e}",
+                self.inner.name
+            );
+            false
+        });
         log::warn!(
-            "node {}: entry {} moved to dead letters: {reason}",
+            "node {}: entry {} moved to dead letters: {reason}{}",
             self.inner.name,
-            entry.seq
+            entry.seq,
+            if first {
+                "; the node needs a resync"
+            } else {
+                ""
+            }
         );
         Ok(())
     }
 
-    /// Keeps, as a dead letter under `seq`, a copy the node refused while its replicas accepted it:
-    /// the node now differs from them and is marked as needing a resync.
-    pub fn keep_refused(&self, seq: u64, op: &Op, reason: &str) -> Result<Ticket, QueueError> {
+    /// Flags the node as needing a resync (on disk before this returns), then keeps, as a dead
+    /// letter under `seq`, a copy the node refused while its replicas accepted it. The letter is
+    /// kept when the disk has room for it and flushed with the next group; the flag is what must
+    /// not be lost, and an error says it could not be stored.
+    pub fn keep_refused(&self, seq: u64, op: &Op, reason: &str) -> Result<(), QueueError> {
+        self.mark_resync()?;
+        let name = &self.inner.name;
         let raw = Record {
             enqueued_at_ms: now_ms(),
             attempts: 1,
             op: op.clone(),
         }
         .encode();
-        self.inner
-            .dead
-            .insert(seq.to_be_bytes(), letter(reason, &raw))?;
-        self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
-        self.mark_resync();
-        log::warn!(
-            "node {}: refused a write its replicas accepted ({reason}); kept as dead letter {seq}, node needs a resync",
-            self.inner.name
-        );
-        Ok(self.inner.commit.ticket())
+        let letter = letter(reason, &raw);
+        let stored = self
+            .inner
+            .disk
+            .admit(letter.len() as u64)
+            .map_err(|short| QueueError::DiskFull {
+                free: short.free,
+                reserve: short.reserve,
+            })
+            .and_then(|()| Ok(self.inner.dead.insert(seq.to_be_bytes(), letter)?));
+        match stored {
+            Ok(_) => {
+                self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
+                log::warn!(
+                    "node {name}: refused a write its replicas accepted ({reason}); kept as dead letter {seq}, node needs a resync"
+                );
+            }
+            Err(e) => log::error!(
+                "node {name}: refused a write its replicas accepted ({reason}); not kept ({e}), node needs a resync"
+            ),
+        }
+        Ok(())
     }
 
-    /// Counts a copy refused because the queue was full and marks the node as needing a resync;
-    /// the ticket makes both durable.
-    pub fn refuse_copy(&self) -> Ticket {
+    /// Counts a copy that could not be stored (queue or disk full, storage failing) and flags the
+    /// node as needing a resync, on disk before this returns.
+    pub fn refuse_copy(&self) -> Result<(), QueueError> {
         let refused = self.inner.refused.fetch_add(1, Ordering::AcqRel) + 1;
         let name = &self.inner.name;
+        // The count is for operators and may be lost with a full disk; the flag may not.
         if let Err(e) = self
             .inner
             .meta
             .insert(format!("refused:{name}"), &refused.to_be_bytes())
         {
-            log::error!("node {name}: cannot record a refused copy: {e}");
+            log::debug!("node {name}: cannot record a refused copy: {e}");
         }
-        if self.mark_resync() {
-            log::error!(
-                "node {name}: queue full ({} bytes): a write copy was refused; the node needs a resync",
-                self.inner.max_bytes
-            );
+        if self.mark_resync()? {
+            log::error!("node {name}: a write copy could not be stored; the node needs a resync");
         }
-        self.inner.commit.ticket()
+        Ok(())
     }
 
-    /// Marks the node as differing from its replicas (a copy could not be stored); the ticket
-    /// makes the mark durable.
-    pub fn flag_resync(&self) -> Ticket {
-        self.mark_resync();
-        self.inner.commit.ticket()
+    /// Flags the node as differing from its replicas, on disk before this returns.
+    pub fn flag_resync(&self) -> Result<(), QueueError> {
+        self.mark_resync().map(|_| ())
     }
 
     /// A ticket covering every change made so far (removals, dead-lettering), for when their
@@ -387,19 +459,12 @@ impl NodeQueue {
     }
 
     /// Flags the node as differing from its replicas; returns whether it was not flagged before.
-    fn mark_resync(&self) -> bool {
-        let first = !self.inner.needs_resync.swap(true, Ordering::AcqRel);
-        if first {
-            let name = &self.inner.name;
-            if let Err(e) = self
-                .inner
-                .meta
-                .insert(format!("resync:{name}"), &1u64.to_be_bytes())
-            {
-                log::error!("node {name}: cannot record that it needs a resync: {e}");
-            }
-        }
-        first
+    fn mark_resync(&self) -> Result<bool, QueueError> {
+        self.inner.needs_resync.store(true, Ordering::Release);
+        self.inner
+            .flags
+            .flag(&self.inner.name)
+            .map_err(QueueError::Flags)
     }
 
     /// Dead letters: `(seq, reason)` of each, oldest first.
