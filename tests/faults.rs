@@ -45,6 +45,25 @@ fn prompt_write(gateway: &Gateway, params: &str, body: &str) -> Reply {
     reply
 }
 
+/// The text of the first message of the first result of a query's answer.
+fn first_message(reply: &Reply) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["results"][0]["messages"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Creates `db` on `node` alone, bypassing the gateway.
+fn create_directly(node: &Influxd, db: &str) {
+    let reply = post(
+        &format!("{}/query", node.url()),
+        format!("q=CREATE+DATABASE+{db}").as_bytes(),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 /// Three nodes and a gateway whose queues live on `disk`.
 fn cluster_on(disk: &Tmpfs, extra: &str) -> Cluster {
     let nodes: Vec<Influxd> = (1..=3)
@@ -103,10 +122,7 @@ fn copies_are_refused_promptly(cluster: &Cluster) {
         started.elapsed()
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let text = reply.json()["results"][0]["messages"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let text = first_message(&reply);
     assert!(
         text.starts_with("node influx3 did not get the statement: ")
             && text.ends_with("it is flagged as needing a resync"),
@@ -230,12 +246,7 @@ fn a_large_write_a_node_refuses_unread_is_a_refusal_not_a_stalled_queue() {
     );
     cluster.create_database("healthy");
     for node in &cluster.nodes[..2] {
-        let reply = post(
-            &format!("{}/query", node.url()),
-            b"q=CREATE+DATABASE+poison",
-            &[("content-type", "application/x-www-form-urlencoded")],
-        );
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        create_directly(node, "poison");
     }
     let body = large_body(300_000);
     assert!(body.len() > 10_000_000, "{} bytes", body.len());
@@ -336,12 +347,7 @@ fn a_mutation_queued_behind_a_backlog_says_the_node_is_draining_not_down() {
         2,
         "health:\n  interval: 500ms\nretry:\n  initial_backoff: 1s\n  max_attempts_4xx: 10\n",
     );
-    let reply = post(
-        &format!("{}/query", cluster.nodes[0].url()),
-        b"q=CREATE+DATABASE+only1",
-        &[("content-type", "application/x-www-form-urlencoded")],
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    create_directly(&cluster.nodes[0], "only1");
     cluster.nodes[1].kill();
     let reply = cluster.gateway.write("db=only1", "m v=1 1\n");
     assert_eq!(reply.status, 204, "{}", reply.body);
@@ -357,10 +363,7 @@ fn a_mutation_queued_behind_a_backlog_says_the_node_is_draining_not_down() {
     );
     let reply = gateway.query("", "CREATE DATABASE later");
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let text = reply.json()["results"][0]["messages"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let text = first_message(&reply);
     assert!(
         text.starts_with("node influx2 is up but replaying its queue: the statement is queued"),
         "{}",
