@@ -262,6 +262,11 @@ fn a_large_write_a_node_refuses_unread_is_a_refusal_not_a_stalled_queue() {
         health["queue"]["entries"], 0,
         "nothing queued for it: {health}"
     );
+    // Smaller than the size sent with the expectation, larger than what influxd drains: the
+    // connection breaks, and the same request without its body tells the 404.
+    let reply = cluster.gateway.write("db=poison", &large_body(50_000));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(reply.header(MISSING), Some("influx3"), "{reply:?}");
     let reply = cluster.gateway.write("db=healthy", "small v=1 1\n");
     assert_eq!(reply.status, 204, "{}", reply.body);
     assert_eq!(count(&cluster.nodes[2], "healthy", "small"), 1);

@@ -19,12 +19,17 @@ use super::commute::TimeSpan;
 /// Largest answer buffered from a node (write errors, mutation results).
 const MAX_BUFFERED_ANSWER: usize = 64 * 1024 * 1024;
 
-/// Bodies larger than this are sent with `Expect: 100-continue`. Go's HTTP server, influxd's,
-/// drains at most 256 KiB of a body its handler did not read and then closes the connection: a
-/// write it refuses before reading (an unknown database, bad credentials) would reach the gateway
-/// as a broken pipe instead of its answer. With the expectation it answers before the body is
-/// sent; for smaller bodies the extra round trip is not worth it, as the answer is read anyway.
-const EXPECT_CONTINUE_ABOVE: usize = 256 * 1024;
+/// influxd (Go's HTTP server) drains at most 256 KiB of a body its handler did not read, then
+/// closes the connection: a larger write it refuses before reading (an unknown database, bad
+/// credentials) can reach the gateway as a broken connection instead of its answer. A body larger
+/// than this whose exchange breaks is sent again without its body, to learn the node's answer.
+const PROBE_ABOVE: usize = 256 * 1024;
+
+/// Bodies larger than this are sent with `Expect: 100-continue`, so that a node refusing them
+/// unread answers before megabytes are sent in vain. Smaller ones go at once: the expectation
+/// costs a round trip, and a sink that answers without reading (nginx's `return 204`) would
+/// never receive the body.
+const EXPECT_CONTINUE_ABOVE: usize = 4 * 1024 * 1024;
 
 /// Why a request to a node did not get an answer that can be passed on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,22 +254,23 @@ pub async fn write(
     write: &NodeWrite,
     timeout: Duration,
 ) -> Delivery {
-    let large = write.body.len() > EXPECT_CONTINUE_ABOVE;
     let mut request = write_request(http, base, write, timeout);
-    if large {
+    if write.body.len() > EXPECT_CONTINUE_ABOVE {
         request = request.insert_header((header::EXPECT, "100-continue"));
     }
     match request.send_body(write.body.clone()).await {
-        // The node may have answered and closed before reading the body (a node that ignores the
-        // expectation, or a proxy in front of it): learn its answer from the same request
-        // without the body. A refusal is a refusal, whatever the body.
-        Err(SendRequestError::Send(e)) if large => {
+        // The node may have answered and closed before reading the body: learn its answer from
+        // the same request without the body. A refusal is a refusal, whatever the body.
+        Err(e)
+            if write.body.len() > PROBE_ABOVE
+                && !matches!(e, SendRequestError::Connect(_) | SendRequestError::Timeout) =>
+        {
             let probe = write_request(http, base, write, timeout).send_body(Bytes::new());
             match buffered(probe.await, timeout).await {
                 Delivery::Accepted(_) => Delivery::Failed(NodeError::CutOff(write.body.len())),
                 Delivery::Rejected(answer) => Delivery::Rejected(answer),
                 Delivery::Failed(_) | Delivery::Queued(_) => {
-                    Delivery::Failed(NodeError::Transport(format!("sending the body: {e}")))
+                    Delivery::Failed(NodeError::Transport(e.to_string()))
                 }
             }
         }
