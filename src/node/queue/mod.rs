@@ -49,6 +49,9 @@ pub use space::DiskGuard;
 
 use crate::node::Op;
 
+/// Copies refused per update of the stored count of refused copies.
+const REFUSALS_PER_STORED_COUNT: u64 = 1000;
+
 /// sled's page cache; queues are written once and read once, so a small cache suffices.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -77,6 +80,15 @@ pub enum QueueError {
     /// The `needs_resync` flags could not be read or written.
     #[error("needs-resync flags: {0}")]
     Flags(#[source] std::io::Error),
+}
+
+impl From<space::Short> for QueueError {
+    fn from(short: space::Short) -> Self {
+        QueueError::DiskFull {
+            free: short.free,
+            reserve: short.reserve,
+        }
+    }
 }
 
 /// The sled database shared by every node's queue.
@@ -272,13 +284,7 @@ impl NodeQueue {
                 limit: self.inner.max_bytes,
             });
         }
-        self.inner
-            .disk
-            .admit(len)
-            .map_err(|short| QueueError::DiskFull {
-                free: short.free,
-                reserve: short.reserve,
-            })?;
+        self.inner.disk.admit(len)?;
         // Sequence numbers only grow, so no record is ever stored twice under one `seq`.
         self.inner.pending.apply_batch(chunks::insert(seq, &raw))?;
         self.inner.bytes.fetch_add(len, Ordering::AcqRel);
@@ -409,10 +415,7 @@ impl NodeQueue {
             .inner
             .disk
             .admit(letter.len() as u64)
-            .map_err(|short| QueueError::DiskFull {
-                free: short.free,
-                reserve: short.reserve,
-            })
+            .map_err(QueueError::from)
             .and_then(|()| Ok(self.inner.dead.insert(seq.to_be_bytes(), letter)?));
         match stored {
             Ok(_) => {
@@ -433,13 +436,17 @@ impl NodeQueue {
     pub fn refuse_copy(&self) -> Result<(), QueueError> {
         let refused = self.inner.refused.fetch_add(1, Ordering::AcqRel) + 1;
         let name = &self.inner.name;
-        // The count is for operators and may be lost with a full disk; the flag may not.
-        if let Err(e) = self
-            .inner
-            .meta
-            .insert(format!("refused:{name}"), &refused.to_be_bytes())
-        {
-            log::debug!("node {name}: cannot record a refused copy: {e}");
+        // The count is for operators, the flag is what may not be lost. Refusals come in floods
+        // while the disk is short, and each stored count takes log space there: store every
+        // thousandth (a crash may forget fewer than a thousand).
+        if refused % REFUSALS_PER_STORED_COUNT == 1 {
+            if let Err(e) = self
+                .inner
+                .meta
+                .insert(format!("refused:{name}"), &refused.to_be_bytes())
+            {
+                log::debug!("node {name}: cannot record a refused copy: {e}");
+            }
         }
         if self.mark_resync()? {
             log::error!("node {name}: a write copy could not be stored; the node needs a resync");
