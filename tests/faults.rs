@@ -157,6 +157,8 @@ fn fill_stop_and_restart(size: &str, reserve: &str, grown: &str) -> (Tmpfs, Clus
     cluster.create_database("chaos");
     cluster.nodes[2].kill();
     let queued = fill_the_queue_disk(&cluster);
+    // A copy smaller than the one refused could still fit above the reserve: leave no room at all.
+    disk.shrink_to_used();
     copies_are_refused_promptly(&cluster);
     let code = cluster.gateway.terminate(Duration::from_secs(21));
     let code = code.unwrap_or_else(|| panic!("killed by a signal: {}", cluster.gateway.log()));

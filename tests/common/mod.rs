@@ -501,6 +501,23 @@ impl Tmpfs {
         self.dir.path()
     }
 
+    /// Shrinks it to what it holds now, leaving next to no free space, so that whatever the
+    /// size of the next append the disk is too full for it.
+    pub fn shrink_to_used(&self) {
+        let out = Command::new("df")
+            .args(["-B1", "--output=used"])
+            .arg(self.dir.path())
+            .output()
+            .expect("run df");
+        let used: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("df: {:?}", String::from_utf8_lossy(&out.stdout)));
+        // A page beyond what is used: tmpfs refuses a size below its contents.
+        self.resize(&format!("{}k", used / 1024 + 4));
+    }
+
     /// Grows (or shrinks) it to `size` in place, keeping what it holds.
     pub fn resize(&self, size: &str) {
         let status = Command::new("mount")
