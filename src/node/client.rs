@@ -261,10 +261,7 @@ pub async fn write(
     match request.send_body(write.body.clone()).await {
         // The node may have answered and closed before reading the body: learn its answer from
         // the same request without the body. A refusal is a refusal, whatever the body.
-        Err(e)
-            if write.body.len() > PROBE_ABOVE
-                && !matches!(e, SendRequestError::Connect(_) | SendRequestError::Timeout) =>
-        {
+        Err(e) if write.body.len() > PROBE_ABOVE && broke_off(&e) => {
             let probe = write_request(http, base, write, timeout).send_body(Bytes::new());
             match buffered(probe.await, timeout).await {
                 Delivery::Accepted(_) => Delivery::Failed(NodeError::CutOff(write.body.len())),
@@ -276,6 +273,18 @@ pub async fn write(
         }
         sent => buffered(sent, timeout).await,
     }
+}
+
+/// Whether the exchange broke off after the connection was made: neither a node that cannot be
+/// reached, nor one too slow, nor an answer that arrived but cannot be read (the node did refuse
+/// the body; see [`unreadable_refusal`]).
+fn broke_off(error: &SendRequestError) -> bool {
+    !matches!(
+        error,
+        SendRequestError::Connect(_)
+            | SendRequestError::Timeout
+            | SendRequestError::Response(ParseError::Header)
+    )
 }
 
 /// `POST /write` for `write`, without its body.
@@ -476,6 +485,15 @@ mod tests {
             b"{\"error\":\"engine: cache-max-memory-size exceeded\"}"
         ));
         assert!(!refuses_the_request(b"<html>bad gateway</html>"));
+    }
+
+    #[test]
+    fn only_a_broken_exchange_is_probed_without_its_body() {
+        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(broke_off(&SendRequestError::Send(broken)));
+        assert!(!broke_off(&SendRequestError::Timeout));
+        // An answer that arrived, unreadable: the node refused this body, not an empty one.
+        assert!(!broke_off(&SendRequestError::Response(ParseError::Header)));
     }
 
     #[test]
