@@ -20,11 +20,10 @@ use argon2::{
     Argon2,
 };
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    config::ConfigError,
+    config::{AuthConfig, ConfigError, NodeCredentials},
     influxql::{
         classify::{Statement, StatementKind},
         sources::{self, Reads},
@@ -35,76 +34,13 @@ use crate::{
 /// every request (bcrypt and argon2 are slow on purpose).
 const VERIFIED_CACHE: usize = 1024;
 
-/// `auth:` — the gateway's own users.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Whether the gateway checks credentials itself (otherwise they pass through).
-    pub enabled: bool,
-    /// The users, when enabled.
-    pub users: Vec<UserConfig>,
-    /// What the gateway sends to the nodes when enabled (nothing if absent).
-    pub node_credentials: Option<NodeCredentials>,
-}
-
-/// `auth.users[]`: one user.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    /// The user name, as sent in `u` or `Authorization`.
-    pub name: String,
-    /// A bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash, e.g. from `influx-gateway hash-password`.
-    pub password_hash: String,
-    /// May do anything, like an InfluxDB admin.
-    #[serde(default)]
-    pub admin: bool,
-    /// Databases the user may read (`*`: all).
-    #[serde(default)]
-    pub read: Vec<String>,
-    /// Databases the user may write to, and delete from (`*`: all).
-    #[serde(default)]
-    pub write: Vec<String>,
-}
-
-/// `auth.node_credentials`: the InfluxDB user the gateway acts as on the nodes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeCredentials {
-    /// User name on every node.
-    pub username: String,
-    /// Its password (the nodes need it in clear).
-    pub password: String,
-}
-
-impl AuthConfig {
-    /// Checks names are unique and every hash is one the gateway can verify.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.enabled && self.users.is_empty() {
-            return Err(ConfigError::invalid(
-                "auth.users",
-                "auth is enabled but no user is configured: nobody could use the gateway",
-            ));
-        }
-        let mut names = HashSet::new();
-        for (i, user) in self.users.iter().enumerate() {
-            if user.name.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("auth.users[{i}].name"),
-                    "must not be empty",
-                ));
-            }
-            if !names.insert(user.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("auth.users[{i}].name"),
-                    format!("{:?} is defined twice", user.name),
-                ));
-            }
-            Hash::parse(&user.password_hash).map_err(|why| {
-                ConfigError::invalid(format!("auth.users[{i}].password_hash"), why)
-            })?;
-        }
-        Ok(())
+/// Checks that every `auth.users[].password_hash` is a hash the gateway can verify.
+pub fn check_hashes(config: &AuthConfig) -> Result<(), ConfigError> {
+    for (i, user) in config.users.iter().enumerate() {
+        Hash::parse(&user.password_hash)
+            .map_err(|why| ConfigError::invalid(format!("auth.users[{i}].password_hash"), why))?;
     }
+    Ok(())
 }
 
 /// A stored password hash.
@@ -470,6 +406,7 @@ mod tests {
     fn users(yaml: &str) -> Users {
         let config: AuthConfig = serde_yaml::from_str(yaml).unwrap();
         config.validate().unwrap();
+        check_hashes(&config).unwrap();
         Users::new(&config)
     }
 
@@ -558,7 +495,7 @@ mod tests {
         let plain: AuthConfig =
             serde_yaml::from_str("enabled: true\nusers: [{name: a, password_hash: hunter2}]")
                 .unwrap();
-        let err = plain.validate().unwrap_err().to_string();
+        let err = check_hashes(&plain).unwrap_err().to_string();
         assert!(
             err.starts_with("auth.users[0].password_hash: not a bcrypt"),
             "{err}"

@@ -12,17 +12,32 @@ use arc_swap::ArcSwap;
 
 use crate::{
     auth::Users,
+    blueprint::Blueprint,
     config::{Config, LimitsConfig},
     node::{queue::OrphanQueue, NodeHandle, NodeState, QueueError, QueueStore},
+    query::deny::DenyRule,
     router::{NodeId, Router, Shard, ShardId},
 };
 
 /// Version reported before any node has told us its own.
 const FALLBACK_VERSION: &str = "1.x";
 
+/// Why the running parts could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The queues under `data_dir` could not be opened.
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    /// A certificate or key could not be used.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 /// Everything the HTTP handlers need.
 pub struct Gateway {
     config: Config,
+    router: Router,
+    deny: Vec<DenyRule>,
     nodes: Vec<NodeHandle>,
     rotation: AtomicUsize,
     order: Mutex<()>,
@@ -36,7 +51,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// Reopens the queues and starts one actor per configured node. Must run inside an actix system.
-    pub fn start(config: Config) -> Result<Self, crate::RunError> {
+    pub fn start(blueprint: Blueprint) -> Result<Self, StartError> {
+        let Blueprint {
+            config,
+            router,
+            deny,
+        } = blueprint;
         let dir = config.data_dir.join("queue");
         std::fs::create_dir_all(&dir).map_err(|e| QueueError::Storage(e.into()))?;
         let store = QueueStore::open(&dir, config.queue.min_free_disk)?;
@@ -63,6 +83,8 @@ impl Gateway {
             query_tls,
             limits: Arc::new(ArcSwap::from_pointee(config.limits.clone())),
             config,
+            router,
+            deny,
             nodes,
             rotation: AtomicUsize::new(0),
             order: Mutex::new(()),
@@ -105,6 +127,11 @@ impl Gateway {
         &self.config
     }
 
+    /// `query.deny`, compiled.
+    pub fn deny_rules(&self) -> &[DenyRule] {
+        &self.deny
+    }
+
     /// The nodes, in configuration order.
     pub fn nodes(&self) -> &[NodeHandle] {
         &self.nodes
@@ -112,7 +139,7 @@ impl Gateway {
 
     /// Where writes go.
     pub fn router(&self) -> &Router {
-        &self.config.router
+        &self.router
     }
 
     /// Held while writes and mutations are handed to the node actors, so that every node
@@ -178,5 +205,27 @@ impl Gateway {
     /// Flushes the queues to disk and stops their flusher.
     pub fn close_queues(&self) -> Result<(), QueueError> {
         self.store.close()
+    }
+}
+
+impl crate::query::Cluster for Gateway {
+    fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn nodes(&self) -> &[NodeHandle] {
+        &self.nodes
+    }
+
+    fn query_config(&self) -> &crate::config::QueryConfig {
+        &self.config.query
+    }
+
+    fn next_read_order(&self) -> Vec<NodeId> {
+        Gateway::next_read_order(self)
+    }
+
+    fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId> {
+        Gateway::shard_read_order(self, shard)
     }
 }

@@ -5,8 +5,9 @@ use std::{io::BufRead, process::ExitCode};
 use clap::Parser;
 use influx_gateway::{
     auth,
+    blueprint::Blueprint,
     cli::{Cli, Command},
-    config::{Config, ConfigError},
+    config::ConfigError,
 };
 
 fn main() -> ExitCode {
@@ -21,12 +22,12 @@ fn main() -> ExitCode {
     // Everything is let through to `log`'s own level, which `log_level` sets and a reload changes;
     // RUST_LOG, when set, filters further (per module too).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace")).init();
-    let config = match Config::load(&cli.config) {
-        Ok(config) => config,
+    let blueprint = match Blueprint::load(&cli.config) {
+        Ok(blueprint) => blueprint,
         Err(e @ ConfigError::Read { .. }) => return fail(&e),
         Err(e) => return fail(&format!("{}: {e}", cli.config.display())),
     };
-    match actix_web::rt::System::new().block_on(influx_gateway::run(config, cli.config)) {
+    match actix_web::rt::System::new().block_on(influx_gateway::serve::run(blueprint, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -34,9 +35,9 @@ fn main() -> ExitCode {
 
 /// `check-config PATH`: validates the file and prints what the gateway would run with.
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            print!("{}", config.describe());
+    match Blueprint::load(path) {
+        Ok(blueprint) => {
+            print!("{}", blueprint.describe());
             println!("{}: OK", path.display());
             ExitCode::SUCCESS
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_yaml::Value;
 
-use crate::{config::Config, gateway::Gateway};
+use crate::{blueprint::Blueprint, config::Config, gateway::Gateway};
 
 /// The top-level keys a reload applies.
 pub const RELOADABLE: [&str; 4] = ["health", "retry", "limits", "log_level"];
@@ -39,8 +39,9 @@ impl Reloader {
 
     /// Reads the file again and applies what can be; a file that does not load changes nothing.
     pub fn reload(&mut self, gateway: &Gateway) -> Result<Outcome, String> {
-        let config =
-            Config::load(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let config = Blueprint::load(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?
+            .config;
         let outcome = compare(&self.running, &config.source);
         if !outcome.applied.is_empty() {
             gateway.retune(&config);

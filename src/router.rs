@@ -777,13 +777,13 @@ mod tests {
     const NODES: &str = "nodes:\n  - name: influx1\n    url: http://127.0.0.1:1\n  - name: influx2\n    url: http://127.0.0.1:2\n  - name: influx3\n    url: http://127.0.0.1:3\n  - name: influx4\n    url: http://127.0.0.1:4\n";
 
     fn router(shards_and_routes: &str) -> Router {
-        Config::from_yaml(&format!("{NODES}{shards_and_routes}"))
+        crate::blueprint::Blueprint::from_yaml(&format!("{NODES}{shards_and_routes}"))
             .unwrap()
             .router
     }
 
     fn error_of(shards_and_routes: &str) -> String {
-        Config::from_yaml(&format!("{NODES}{shards_and_routes}"))
+        crate::blueprint::Blueprint::from_yaml(&format!("{NODES}{shards_and_routes}"))
             .unwrap_err()
             .to_string()
     }

@@ -2,7 +2,7 @@
 //! counts in `examples/route_cost.rs`): one realistic batch and the three routing modes.
 
 use bytes::Bytes;
-use influx_gateway::config::Config;
+use influx_gateway::blueprint::Blueprint;
 
 pub const POINTS: usize = 5_000;
 
@@ -25,18 +25,18 @@ pub fn batch() -> Bytes {
     Bytes::from(body)
 }
 
-fn config(sharding: &str) -> Config {
+fn config(sharding: &str) -> Blueprint {
     let yaml = format!(
         "nodes:\n  - {{name: a, url: \"http://127.0.0.1:1\"}}\n  - {{name: b, url: \"http://127.0.0.1:2\"}}\n  - {{name: c, url: \"http://127.0.0.1:3\"}}\n{sharding}"
     );
-    match Config::from_yaml(&yaml) {
+    match Blueprint::from_yaml(&yaml) {
         Ok(config) => config,
         Err(e) => panic!("bench configuration: {e}"),
     }
 }
 
 /// The routing modes measured: replication only, measurement shards, tag shards.
-pub fn modes() -> Vec<(&'static str, Config)> {
+pub fn modes() -> Vec<(&'static str, Blueprint)> {
     vec![
         ("replication only", config("")),
         (

@@ -6,15 +6,15 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use influx_gateway::{
-    config::Config,
+    blueprint::Blueprint,
     line_protocol::{lines, LineKind},
 };
 use libfuzzer_sys::fuzz_target;
 
-fn config() -> &'static Config {
-    static CONFIG: OnceLock<Config> = OnceLock::new();
+fn config() -> &'static Blueprint {
+    static CONFIG: OnceLock<Blueprint> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        Config::from_yaml(
+        Blueprint::from_yaml(
             "nodes:
   - {name: a, url: \"http://127.0.0.1:1\"}
   - {name: b, url: \"http://127.0.0.1:2\"}

@@ -9,7 +9,7 @@ use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 use influx_gateway::{
     auth::{self, Users},
-    config::Config,
+    blueprint::Blueprint,
     http::gunzip,
     influxql::{classify::classify_query, select, sources},
     query::{self, deny, ClientParams, QueryText},
@@ -19,10 +19,10 @@ use libfuzzer_sys::fuzz_target;
 /// Inflated bodies are capped here, as `write.max_body_size` caps them in the gateway.
 const LIMIT: usize = 1 << 20;
 
-fn config() -> &'static Config {
-    static CONFIG: OnceLock<Config> = OnceLock::new();
+fn config() -> &'static Blueprint {
+    static CONFIG: OnceLock<Blueprint> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        Config::from_yaml(
+        Blueprint::from_yaml(
             "nodes:
   - {name: a, url: \"http://127.0.0.1:1\"}
   - {name: b, url: \"http://127.0.0.1:2\"}
@@ -44,7 +44,7 @@ auth:
 
 fn users() -> &'static Users {
     static USERS: OnceLock<Users> = OnceLock::new();
-    USERS.get_or_init(|| Users::new(&config().auth))
+    USERS.get_or_init(|| Users::new(&config().config.auth))
 }
 
 fuzz_target!(|data: &[u8]| {

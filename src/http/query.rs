@@ -60,7 +60,7 @@ pub async fn query(
         headers,
         body,
     };
-    query::deny::check(&gateway.config().query.deny, &q).map_err(|denied| {
+    query::deny::check(gateway.deny_rules(), &q).map_err(|denied| {
         let status = match denied {
             Denied::Statement { .. } => StatusCode::FORBIDDEN,
             Denied::Unreadable(_) => StatusCode::BAD_REQUEST,
@@ -84,7 +84,7 @@ pub async fn query(
             let form = is_form(&req).then_some(&forwarded.body[..]);
             let params = ClientParams::new(&forwarded.query_string, form, node_authorization);
             metrics.query_plan(QueryPlan::Scatter);
-            match query::scatter(&gateway, &client.0, text, &statements, &params).await {
+            match query::scatter(&**gateway, &client.0, text, &statements, &params).await {
                 Ok(body) => {
                     metrics.merged(statements.len());
                     Ok(merged(&req, body))

@@ -10,23 +10,14 @@
 
 use std::fmt;
 
-use serde::Deserialize;
-
 use super::QueryText;
-use crate::influxql::{classify_query, Statement, TokenKind};
-
-/// What `query.deny` refuses by default: user and privilege management.
-pub const DEFAULT_DENY: [&str; 5] = [
-    "GRANT",
-    "REVOKE",
-    "CREATE USER",
-    "DROP USER",
-    "SET PASSWORD",
-];
+use crate::{
+    config::{ConfigError, DEFAULT_DENY},
+    influxql::{classify_query, Statement, TokenKind},
+};
 
 /// One `query.deny` rule.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DenyRule {
     /// The keywords, upper case.
     words: Vec<String>,
@@ -70,6 +61,17 @@ impl DenyRule {
                     token.kind == TokenKind::Ident && token.text.eq_ignore_ascii_case(word)
                 })
     }
+}
+
+/// Compiles `query.deny`; a rule that is not a statement's leading keywords is an error naming
+/// the key.
+pub fn compile(rules: &[String]) -> Result<Vec<DenyRule>, ConfigError> {
+    rules
+        .iter()
+        .map(|r| {
+            DenyRule::try_from(r.clone()).map_err(|why| ConfigError::invalid("query.deny", why))
+        })
+        .collect()
 }
 
 /// The default rules.

@@ -10,4 +10,4 @@ pub mod scatter;
 pub use broadcast::{broadcast, BroadcastOutcome};
 pub use planner::{plan, Plan, QueryText, Routed, Target};
 pub use read::{read, read_order, ReadError};
-pub use scatter::{scatter, ClientParams, ScatterError};
+pub use scatter::{scatter, ClientParams, Cluster, ScatterError};

@@ -191,7 +191,6 @@ fn target(statement: &Statement<'_>, router: &Router, db: Option<&str>) -> Targe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     /// Plans `q` on an unsharded cluster of two nodes and checks the plan.
     fn assert_plan(q: &str, expected: Plan<'_>) {
@@ -236,7 +235,7 @@ mod tests {
     }
 
     fn sharded() -> Router {
-        Config::from_yaml(
+        crate::blueprint::Blueprint::from_yaml(
             "nodes:
   - {name: a, url: \"http://127.0.0.1:1\"}
   - {name: b, url: \"http://127.0.0.1:2\"}

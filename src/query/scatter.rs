@@ -18,7 +18,26 @@ use super::{
     read::read,
     Routed, Target,
 };
-use crate::{gateway::Gateway, influxql::Statement, node::ForwardedQuery, router::NodeId};
+use crate::{
+    config::QueryConfig,
+    influxql::Statement,
+    node::{ForwardedQuery, NodeHandle},
+    router::{NodeId, Router, ShardId},
+};
+
+/// What a scattered query needs of the running gateway.
+pub trait Cluster {
+    /// The routing table.
+    fn router(&self) -> &Router;
+    /// The nodes, in configuration order.
+    fn nodes(&self) -> &[NodeHandle];
+    /// `query:` settings.
+    fn query_config(&self) -> &QueryConfig;
+    /// The nodes to try for the next read of any node, best first.
+    fn next_read_order(&self) -> Vec<NodeId>;
+    /// The replicas of `shard` to try for the next read, best first.
+    fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId>;
+}
 
 /// Parameters the gateway sets itself on each statement it sends.
 const OWN_PARAMS: [&str; 5] = ["q", "epoch", "chunked", "chunk_size", "pretty"];
@@ -121,7 +140,7 @@ impl ClientParams {
 
 /// Answers `statements` of query `q`; the body is InfluxDB's JSON.
 pub async fn scatter(
-    gateway: &Gateway,
+    gateway: &impl Cluster,
     http: &awc::Client,
     q: &str,
     statements: &[Routed<'_>],
@@ -173,7 +192,7 @@ fn with_statement_id(id: usize, result: &mut Value) -> Value {
 
 /// One statement's result object.
 async fn answer(
-    gateway: &Gateway,
+    gateway: &impl Cluster,
     http: &awc::Client,
     q: &str,
     routed: &Routed<'_>,
@@ -236,14 +255,14 @@ fn statement_text<'q>(q: &'q str, statement: &Statement<'q>) -> &'q str {
 
 /// Sends a request to the first of `order` that answers, and returns its `results`.
 async fn ask(
-    gateway: &Gateway,
+    gateway: &impl Cluster,
     http: &awc::Client,
     order: &[NodeId],
     shard: &str,
     request: &ForwardedQuery,
 ) -> Result<Vec<Value>, ScatterError> {
-    let timeout: Duration = gateway.config().query.timeout;
-    let limit = gateway.config().query.max_shard_answer_size;
+    let timeout: Duration = gateway.query_config().timeout;
+    let limit = gateway.query_config().max_shard_answer_size;
     let (_, mut response) = read(gateway.nodes(), order, http, request, timeout)
         .await
         .map_err(|e| ScatterError::Unavailable {

@@ -12,13 +12,20 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{
-    auth::AuthConfig,
-    consistency::Consistency,
-    query::deny::{self, DenyRule},
-    router::Router,
-    units,
-};
+use crate::{consistency::Consistency, units};
+
+mod auth;
+
+pub use auth::{AuthConfig, NodeCredentials, UserConfig};
+
+/// What `query.deny` refuses by default: user and privilege management.
+pub const DEFAULT_DENY: [&str; 5] = [
+    "GRANT",
+    "REVOKE",
+    "CREATE USER",
+    "DROP USER",
+    "SET PASSWORD",
+];
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +109,6 @@ pub struct Config {
     /// The YAML as parsed, to tell what a reload changes.
     #[serde(skip)]
     pub source: serde_yaml::Value,
-    /// The routing table resolved from `nodes`, `shards` and `routes` by validation.
-    #[serde(skip)]
-    pub router: Router,
 }
 
 /// `shards[]`: nodes that each hold a full copy of the shard's data.
@@ -255,8 +259,9 @@ pub struct QueryConfig {
     /// Largest answer one shard may give to a statement the gateway merges across shards.
     #[serde(deserialize_with = "units::size")]
     pub max_shard_answer_size: u64,
-    /// Statements refused before any node sees them, by their leading keywords.
-    pub deny: Vec<DenyRule>,
+    /// Statements refused before any node sees them, by their leading keywords (compiled, and
+    /// checked, by `query::deny`).
+    pub deny: Vec<String>,
 }
 
 /// `queue:` — the per-node durable retry queues under `data_dir`.
@@ -357,7 +362,7 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout: Duration::from_secs(60),
             max_shard_answer_size: 64 * 1024 * 1024,
-            deny: deny::default_rules(),
+            deny: DEFAULT_DENY.map(str::to_owned).to_vec(),
         }
     }
 }
@@ -372,7 +377,8 @@ impl Config {
         Config::from_yaml(&text)
     }
 
-    /// Parses and validates YAML text.
+    /// Parses YAML text and validates each value on its own (what needs the values resolved
+    /// together, such as routes naming shards, is checked by `Blueprint`).
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         // From the text, not from a parsed Value: only then do serde_yaml's errors name the key's
         // path (`health: unknown field ...`).
@@ -388,80 +394,6 @@ impl Config {
     pub fn log_filter(&self) -> log::LevelFilter {
         // Checked by validation; `info` is the default it would have had.
         self.log_level.parse().unwrap_or(log::LevelFilter::Info)
-    }
-
-    /// What `influx-gateway check-config` prints: the nodes, the shards and the routing table as
-    /// the gateway resolved them.
-    pub fn describe(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "listen: {}{}",
-            self.listen,
-            if self.tls.is_some() { " (https)" } else { "" }
-        );
-        let _ = writeln!(out, "data_dir: {}", self.data_dir.display());
-        let _ = writeln!(out, "nodes:");
-        for node in &self.nodes {
-            let ca = node
-                .ca_file
-                .as_ref()
-                .map(|ca| format!(" (ca_file {})", ca.display()))
-                .unwrap_or_default();
-            let _ = writeln!(out, "  {:<16} {}{ca}", node.name, node.url);
-        }
-        let _ = writeln!(out, "shards:");
-        for shard in self.router.shards() {
-            let replicas: Vec<&str> = shard
-                .replicas
-                .iter()
-                .map(|&n| self.nodes[n].name.as_str())
-                .collect();
-            let _ = writeln!(out, "  {:<16} {}", shard.name, replicas.join(", "));
-        }
-        let _ = writeln!(out, "routes (first match wins):");
-        for (i, route) in self.routes.iter().enumerate() {
-            let matcher = if let Some(m) = &route.measurement {
-                format!("measurement = {m:?}")
-            } else if let Some(p) = &route.measurement_prefix {
-                format!("measurement starts with {p:?}")
-            } else {
-                format!(
-                    "measurement =~ /{}/",
-                    route.measurement_regex.as_deref().unwrap_or_default()
-                )
-            };
-            let target = match (&route.shard, &route.by_tag) {
-                (Some(shard), _) => format!("shard {shard}"),
-                (None, Some(tag)) => {
-                    let shards = route
-                        .shards
-                        .as_ref()
-                        .map_or("every shard".to_owned(), |s| s.join(", "));
-                    format!("by tag {tag:?} over {shards}")
-                }
-                (None, None) => "?".to_owned(),
-            };
-            let _ = writeln!(out, "  {}. {matcher} -> {target}", i + 1);
-        }
-        let fallback = if self.router.is_sharded() {
-            "stable hash of (db, measurement) over every shard"
-        } else {
-            "every node (one shard)"
-        };
-        let _ = writeln!(out, "  otherwise: {fallback}");
-        let _ = writeln!(
-            out,
-            "auth: {}",
-            if self.auth.enabled {
-                format!("{} gateway users", self.auth.users.len())
-            } else {
-                "credentials pass through to the nodes".to_owned()
-            }
-        );
-        let _ = writeln!(out, "query.deny: {} rules", self.query.deny.len());
-        out
     }
 
     /// The address to bind, resolved.
@@ -562,7 +494,6 @@ impl Config {
                 ),
             ));
         }
-        self.router = Router::from_config(self)?;
         Ok(())
     }
 }
@@ -609,10 +540,6 @@ mod tests {
 
     const MINIMAL: &str = "nodes:\n  - name: a\n    url: http://127.0.0.1:8086\n";
 
-    fn error_of(yaml: &str) -> String {
-        Config::from_yaml(yaml).unwrap_err().to_string()
-    }
-
     #[test]
     fn defaults_fill_every_key_but_nodes() {
         let config = Config::from_yaml(MINIMAL).unwrap();
@@ -634,83 +561,9 @@ mod tests {
     }
 
     #[test]
-    fn the_repository_example_is_valid() {
-        let text = include_str!("../config.yaml");
-        let config = Config::from_yaml(text).unwrap();
-        assert_eq!(config.nodes.len(), 3);
-    }
-
-    #[test]
     fn trailing_slash_is_dropped() {
         let config =
             Config::from_yaml("nodes:\n  - name: a\n    url: http://127.0.0.1:8086/\n").unwrap();
         assert_eq!(config.nodes[0].url, "http://127.0.0.1:8086");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let two = |second_url: &str| {
-            format!(
-                "nodes:\n  - name: a\n    url: http://127.0.0.1:1\n  - name: b\n    url: {second_url}\n"
-            )
-        };
-        assert_eq!(
-            error_of(&two("notaurl")),
-            r#"nodes[1].url: "notaurl" is not an http(s) URL"#
-        );
-        assert!(error_of(&two("ftp://x")).starts_with("nodes[1].url: "));
-        assert!(error_of("nodes: []\n").starts_with("nodes: at least one node"));
-        assert!(error_of("listen: 0.0.0.0:1\n").contains("missing field `nodes`"));
-        let dup = "nodes:\n  - name: a\n    url: http://h:1\n  - name: a\n    url: http://h:2\n";
-        assert_eq!(
-            error_of(dup),
-            r#"nodes[1].name: duplicate node name "a" (also nodes[0])"#
-        );
-        let unknown = format!("{MINIMAL}helth:\n  interval: 5s\n");
-        assert!(
-            error_of(&unknown).contains("unknown field `helth`"),
-            "{}",
-            error_of(&unknown)
-        );
-        let nested = format!("{MINIMAL}health:\n  intervl: 5s\n");
-        assert!(
-            error_of(&nested).starts_with("health: unknown field `intervl`"),
-            "{}",
-            error_of(&nested)
-        );
-        let duration = format!("{MINIMAL}health:\n  interval: 5 parsecs\n");
-        assert!(
-            error_of(&duration).starts_with("health.interval: "),
-            "{}",
-            error_of(&duration)
-        );
-        let bare = format!("{MINIMAL}write:\n  timeout: 10\n");
-        assert!(
-            error_of(&bare).contains("has no unit"),
-            "{}",
-            error_of(&bare)
-        );
-        let deny = format!("{MINIMAL}query:\n  deny: [GRANT, \"DROP *\"]\n");
-        assert!(
-            error_of(&deny)
-                .starts_with("query.deny: \"DROP *\" is not a statement's leading keywords"),
-            "{}",
-            error_of(&deny)
-        );
-        let level = format!("{MINIMAL}write:\n  consistency: two\n");
-        assert!(error_of(&level).starts_with("write.consistency: unknown variant `two`"));
-        let zero = format!("{MINIMAL}write:\n  mailbox_capacity: 0\n");
-        assert_eq!(
-            error_of(&zero),
-            "write.mailbox_capacity: must be greater than zero"
-        );
-        let backoff = format!("{MINIMAL}retry:\n  initial_backoff: 1s\n  max_backoff: 10ms\n");
-        assert!(error_of(&backoff).starts_with("retry.max_backoff: 10ms is shorter"));
-        let listen = format!("{MINIMAL}listen: nonsense\n");
-        assert!(
-            error_of(&listen).starts_with("listen: \"nonsense\""),
-            "{}",
-            error_of(&listen)
-        );
     }
 }
