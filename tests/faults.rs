@@ -148,17 +148,20 @@ fn copies_are_refused_promptly(cluster: &Cluster) {
 /// refuse copies promptly, then sent SIGTERM (which must exit within the shutdown grace, 2 ×
 /// `write.timeout` + 1 s), restarted with `grown` room, and checked to remember influx3's flag.
 /// Returns it with the points queued for influx3 before the disk filled, and the exit code.
-fn fill_stop_and_restart(size: &str, reserve: &str, grown: &str) -> (Tmpfs, Cluster, u64, i32) {
+fn fill_stop_and_restart(size: &str, reserve: u64, grown: &str) -> (Tmpfs, Cluster, u64, i32) {
     let disk = Tmpfs::mount(size);
     let mut cluster = cluster_on(
         &disk,
-        &format!("health:\n  interval: 1s\nqueue:\n  min_free_disk: {reserve}\n"),
+        &format!("health:\n  interval: 1s\nqueue:\n  min_free_disk: {reserve}B\n"),
     );
     cluster.create_database("chaos");
     cluster.nodes[2].kill();
     let queued = fill_the_queue_disk(&cluster);
-    // A copy smaller than the one refused could still fit above the reserve: leave no room at all.
-    disk.shrink_to_used();
+    // A copy smaller than the one refused could still fit above the reserve: leave less than the
+    // reserve free, so that every copy is refused, but not much less: the reserve is sled's room
+    // for its own writes (segment cleaning, the records of removals), which a disk shrunk to what
+    // it holds would make fail, and sled then refuses everything until reopened.
+    disk.leave_free(reserve.saturating_sub(1 << 20));
     copies_are_refused_promptly(&cluster);
     let code = cluster.gateway.terminate(Duration::from_secs(21));
     let code = code.unwrap_or_else(|| panic!("killed by a signal: {}", cluster.gateway.log()));
@@ -187,7 +190,7 @@ fn drain_influx3(cluster: &mut Cluster) {
 
 #[test]
 fn a_full_queue_disk_refuses_copies_promptly_and_recovers_by_itself() {
-    let (disk, mut cluster, queued, code) = fill_stop_and_restart("32m", "16MiB", "32m");
+    let (disk, mut cluster, queued, code) = fill_stop_and_restart("32m", 16 << 20, "32m");
     assert_eq!(code, 0, "{}", cluster.gateway.log());
     // Space comes back while the gateway runs: the backlog drains, new copies are stored again.
     disk.resize("128m");
@@ -217,7 +220,7 @@ fn a_disk_filled_past_the_reserve_still_answers_promptly_and_loses_nothing_ackno
     // No reserve: the disk fills for real and sled's own writes fail with ENOSPC. sled then
     // refuses everything until reopened, so SIGTERM reports the failed last flush (exit 1);
     // the restart, with room again, replays everything acknowledged.
-    let (_disk, mut cluster, queued, _code) = fill_stop_and_restart("24m", "0B", "128m");
+    let (_disk, mut cluster, queued, _code) = fill_stop_and_restart("24m", 0, "128m");
     drain_influx3(&mut cluster);
     let on_influx3 = count(&cluster.nodes[2], "chaos", "filled");
     assert!(

@@ -501,9 +501,9 @@ impl Tmpfs {
         self.dir.path()
     }
 
-    /// Shrinks it to what it holds now, leaving next to no free space, so that whatever the
-    /// size of the next append the disk is too full for it.
-    pub fn shrink_to_used(&self) {
+    /// Shrinks it to what it holds now plus `free` bytes (rounded up to a page: tmpfs refuses a
+    /// size below its contents).
+    pub fn leave_free(&self, free: u64) {
         let out = Command::new("df")
             .args(["-B1", "--output=used"])
             .arg(self.dir.path())
@@ -514,8 +514,7 @@ impl Tmpfs {
             .nth(1)
             .and_then(|l| l.trim().parse().ok())
             .unwrap_or_else(|| panic!("df: {:?}", String::from_utf8_lossy(&out.stdout)));
-        // A page beyond what is used: tmpfs refuses a size below its contents.
-        self.resize(&format!("{}k", used / 1024 + 4));
+        self.resize(&format!("{}k", (used + free) / 1024 + 4));
     }
 
     /// Grows (or shrinks) it to `size` in place, keeping what it holds.

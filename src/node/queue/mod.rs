@@ -439,12 +439,12 @@ impl NodeQueue {
         // The count is for operators, the flag is what may not be lost. Refusals come in floods
         // while the disk is short, and each stored count takes log space there: store every
         // thousandth (a crash may forget fewer than a thousand).
-        if refused % REFUSALS_PER_STORED_COUNT == 1 {
-            if let Err(e) = self
-                .inner
-                .meta
-                .insert(format!("refused:{name}"), &refused.to_be_bytes())
-            {
+        // Nor is it stored when the disk is short: the copy was refused to keep the reserve, and
+        // the count must not eat into it either.
+        let key = format!("refused:{name}");
+        let len = (key.len() + 8) as u64;
+        if refused % REFUSALS_PER_STORED_COUNT == 1 && self.inner.disk.admit(len).is_ok() {
+            if let Err(e) = self.inner.meta.insert(key, &refused.to_be_bytes()) {
                 log::debug!("node {name}: cannot record a refused copy: {e}");
             }
         }
