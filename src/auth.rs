@@ -16,7 +16,10 @@ use std::{
 
 use actix_web::http::header::HeaderValue;
 use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    password_hash::{
+        rand_core::{OsRng, RngCore},
+        PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+    },
     Argon2,
 };
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
@@ -327,8 +330,8 @@ pub struct Users {
 }
 
 impl Users {
-    /// The users of a validated `auth` section.
-    pub fn new(config: &AuthConfig) -> Self {
+    /// The users of a validated `auth` section; fails only if the OS has no random source.
+    pub fn new(config: &AuthConfig) -> Result<Self, String> {
         let users = config
             .users
             .iter()
@@ -343,21 +346,30 @@ impl Users {
                 (u.name.clone(), user)
             })
             .collect();
+        // From the OS: a seeded PRNG's output could be replayed, and with it the cache's digests
+        // tried against guessed passwords.
         let mut secret = [0u8; 32];
-        for chunk in secret.chunks_mut(8) {
-            chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
-        }
-        Users {
+        OsRng
+            .try_fill_bytes(&mut secret)
+            .map_err(|e| format!("no random source for the password cache: {e}"))?;
+        Ok(Users {
             users,
             verified: Mutex::new(HashSet::new()),
             secret,
-        }
+        })
     }
 
-    /// Whether `credentials` were verified already, so that checking them again is cheap.
-    pub fn is_verified(&self, credentials: &Credentials) -> bool {
-        self.users.contains_key(&credentials.user)
-            && self.lock().contains(&self.digest(credentials))
+    /// The user `credentials` name if that pair was verified already; never hashes, so it may run
+    /// on the event loop.
+    pub fn verified(&self, credentials: &Credentials) -> Option<&User> {
+        self.users
+            .get(&credentials.user)
+            .filter(|_| self.lock().contains(&self.digest(credentials)))
+    }
+
+    /// The user called `name`, whatever the password: for a caller that has just verified it.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
     }
 
     fn digest(&self, credentials: &Credentials) -> [u8; 32] {
@@ -407,7 +419,7 @@ mod tests {
         let config: AuthConfig = serde_yaml::from_str(yaml).unwrap();
         config.validate().unwrap();
         check_hashes(&config).unwrap();
-        Users::new(&config)
+        Users::new(&config).unwrap()
     }
 
     fn header(v: &str) -> HeaderValue {
@@ -500,6 +512,17 @@ mod tests {
             err.starts_with("auth.users[0].password_hash: not a bcrypt"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_cache_secret_comes_from_the_os_not_a_seeded_generator() {
+        let config: AuthConfig = serde_yaml::from_str("enabled: false").unwrap();
+        fastrand::seed(7);
+        let first = Users::new(&config).unwrap();
+        fastrand::seed(7);
+        let second = Users::new(&config).unwrap();
+        assert_ne!(first.secret, second.secret);
+        assert_ne!(first.secret, [0; 32]);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum StartError {
     /// A certificate or key could not be used.
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The gateway's users could not be set up.
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// Everything the HTTP handlers need.
@@ -76,7 +79,12 @@ impl Gateway {
             let tls = crate::tls::node_client_config(node)?;
             nodes.push(NodeHandle::spawn(&config, i, queue, tls)?);
         }
-        let users = config.auth.enabled.then(|| Users::new(&config.auth));
+        let users = config
+            .auth
+            .enabled
+            .then(|| Users::new(&config.auth))
+            .transpose()
+            .map_err(StartError::Auth)?;
         let query_tls = crate::tls::shared_client_config(&config)?;
         Ok(Gateway {
             users,

@@ -11,6 +11,7 @@ use futures_util::{
     future::join_all,
     stream::{FuturesUnordered, StreamExt},
 };
+use tokio::time::Instant;
 
 use crate::{
     consistency::Consistency,
@@ -227,7 +228,8 @@ impl Tally {
 }
 
 /// Sends `body` for database `db` to every replica it belongs on and waits for `consistency`;
-/// replicas that have not answered within `deadline` count as failed.
+/// replicas that have not answered within `wait` count as failed. `wait` bounds the whole answer:
+/// the replicas' answers and the flagging of replicas that refused their copies share it.
 ///
 /// The hand-off to the actors happens under `order`, a lock held only while messages are put in
 /// mailboxes (never across an await): every node receives concurrent writes and mutations in the
@@ -242,8 +244,9 @@ pub async fn replicate(
     body: &Bytes,
     precision: Option<&str>,
     consistency: Consistency,
-    deadline: Duration,
+    wait: Duration,
 ) -> WriteOutcome {
+    let deadline = Instant::now() + wait;
     let target = Arc::new(target);
     let routed = router.route(db, body, precision);
     // The router counted each share's points and read their time span, once for all replicas.
@@ -254,7 +257,7 @@ pub async fn replicate(
         points: batch.points,
         ends_cleanly: batch.ends_cleanly,
     };
-    let outcome = deliver(nodes, &routed, order, write, consistency, deadline).await;
+    let outcome = deliver(nodes, &routed, order, write, consistency, deadline, wait).await;
     match outcome {
         WriteOutcome::Acknowledged { .. } if !routed.unroutable.is_empty() => {
             let reasons: Vec<String> = routed.unroutable.iter().map(|u| u.to_string()).collect();
@@ -276,7 +279,8 @@ async fn deliver(
     order: &Mutex<()>,
     write: impl Fn(&ShardBatch<'_>) -> NodeWrite,
     consistency: Consistency,
-    deadline: Duration,
+    deadline: Instant,
+    wait: Duration,
 ) -> WriteOutcome {
     let mut tally = Tally::new(
         consistency,
@@ -298,7 +302,7 @@ async fn deliver(
             }
         }
     }
-    let decided = tokio::time::timeout(deadline, async {
+    let decided = tokio::time::timeout_at(deadline, async {
         while let Some((shard, node, delivery)) = answers.next().await {
             pending.retain(|&p| p != (shard, node));
             if let Some(outcome) = tally.record(shard, node, nodes[node].status().name(), delivery)
@@ -316,7 +320,7 @@ async fn deliver(
                 let write = write(&routed.batches[shard]);
                 nodes[node].keep_refused(Op::Write(write), reason.clone())
             }));
-            match tokio::time::timeout(deadline, kept).await {
+            match tokio::time::timeout_at(deadline, kept).await {
                 Ok(kept) if kept.iter().all(|&k| k) => {
                     WriteOutcome::Acknowledged { refused, unstored }
                 }
@@ -340,7 +344,7 @@ async fn deliver(
             pending
                 .into_iter()
                 .map(|(shard, node)| (shard, nodes[node].status().name().to_owned())),
-            deadline,
+            wait,
         ),
     }
 }

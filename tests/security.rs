@@ -339,3 +339,53 @@ fn credentials_pass_through_to_nodes_that_require_them_or_are_replaced_by_node_c
         );
     }
 }
+
+/// Password hashing never runs on an HTTP worker's event loop: while wrong passwords are checked
+/// against a costly bcrypt hash on every worker at once, `/ping` keeps answering. Bounded by what
+/// one check costs on this machine, measured first, so that a loaded machine cannot fail it.
+#[test]
+fn slow_password_checks_do_not_stall_other_requests() {
+    use std::time::{Duration, Instant};
+
+    let hash = bcrypt::hash("right", 11).expect("bcrypt");
+    let cluster = Cluster::start(
+        1,
+        &format!(
+            "auth:\n  enabled: true\n  users:\n    - {{name: slow, password_hash: '{hash}'}}\n"
+        ),
+    );
+    let gw = cluster.gateway.url();
+    let login = move |i: usize| {
+        let reply = common::get(&format!("{gw}/query?q=SHOW+DATABASES&u=slow&p=wrong{i}"));
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    };
+    let started = Instant::now();
+    login(0);
+    let one_check = started.elapsed();
+
+    // Wrong passwords are never cached: each of these hashes again, two per worker.
+    let logins: Vec<_> = (1..=4)
+        .map(|i| {
+            let login = login.clone();
+            std::thread::spawn(move || login(i))
+        })
+        .collect();
+    let gw = cluster.gateway.url();
+    let mut slowest = Duration::ZERO;
+    let mut pings = 0;
+    while !logins.iter().all(|t| t.is_finished()) && pings < 200 {
+        let sent = Instant::now();
+        assert_eq!(common::get(&format!("{gw}/ping")).status, 204);
+        slowest = slowest.max(sent.elapsed());
+        pings += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for login in logins {
+        login.join().expect("login thread");
+    }
+    assert!(pings >= 3, "{pings} pings during the checks");
+    assert!(
+        slowest < one_check / 4,
+        "a /ping waited {slowest:?} while passwords were checked (one check: {one_check:?})"
+    );
+}

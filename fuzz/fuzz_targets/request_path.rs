@@ -44,7 +44,7 @@ auth:
 
 fn users() -> &'static Users {
     static USERS: OnceLock<Users> = OnceLock::new();
-    USERS.get_or_init(|| Users::new(&config().config.auth))
+    USERS.get_or_init(|| Users::new(&config().config.auth).expect("random source"))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -24,20 +24,27 @@ pub async fn authenticate<'g>(
     let credentials =
         auth::credentials(req.query_string(), req.headers().get(header::AUTHORIZATION))
             .map_err(refusal)?;
-    if !users.is_verified(&credentials) {
-        // bcrypt and argon2 take milliseconds on purpose: not on the event loop.
-        let (gateway, credentials) = (gateway.clone(), credentials.clone());
-        web::block(move || {
-            gateway
-                .users()
-                .map(|u| u.authenticate(&credentials).map(|_| ()))
-        })
-        .await
-        .map_err(|e| ApiError::unavailable(format!("checking credentials: {e}")))?
-        .transpose()
-        .map_err(refusal)?;
+    if let Some(user) = users.verified(&credentials) {
+        return Ok(Some(user));
     }
-    users.authenticate(&credentials).map(Some).map_err(refusal)
+    // bcrypt and argon2 take tens of milliseconds on purpose (seconds at a high cost): never on
+    // the event loop, where they would stall every connection of this worker.
+    let (gateway_for_check, name) = (gateway.clone(), credentials.user.clone());
+    web::block(move || {
+        gateway_for_check
+            .users()
+            .map(|u| u.authenticate(&credentials).map(|_| ()))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("checking credentials: {e}")))?
+    .transpose()
+    .map_err(refusal)?;
+    // Verified just now: only the user is looked up, so that a cache cleared meanwhile by another
+    // request cannot bring the hashing back onto the event loop.
+    users
+        .user(&name)
+        .map(Some)
+        .ok_or_else(|| refusal(AuthError::Failed))
 }
 
 /// The answer to a refused request: 401 for who, 403 for what.

@@ -149,7 +149,8 @@ async fn accept(
         &body,
         params.precision.as_deref(),
         consistency,
-        // One write timeout for the request, one for a failed replica's append and flush.
+        // All a client waits once its body is read (the configuration reference says so): one
+        // write timeout for the nodes' answers, one for a failed replica's append and flush.
         config.write.timeout * 2,
     )
     .await
