@@ -4,7 +4,7 @@
 //! beyond its HTTP server and client. It keeps the gateway's allocator settings: without them a
 //! body's pages are faulted in afresh for every request, and it made 0.5–0.8 of its rate.
 //!
-//! Its client is the gateway's own (`tls::http_client`, as many connections per upstream as a node
+//! Its client is the gateway's own (`node::client::http_client`, as many connections per upstream as a node
 //! gets by default) and its listener sets `TCP_NODELAY` as the gateway's does; unlike the gateway,
 //! it sends from the thread that received the request.
 //!
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             App::new()
                 .app_data(web::PayloadConfig::new(64 << 20))
                 .app_data(web::Data::new(Upstreams {
-                    client: influx_gateway::tls::http_client(None, CONNECTIONS),
+                    client: influx_gateway::node::client::http_client(None, CONNECTIONS),
                     urls: urls.clone().into(),
                     split,
                 }))

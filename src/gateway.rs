@@ -14,9 +14,12 @@ use crate::{
     auth::Users,
     blueprint::Blueprint,
     config::{Config, LimitsConfig},
-    node::{queue::OrphanQueue, NodeHandle, NodeState, QueueError, QueueStore},
+    node::{
+        queue::OrphanQueue, NodeHandle, NodeId, NodeSettings, NodeState, QueueError, QueueStore,
+        Retune,
+    },
     query::deny::DenyRule,
-    router::{NodeId, Router, Shard, ShardId},
+    router::{Router, Shard, ShardId},
 };
 
 /// Version reported before any node has told us its own.
@@ -74,10 +77,10 @@ impl Gateway {
             );
         }
         let mut nodes = Vec::with_capacity(config.nodes.len());
-        for (i, node) in config.nodes.iter().enumerate() {
+        for node in &config.nodes {
             let queue = store.node(&node.name, config.queue.max_bytes)?;
-            let tls = crate::tls::node_client_config(node)?;
-            nodes.push(NodeHandle::spawn(&config, i, queue, tls)?);
+            let settings = node_settings(&config, crate::tls::node_client_config(node)?);
+            nodes.push(NodeHandle::spawn(&node.name, &node.url, settings, queue)?);
         }
         let users = config
             .auth
@@ -85,7 +88,7 @@ impl Gateway {
             .then(|| Users::new(&config.auth))
             .transpose()
             .map_err(StartError::Auth)?;
-        let query_tls = crate::tls::shared_client_config(&config)?;
+        let query_tls = crate::tls::shared_client_config(&config.nodes)?;
         Ok(Gateway {
             users,
             query_tls,
@@ -115,7 +118,7 @@ impl Gateway {
     /// retry settings to every node actor, and the limits.
     pub fn retune(&self, config: &Config) {
         for node in &self.nodes {
-            node.retune(config);
+            node.retune(retune(config));
         }
         self.limits.store(Arc::new(config.limits.clone()));
     }
@@ -213,6 +216,37 @@ impl Gateway {
     /// Flushes the queues to disk and stops their flusher.
     pub fn close_queues(&self) -> Result<(), QueueError> {
         self.store.close()
+    }
+}
+
+/// What a node actor runs with, from the configuration.
+fn node_settings(config: &Config, tls: Option<Arc<rustls::ClientConfig>>) -> NodeSettings {
+    NodeSettings {
+        health_interval: config.health.interval,
+        health_timeout: config.health.timeout,
+        write_timeout: config.write.timeout,
+        query_timeout: config.query.timeout,
+        max_in_flight: config.write.max_in_flight,
+        capacity: config.write.mailbox_capacity,
+        initial_backoff: config.retry.initial_backoff,
+        max_backoff: config.retry.max_backoff,
+        max_attempts_4xx: config.retry.max_attempts_4xx,
+        max_age: config.queue.max_age,
+        replay_batch_bytes: config.queue.replay_batch_size,
+        batch_max_points: config.write.batch.max_points,
+        batch_max_delay: config.write.batch.max_delay,
+        tls,
+    }
+}
+
+/// The settings a reload may change in a running node actor.
+fn retune(config: &Config) -> Retune {
+    Retune {
+        health_interval: config.health.interval,
+        health_timeout: config.health.timeout,
+        initial_backoff: config.retry.initial_backoff,
+        max_backoff: config.retry.max_backoff,
+        max_attempts_4xx: config.retry.max_attempts_4xx,
     }
 }
 

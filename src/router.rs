@@ -3,7 +3,7 @@
 //! A write is split into one body per shard; every replica of a shard receives that shard's body.
 //! With one shard (no `shards:` in the configuration) every point goes everywhere and the body is
 //! shared, uncopied, with every node; it is only scanned for its points and time span
-//! ([`crate::node::Scan`]). With several, the same pass that splits the body reads them.
+//! ([`crate::line_protocol::Scan`]). With several, the same pass that splits the body reads them.
 //!
 //! With several shards each line's measurement is read with InfluxDB's escaping rules
 //! ([`crate::line_protocol`]) and placed by the first route that matches it:
@@ -35,12 +35,11 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::{
     config::{Config, ConfigError, RouteConfig},
-    line_protocol::{self, Escaped, Line, LineError, LineKind, SeriesKey, TagKey},
-    node::{Scan, TimeSpan, Timestamps},
+    line_protocol::{
+        self, Escaped, Line, LineError, LineKind, Scan, SeriesKey, TagKey, TimeSpan, Timestamps,
+    },
+    node::NodeId,
 };
-
-/// Index of a node in the configuration's `nodes` list.
-pub type NodeId = usize;
 
 /// Index of a shard in the router's list.
 pub type ShardId = usize;

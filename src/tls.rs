@@ -14,7 +14,7 @@ use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
 };
 
-use crate::config::{Config, NodeConfig, TlsConfig};
+use crate::config::{NodeConfig, TlsConfig};
 
 /// Why TLS could not be set up; names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -63,11 +63,10 @@ pub fn node_client_config(node: &NodeConfig) -> Result<Option<Arc<ClientConfig>>
     client_config(std::slice::from_ref(node)).map(Some)
 }
 
-/// One configuration trusting what every `https://` node of `config` needs, for the clients that
+/// One configuration trusting what every `https://` node of `nodes` needs, for the clients that
 /// talk to any node (reads from the HTTP workers); `None` when no node uses https.
-pub fn shared_client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, TlsError> {
-    let https: Vec<NodeConfig> = config
-        .nodes
+pub fn shared_client_config(nodes: &[NodeConfig]) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+    let https: Vec<NodeConfig> = nodes
         .iter()
         .filter(|n| n.url.starts_with("https://"))
         .cloned()
@@ -101,15 +100,6 @@ fn client_config(nodes: &[NodeConfig]) -> Result<Arc<ClientConfig>, TlsError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// An awc client for one node or for all, with TLS when `tls` is given.
-pub fn http_client(tls: Option<&Arc<ClientConfig>>, limit: usize) -> awc::Client {
-    let mut connector = awc::Connector::new().limit(limit);
-    if let Some(tls) = tls {
-        connector = connector.rustls_0_23(Arc::clone(tls));
-    }
-    awc::Client::builder().connector(connector).finish()
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, TlsError> {

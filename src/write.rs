@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use crate::{
     consistency::Consistency,
-    node::{Delivery, NodeHandle, NodeResponse, NodeWrite, Op, WriteTarget},
-    router::{NodeId, Routed, Router, ShardBatch},
+    node::{Delivery, NodeHandle, NodeId, NodeResponse, NodeWrite, Op, WriteTarget},
+    router::{Routed, Router, ShardBatch},
 };
 
 /// How a replicated write ended, as the client will hear it.

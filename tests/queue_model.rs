@@ -6,9 +6,12 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use bytes::Bytes;
-use influx_gateway::node::{
-    queue::{NodeQueue, QueueError, QueueStore, Record},
-    NodeWrite, Op, TimeSpan, WriteTarget,
+use influx_gateway::{
+    line_protocol::TimeSpan,
+    node::{
+        queue::{NodeQueue, QueueError, QueueStore, Record},
+        NodeWrite, Op, WriteTarget,
+    },
 };
 use proptest::prelude::*;
 

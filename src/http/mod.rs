@@ -51,7 +51,7 @@ pub fn server(gateway: Arc<Gateway>) -> io::Result<Server> {
     let recorder = web::Data::new(crate::metrics::Metrics::new(Arc::clone(&gateway)));
     let data = web::Data::from(gateway);
     let server = HttpServer::new(move || {
-        let reads = crate::tls::http_client(data.query_tls(), READ_CONNECTIONS);
+        let reads = crate::node::client::http_client(data.query_tls(), READ_CONNECTIONS);
         App::new()
             .wrap_fn(limits::admit)
             .wrap_fn(status::influxdb_headers)

@@ -15,9 +15,8 @@ use crate::{
     gateway::Gateway,
     influxql::classify::classify_query,
     metrics::{Metrics, QueryPlan},
-    node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery},
+    node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery, NodeId},
     query::{self, deny::Denied, BroadcastOutcome, ClientParams, Plan, QueryText, ScatterError},
-    router::NodeId,
 };
 
 /// Names the node that answered a read, for operators following a query.

@@ -33,10 +33,10 @@ use tokio::sync::oneshot;
 use super::{
     backoff::Backoff,
     client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, QueuedBecause, WriteTarget},
-    commute::TimeSpan,
     queue::{self, Entry, NodeQueue, QueueError, Record},
     status::{NodeState, NodeStatus},
 };
+use crate::line_protocol::TimeSpan;
 
 /// Time allowed, beyond a request's timeout, for its answer's body to arrive.
 const BODY_GRACE: Duration = Duration::from_secs(5);
@@ -206,7 +206,7 @@ impl Node {
         settings: NodeSettings,
     ) -> Self {
         // One client per node: its own pool of keep-alive connections, sized to what is on the wire.
-        let http = crate::tls::http_client(settings.tls.as_ref(), settings.max_in_flight + 2);
+        let http = client::http_client(settings.tls.as_ref(), settings.max_in_flight + 2);
         let replay = Replay {
             running: false,
             not_before: None,
@@ -1033,7 +1033,7 @@ mod tests {
     use super::*;
 
     fn record(query: &str, body: &'static [u8]) -> Record {
-        let scan = crate::node::Scan::untimed(body);
+        let scan = crate::line_protocol::Scan::untimed(body);
         Record {
             enqueued_at_ms: 0,
             attempts: 0,

@@ -14,7 +14,7 @@ use actix_web::http::{
 use awc::error::SendRequestError;
 use bytes::Bytes;
 
-use super::commute::TimeSpan;
+use crate::line_protocol::TimeSpan;
 
 /// Largest answer buffered from a node (write errors, mutation results).
 const MAX_BUFFERED_ANSWER: usize = 64 * 1024 * 1024;
@@ -464,6 +464,15 @@ pub fn error_message(body: &[u8]) -> String {
             .trim()
             .to_owned(),
     }
+}
+
+/// An awc client for one node or for all, with TLS when `tls` is given.
+pub fn http_client(tls: Option<&Arc<rustls::ClientConfig>>, limit: usize) -> awc::Client {
+    let mut connector = awc::Connector::new().limit(limit);
+    if let Some(tls) = tls {
+        connector = connector.rustls_0_23(Arc::clone(tls));
+    }
+    awc::Client::builder().connector(connector).finish()
 }
 
 #[cfg(test)]

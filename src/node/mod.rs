@@ -3,7 +3,6 @@
 pub mod actor;
 mod backoff;
 pub mod client;
-pub mod commute;
 pub mod queue;
 pub mod status;
 pub mod traffic;
@@ -19,11 +18,11 @@ pub use actor::{Job, Node, NodeSettings, Op, Refused, Retune, Shutdown};
 pub use client::{
     Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, QueuedBecause, WriteTarget,
 };
-pub use commute::{Scan, TimeSpan, Timestamps};
 pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
 pub use status::{NodeSnapshot, NodeState, NodeStatus};
 
-use crate::config::Config;
+/// Index of a node in the configuration's `nodes` list.
+pub type NodeId = usize;
 
 /// The gateway's way to reach a node: its actor for ordered work, its status and queue for the rest.
 pub struct NodeHandle {
@@ -46,31 +45,15 @@ pub struct NodeHealth {
 }
 
 impl NodeHandle {
-    /// Starts the actor for `config.nodes[index]` on a thread of its own, over its reopened queue.
+    /// Starts the actor for the node `name` at `url` on a thread of its own, over its reopened
+    /// queue.
     pub fn spawn(
-        config: &Config,
-        index: usize,
+        name: &str,
+        url: &str,
+        settings: NodeSettings,
         queue: NodeQueue,
-        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, QueueError> {
-        let node = &config.nodes[index];
-        let status = Arc::new(NodeStatus::new(&node.name, &node.url));
-        let settings = NodeSettings {
-            health_interval: config.health.interval,
-            health_timeout: config.health.timeout,
-            write_timeout: config.write.timeout,
-            query_timeout: config.query.timeout,
-            max_in_flight: config.write.max_in_flight,
-            capacity: config.write.mailbox_capacity,
-            initial_backoff: config.retry.initial_backoff,
-            max_backoff: config.retry.max_backoff,
-            max_attempts_4xx: config.retry.max_attempts_4xx,
-            max_age: config.queue.max_age,
-            replay_batch_bytes: config.queue.replay_batch_size,
-            batch_max_points: config.write.batch.max_points,
-            batch_max_delay: config.write.batch.max_delay,
-            tls,
-        };
+        let status = Arc::new(NodeStatus::new(name, url));
         let next_seq = queue.next_seq()?;
         let arbiter = Arbiter::new();
         let (actor_status, actor_queue) = (Arc::clone(&status), queue.clone());
@@ -97,14 +80,8 @@ impl NodeHandle {
 
     /// Hands new health and retry settings to the actor. `do_send`, not `try_send`: a control
     /// message must not be refused because the mailbox is full of writes.
-    pub fn retune(&self, config: &Config) {
-        self.addr.do_send(Retune {
-            health_interval: config.health.interval,
-            health_timeout: config.health.timeout,
-            initial_backoff: config.retry.initial_backoff,
-            max_backoff: config.retry.max_backoff,
-            max_attempts_4xx: config.retry.max_attempts_4xx,
-        });
+    pub fn retune(&self, retune: Retune) {
+        self.addr.do_send(retune);
     }
 
     /// What `/health` shows.

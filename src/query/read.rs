@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{
-    node::{client, ForwardedQuery, NodeError, NodeHandle, NodeState},
-    router::NodeId,
-};
+use crate::node::{client, ForwardedQuery, NodeError, NodeHandle, NodeId, NodeState};
 
 /// No node could answer a read.
 #[derive(Debug, thiserror::Error)]

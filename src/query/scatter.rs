@@ -21,8 +21,8 @@ use super::{
 use crate::{
     config::QueryConfig,
     influxql::Statement,
-    node::{ForwardedQuery, NodeHandle},
-    router::{NodeId, Router, ShardId},
+    node::{ForwardedQuery, NodeHandle, NodeId},
+    router::{Router, ShardId},
 };
 
 /// What a scattered query needs of the running gateway.

@@ -24,7 +24,10 @@ use actix_web::http::{
 use bytes::{BufMut, Bytes, BytesMut};
 use lz4_flex::block::get_maximum_output_size;
 
-use crate::node::{ForwardedQuery, NodeWrite, Op, Scan, WriteTarget};
+use crate::{
+    line_protocol::Scan,
+    node::{ForwardedQuery, NodeWrite, Op, WriteTarget},
+};
 
 /// Fields stored as they are.
 const PLAIN: u8 = 1;

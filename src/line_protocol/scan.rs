@@ -1,4 +1,5 @@
-//! When two writes may be on the wire to one node together.
+//! What one pass over a body reads: its points, whether it ends cleanly, and the time span of its
+//! points — which decides when two writes may be on the wire to one node together.
 //!
 //! A node must end up as if it had applied writes in the order the gateway accepted them: a point
 //! written twice keeps the second value (the relay's overwrite caveat is the bug this prevents).

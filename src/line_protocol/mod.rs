@@ -22,6 +22,10 @@
 //! Anything else wrong with a line (missing fields, a bad value or timestamp, a malformed tag) is
 //! left for the node to report in its own words: the router needs only the measurement and one tag.
 
+mod scan;
+
+pub use scan::{Scan, TimeSpan, Timestamps};
+
 use std::{borrow::Cow, ops::Range};
 
 /// Iterates over the lines of a write body the way InfluxDB splits them.
