@@ -5,9 +5,11 @@
 //!
 //! - **Direct** (queue empty, node not known down): work waits in a short in-memory line and goes
 //!   on the wire oldest first, at most `max_in_flight` at a time, and a write only beside writes
-//!   it commutes with ([`commute`](super::commute): no point of one can overwrite a point of the
-//!   other), so that the node ends up as if it had applied them one by one. A mutation waits for
-//!   the writes before it and holds back the writes after it.
+//!   it commutes with (their [`TimeSpan`](crate::line_protocol::TimeSpan)s are disjoint: no point
+//!   of one can overwrite a point of the other), so that the node ends up as if it had applied
+//!   them one by one. A mutation waits for the writes before it and holds back the writes after
+//!   it. Those decisions are the [`Pipeline`]'s, a pure type tested without a network; the actor
+//!   does the I/O around them.
 //! - **Draining** (queue not empty, or node down): new work is appended to the disk queue and
 //!   answered once the append is flushed. The replayer sends the oldest entries in batches, removes
 //!   them after a 2xx, backs off with jitter on failure, and dead-letters an entry refused
@@ -20,23 +22,22 @@
 //! queue, not from the actor surviving.
 
 use std::{
-    collections::VecDeque,
     future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::{
     backoff::Backoff,
-    client::{self, Delivery, ForwardedQuery, NodeError, NodeWrite, QueuedBecause, WriteTarget},
+    client::{self, Delivery, NodeError, QueuedBecause},
+    op::{self, Carries, Op},
+    pipeline::{Answer, Conditions, Landed, Limits, Pipeline},
     queue::{self, Entry, NodeQueue, QueueError, Record},
     status::{NodeState, NodeStatus},
 };
-use crate::line_protocol::TimeSpan;
 
 /// Time allowed, beyond a request's timeout, for its answer's body to arrive.
 const BODY_GRACE: Duration = Duration::from_secs(5);
@@ -81,21 +82,6 @@ pub struct NodeSettings {
     pub batch_max_delay: Duration,
     /// TLS for an `https://` node.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-/// Ordered work for a node.
-#[derive(Debug, Clone)]
-pub enum Op {
-    /// Line protocol for `/write`.
-    Write(NodeWrite),
-    /// A statement that changes the node's data or schema, for `/query`.
-    Mutation(ForwardedQuery),
-}
-
-impl Op {
-    fn is_mutation(&self) -> bool {
-        matches!(self, Op::Mutation(_))
-    }
 }
 
 /// The message: do `op`, and say how it went on `reply`.
@@ -145,12 +131,14 @@ struct Pending {
     arrived: Instant,
 }
 
-/// A request on the wire and the work it carries, kept by the actor so that a stop can queue it
-/// without waiting for a node that may never answer.
-struct Flight {
-    id: u64,
-    span: TimeSpan,
-    group: Vec<Pending>,
+impl Carries for Pending {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn op(&self) -> &Op {
+        &self.op
+    }
 }
 
 /// One InfluxDB node.
@@ -160,17 +148,12 @@ pub struct Node {
     http: awc::Client,
     settings: NodeSettings,
     next_seq: u64,
-    waiting: VecDeque<Pending>,
-    /// The requests on the wire.
-    in_flight: Vec<Flight>,
-    next_flight: u64,
-    mutation_in_flight: bool,
+    /// What waits in memory and what is on the wire.
+    pipeline: Pipeline<Pending>,
     replay: Replay,
     probing: bool,
     /// The periodic `/ping`, restarted when `health.interval` is reloaded.
     probe_timer: Option<SpawnHandle>,
-    /// Writes at the front of `waiting` to send one by one: they were coalesced and refused.
-    alone: usize,
     /// Wakes the pump when `write.batch.max_delay` has passed for the oldest waiting write.
     batch_timer: Option<SpawnHandle>,
     closing: bool,
@@ -217,20 +200,21 @@ impl Node {
             window_start: Instant::now(),
             progress: None,
         };
+        let pipeline = Pipeline::new(Limits {
+            max_in_flight: settings.max_in_flight,
+            batch_max_points: settings.batch_max_points,
+            capacity: settings.capacity,
+        });
         Node {
             status,
             queue,
             http,
             settings,
             next_seq,
-            waiting: VecDeque::new(),
-            in_flight: Vec::new(),
-            next_flight: 0,
-            mutation_in_flight: false,
+            pipeline,
             replay,
             probing: false,
             probe_timer: None,
-            alone: 0,
             batch_timer: None,
             closing: false,
             settling: false,
@@ -239,17 +223,11 @@ impl Node {
 
     /// Why new work must go to disk rather than straight to the node, if it must.
     fn must_queue(&self) -> Option<QueuedBecause> {
-        if self.closing {
-            Some(QueuedBecause::Stopping)
-        } else if self.status.state() == NodeState::Down {
-            Some(QueuedBecause::Down)
-        } else if self.settling || !self.queue.is_empty() {
-            Some(QueuedBecause::Draining)
-        } else if self.waiting.len() >= self.settings.capacity {
-            Some(QueuedBecause::Busy)
-        } else {
-            None
-        }
+        self.pipeline.must_queue(Conditions {
+            closing: self.closing,
+            down: self.status.state() == NodeState::Down,
+            backlog: self.settling || !self.queue.is_empty(),
+        })
     }
 
     /// Appends `pending` to the disk queue and answers it once the append is durable. A copy that
@@ -301,11 +279,9 @@ impl Node {
 
     /// Moves everything waiting in memory to disk, keeping its order.
     fn spill_waiting(&mut self, because: QueuedBecause, ctx: &mut Context<Self>) {
-        while let Some(pending) = self.waiting.pop_front() {
+        for pending in self.pipeline.spill() {
             self.enqueue(pending, because.clone(), ctx);
         }
-        // Whatever was to go alone is on disk now, where the replayer isolates refusals itself.
-        self.alone = 0;
         self.status.set_waiting(0);
     }
 
@@ -314,73 +290,49 @@ impl Node {
     /// of at most `write.batch.max_points` points: the order is kept, and a node answering one
     /// large request beats the same node answering many small ones in turn.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight.len() < self.settings.max_in_flight && !self.mutation_in_flight {
-            let Some(front) = self.waiting.front() else {
-                break;
-            };
-            match &front.op {
-                // A mutation waits for every write accepted before it.
-                Op::Mutation(_) if !self.in_flight.is_empty() => break,
-                Op::Write(write) if !self.commutes_with_in_flight(write.span) => break,
-                _ => {}
-            }
+        while self.pipeline.front_may_go() {
             if self.should_wait_for_more(ctx) {
                 break;
             }
-            let group = self.take_group();
-            let Some(op) = coalesce(&group) else {
+            let group = self.pipeline.take_group();
+            let Some(op) = op::coalesce(&group) else {
                 break;
             };
-            let span = match &op {
-                Op::Write(write) => write.span,
-                Op::Mutation(_) => TimeSpan::Unknown,
-            };
-            let was_mutation = op.is_mutation();
-            self.mutation_in_flight = was_mutation;
-            let id = self.next_flight;
-            self.next_flight += 1;
-            self.in_flight.push(Flight { id, span, group });
+            let id = self.pipeline.launch(group);
             let request = self.send(op);
             ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
                 node.observe(&delivery);
-                // Gone when a stop queued it already.
-                let Some(i) = node.in_flight.iter().position(|f| f.id == id) else {
-                    return;
+                let answer = match &delivery {
+                    Delivery::Failed(e) if e.is_transient() => Answer::Transient,
+                    Delivery::Rejected(_) => Answer::Refused,
+                    _ => Answer::Final,
                 };
-                let group = node.in_flight.swap_remove(i).group;
-                if was_mutation {
-                    node.mutation_in_flight = false;
-                }
-                match delivery {
-                    Delivery::Failed(e) if e.is_transient() => {
-                        // These and everything after them go to disk, in order.
-                        let because = QueuedBecause::failure(e);
-                        for pending in group {
+                match node.pipeline.land(id, answer) {
+                    Landed::Queue(to_disk) => {
+                        // The group and everything after it go to disk, in order.
+                        let because = match delivery {
+                            Delivery::Failed(e) => QueuedBecause::failure(e),
+                            _ => QueuedBecause::Down,
+                        };
+                        for pending in to_disk {
                             node.enqueue(pending, because.clone(), ctx);
                         }
-                        node.spill_waiting(because, ctx);
-                    }
-                    // Which of the coalesced writes did the node refuse? Each goes again alone,
-                    // in order, so that each client hears about its own lines (the accepted
-                    // points are written again, which InfluxDB absorbs).
-                    Delivery::Rejected(_) if group.len() > 1 => {
-                        node.alone += group.len();
-                        for pending in group.into_iter().rev() {
-                            node.waiting.push_front(pending);
-                        }
+                        node.status.set_waiting(0);
                     }
                     // The requester may have given up (timeout, client gone): the work was done.
-                    other => {
+                    Landed::Reply(group) => {
                         for pending in group {
-                            let _ = pending.reply.send(other.clone());
+                            let _ = pending.reply.send(delivery.clone());
                         }
                     }
+                    // Gone: a stop queued it already.
+                    Landed::Retry | Landed::Gone => {}
                 }
                 node.pump(ctx);
                 node.schedule_replay(ctx);
             }));
         }
-        self.status.set_waiting(self.waiting.len());
+        self.status.set_waiting(self.pipeline.waiting());
     }
 
     /// With `write.batch.max_delay`, holds a lone write back until enough points wait or the
@@ -388,10 +340,14 @@ impl Node {
     /// otherwise the answer to what is in flight wakes the pump anyway.
     fn should_wait_for_more(&mut self, ctx: &mut Context<Self>) -> bool {
         let delay = self.settings.batch_max_delay;
-        if delay.is_zero() || !self.in_flight.is_empty() || self.alone > 0 || self.closing {
+        if delay.is_zero()
+            || self.pipeline.in_flight() > 0
+            || self.pipeline.sending_alone()
+            || self.closing
+        {
             return false;
         }
-        let Some(front) = self.waiting.front() else {
+        let Some(front) = self.pipeline.front() else {
             return false;
         };
         if front.op.is_mutation() {
@@ -399,7 +355,7 @@ impl Node {
         }
         let waited = front.arrived.elapsed();
         let max = self.settings.batch_max_points;
-        if waited >= delay || self.coalescible_points(max) >= max {
+        if waited >= delay || self.pipeline.coalescible_points(max) >= max {
             return false;
         }
         if self.batch_timer.is_none() {
@@ -409,86 +365,6 @@ impl Node {
             }));
         }
         true
-    }
-
-    /// Whether a write with `span` may go on the wire beside every write already there.
-    fn commutes_with_in_flight(&self, span: TimeSpan) -> bool {
-        self.in_flight.iter().all(|f| f.span.commutes_with(span))
-    }
-
-    /// Points in the run of writes at the front of `waiting` that could be coalesced, counted up
-    /// to `cap`.
-    fn coalescible_points(&self, cap: u64) -> u64 {
-        let mut writes = self.waiting.iter().map_while(|p| match &p.op {
-            Op::Write(write) => Some((write, write.points)),
-            Op::Mutation(_) => None,
-        });
-        let Some((first, mut points)) = writes.next() else {
-            return 0;
-        };
-        for (write, more) in writes {
-            if points >= cap || !same_target(first, write) {
-                break;
-            }
-            points += more;
-        }
-        points
-    }
-
-    /// The waiting work to send as the next request: one mutation, or a run of writes to the same
-    /// target within `write.batch.max_points`. While several requests may still go on the wire,
-    /// writes that could go beside the group are shared out between them rather than sent as
-    /// one, once the group holds its share: influxd spreads concurrent requests over its cores,
-    /// one large request much less. A write the group could overwrite would only wait for it, so
-    /// it joins it whatever the share.
-    fn take_group(&mut self) -> Vec<Pending> {
-        let free = self
-            .settings
-            .max_in_flight
-            .saturating_sub(self.in_flight.len())
-            .max(1) as u64;
-        let max = self.settings.batch_max_points;
-        let share = self
-            .coalescible_points(max.saturating_mul(free))
-            .div_ceil(free);
-        let Some(first) = self.waiting.pop_front() else {
-            return Vec::new();
-        };
-        if self.alone > 0 {
-            self.alone -= 1;
-            return vec![first];
-        }
-        let Op::Write(write) = &first.op else {
-            return vec![first];
-        };
-        let target = Arc::clone(&write.target);
-        let mut open_end = !write.ends_cleanly;
-        let mut span = write.span;
-        let mut points = write.points;
-        let mut group = vec![first];
-        while let Some(Pending {
-            op: Op::Write(next),
-            ..
-        }) = self.waiting.front()
-        {
-            let more = next.points;
-            if open_end
-                || !same_target_as(&target, next)
-                || points + more > max
-                || (points + more > share && next.span.commutes_with(span))
-                || !self.commutes_with_in_flight(next.span)
-            {
-                break;
-            }
-            open_end = !next.ends_cleanly;
-            span = span.union(next.span);
-            points += more;
-            match self.waiting.pop_front() {
-                Some(pending) => group.push(pending),
-                None => break,
-            }
-        }
-        group
     }
 
     fn send(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
@@ -537,8 +413,8 @@ impl Node {
         if self.replay.running
             || self.closing
             || self.queue.is_empty()
-            || !self.in_flight.is_empty()
-            || !self.waiting.is_empty()
+            || self.pipeline.in_flight() > 0
+            || self.pipeline.waiting() > 0
         {
             return;
         }
@@ -582,7 +458,7 @@ impl Node {
             }
         };
         let attempts = records[0].attempts;
-        let (op, points) = merge(records);
+        let (op, points) = op::merge(records.into_iter().map(|r| r.op));
         self.replay.running = true;
         let request = self.send(op);
         ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
@@ -622,7 +498,10 @@ impl Node {
                     crate::units::format_duration(self.settings.max_age)
                 ),
                 Ok(record) => {
-                    if records.last().is_some_and(|last| !mergeable(last, &record)) {
+                    if records
+                        .last()
+                        .is_some_and(|last| !op::mergeable(&last.op, &record.op))
+                    {
                         break;
                     }
                     records.push(record);
@@ -820,101 +699,6 @@ fn not_stored(queue: &NodeQueue, why: NodeError) -> Delivery {
     }
 }
 
-/// Whether two queued operations can be sent as one request.
-fn mergeable(last: &Record, next: &Record) -> bool {
-    match (&last.op, &next.op) {
-        (Op::Write(a), Op::Write(b)) => same_target(a, b) && a.ends_cleanly,
-        _ => false,
-    }
-}
-
-/// Whether two writes go to the same database, retention policy and precision with the same
-/// credentials, so that their bodies can be sent as one.
-fn same_target(a: &NodeWrite, b: &NodeWrite) -> bool {
-    same_target_as(&a.target, b)
-}
-
-fn same_target_as(target: &Arc<WriteTarget>, write: &NodeWrite) -> bool {
-    // Replicas of one request share the target: the pointer test settles most cases.
-    Arc::ptr_eq(target, &write.target)
-        || (target.query == write.target.query
-            && target.authorization == write.target.authorization)
-}
-
-/// The request for a group taken by `take_group`: the op itself when alone, else the writes
-/// joined.
-fn coalesce(group: &[Pending]) -> Option<Op> {
-    let (first, rest) = group.split_first()?;
-    if rest.is_empty() || first.op.is_mutation() {
-        return Some(first.op.clone());
-    }
-    join(group.iter().filter_map(|p| match &p.op {
-        Op::Write(w) => Some(w),
-        Op::Mutation(_) => None,
-    }))
-    .map(Op::Write)
-}
-
-/// Writes to one target as one request: their bodies one after the other, in order, and what
-/// is known of them together.
-fn join<'w>(writes: impl Iterator<Item = &'w NodeWrite> + Clone) -> Option<NodeWrite> {
-    let first = writes.clone().next()?;
-    Some(NodeWrite {
-        target: Arc::clone(&first.target),
-        body: concat(writes.clone().map(|w| &w.body)),
-        span: writes
-            .clone()
-            .fold(TimeSpan::Nothing, |span, w| span.union(w.span)),
-        points: writes.clone().map(|w| w.points).sum(),
-        ends_cleanly: writes.last().is_none_or(|w| w.ends_cleanly),
-    })
-}
-
-/// Bodies joined in order, each ending its last line.
-fn concat<'b>(bodies: impl Iterator<Item = &'b Bytes> + Clone) -> Bytes {
-    // One allocation: a newline at most is added per body.
-    let mut out = BytesMut::with_capacity(bodies.clone().map(|b| b.len() + 1).sum());
-    for body in bodies {
-        if !out.is_empty() && !out.ends_with(b"\n") {
-            out.extend_from_slice(b"\n");
-        }
-        out.extend_from_slice(body);
-    }
-    out.freeze()
-}
-
-/// One request for a run of mergeable records, and how many points it carries.
-fn merge(records: Vec<Record>) -> (Op, u64) {
-    let mut ops = records.into_iter().map(|r| r.op);
-    let first = match ops.next() {
-        None => return (Op::Write(empty_write()), 0),
-        Some(Op::Mutation(query)) => return (Op::Mutation(query), 0),
-        Some(Op::Write(write)) => write,
-    };
-    let writes: Vec<NodeWrite> = std::iter::once(first)
-        .chain(ops.filter_map(|op| match op {
-            Op::Write(write) => Some(write),
-            Op::Mutation(_) => None,
-        }))
-        .collect();
-    let write = join(writes.iter()).unwrap_or_else(empty_write);
-    let points = write.points;
-    (Op::Write(write), points)
-}
-
-fn empty_write() -> NodeWrite {
-    NodeWrite {
-        target: Arc::new(WriteTarget {
-            query: String::new(),
-            authorization: None,
-        }),
-        body: Bytes::new(),
-        span: TimeSpan::Nothing,
-        points: 0,
-        ends_cleanly: true,
-    }
-}
-
 impl Actor for Node {
     type Context = Context<Self>;
 
@@ -984,7 +768,7 @@ impl Handler<Job> for Node {
         if let Some(because) = self.must_queue() {
             self.enqueue(pending, because, ctx);
         } else {
-            self.waiting.push_back(pending);
+            self.pipeline.push(pending);
             self.pump(ctx);
         }
     }
@@ -1018,52 +802,9 @@ impl Handler<Shutdown> for Node {
         // What is on the wire goes to disk too, under its own numbers: a stuck node may never
         // answer it. If the node did apply it, the replay writes the same points again, which
         // InfluxDB absorbs; whatever else reached it meanwhile commutes with it or is queued behind.
-        let mut flights = std::mem::take(&mut self.in_flight);
-        flights.sort_by_key(|f| f.group.first().map(|p| p.seq));
-        for pending in flights.into_iter().flat_map(|f| f.group) {
+        for pending in self.pipeline.take_all() {
             self.enqueue(pending, QueuedBecause::Stopping, ctx);
         }
-        self.mutation_in_flight = false;
-        self.spill_waiting(QueuedBecause::Stopping, ctx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(query: &str, body: &'static [u8]) -> Record {
-        let scan = crate::line_protocol::Scan::untimed(body);
-        Record {
-            enqueued_at_ms: 0,
-            attempts: 0,
-            op: Op::Write(NodeWrite {
-                target: Arc::new(WriteTarget {
-                    query: query.to_owned(),
-                    authorization: None,
-                }),
-                body: Bytes::from_static(body),
-                span: scan.span,
-                points: scan.points,
-                ends_cleanly: scan.ends_cleanly,
-            }),
-        }
-    }
-
-    #[test]
-    fn merged_bodies_keep_every_line() {
-        let (op, points) = merge(vec![
-            record("db=a", b"cpu v=1"),
-            record("db=a", b"cpu v=2\n# c\n\nmem v=3\n"),
-        ]);
-        let Op::Write(write) = op else { panic!() };
-        assert_eq!(write.body, "cpu v=1\ncpu v=2\n# c\n\nmem v=3\n");
-        assert_eq!(points, 3);
-    }
-
-    #[test]
-    fn only_same_target_writes_merge() {
-        assert!(mergeable(&record("db=a", b""), &record("db=a", b"")));
-        assert!(!mergeable(&record("db=a", b""), &record("db=b", b"")));
+        self.status.set_waiting(0);
     }
 }

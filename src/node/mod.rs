@@ -3,6 +3,8 @@
 pub mod actor;
 mod backoff;
 pub mod client;
+pub mod op;
+pub mod pipeline;
 pub mod queue;
 pub mod status;
 pub mod traffic;
@@ -14,10 +16,11 @@ use futures_util::future::{self, Either, FutureExt};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-pub use actor::{Job, Node, NodeSettings, Op, Refused, Retune, Shutdown};
+pub use actor::{Job, Node, NodeSettings, Refused, Retune, Shutdown};
 pub use client::{
     Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, QueuedBecause, WriteTarget,
 };
+pub use op::Op;
 pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
 pub use status::{NodeSnapshot, NodeState, NodeStatus};
 
