@@ -21,6 +21,9 @@
 //! no write can overtake the backlog. Handlers never await the network; durability comes from the
 //! queue, not from the actor surviving.
 
+mod probe;
+mod replay;
+
 use std::{
     future::Future,
     sync::Arc,
@@ -31,25 +34,16 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{
-    backoff::Backoff,
     client::{self, Delivery, NodeError, QueuedBecause},
     op::{self, Carries, Op},
     pipeline::{Answer, Conditions, Landed, Limits, Pipeline},
-    queue::{self, Entry, NodeQueue, QueueError, Record},
+    queue::{self, NodeQueue, QueueError},
     status::{NodeState, NodeStatus},
 };
+use replay::Replay;
 
 /// Time allowed, beyond a request's timeout, for its answer's body to arrive.
 const BODY_GRACE: Duration = Duration::from_secs(5);
-
-/// Most entries merged into one replayed request.
-const MAX_REPLAY_ENTRIES: usize = 10_000;
-
-/// How often a long replay logs its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-
-/// Shortest wait before trying again to make a caught-up queue's removals durable.
-const SETTLE_RETRY: Duration = Duration::from_secs(1);
 
 /// Timeouts and limits of one node actor.
 #[derive(Debug, Clone)]
@@ -112,16 +106,6 @@ pub struct Refused {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// What the head of the queue offers the replayer.
-enum Batch {
-    /// Entries to send as one request, with their decoded records.
-    Ready(Vec<Entry>, Vec<Record>),
-    /// The head entry was dead-lettered; look again.
-    Skipped,
-    /// Nothing is queued.
-    Empty,
-}
-
 /// Work accepted by the actor, with its place in the node's order.
 struct Pending {
     seq: u64,
@@ -163,23 +147,6 @@ pub struct Node {
     settling: bool,
 }
 
-/// The replayer's state.
-struct Replay {
-    running: bool,
-    /// No replay before this instant (backoff).
-    not_before: Option<Instant>,
-    timer: Option<SpawnHandle>,
-    backoff: Backoff,
-    /// Entries still to send one at a time: a merged batch was refused and its culprit must be
-    /// found without refusing (or rewriting) the whole batch again for each entry.
-    single: usize,
-    /// Points replayed since `window_start`, for the rate.
-    window_points: u64,
-    window_start: Instant,
-    /// When progress was last logged and the queue's size then, for the time left.
-    progress: Option<(Instant, u64)>,
-}
-
 impl Node {
     /// An actor for the node whose shared status is `status`, with its queue reopened.
     pub fn new(
@@ -190,16 +157,7 @@ impl Node {
     ) -> Self {
         // One client per node: its own pool of keep-alive connections, sized to what is on the wire.
         let http = client::http_client(settings.tls.as_ref(), settings.max_in_flight + 2);
-        let replay = Replay {
-            running: false,
-            not_before: None,
-            timer: None,
-            backoff: Backoff::new(settings.initial_backoff, settings.max_backoff),
-            single: 0,
-            window_points: 0,
-            window_start: Instant::now(),
-            progress: None,
-        };
+        let replay = Replay::new(settings.initial_backoff, settings.max_backoff);
         let pipeline = Pipeline::new(Limits {
             max_in_flight: settings.max_in_flight,
             batch_max_points: settings.batch_max_points,
@@ -407,285 +365,6 @@ impl Node {
             Delivery::Queued(_) => {}
         }
     }
-
-    /// Starts a replay if there is a backlog and nothing older is in memory or on the wire.
-    fn schedule_replay(&mut self, ctx: &mut Context<Self>) {
-        if self.replay.running
-            || self.closing
-            || self.queue.is_empty()
-            || self.pipeline.in_flight() > 0
-            || self.pipeline.waiting() > 0
-        {
-            return;
-        }
-        if let Some(at) = self.replay.not_before {
-            let now = Instant::now();
-            if at > now {
-                if self.replay.timer.is_none() {
-                    self.replay.timer = Some(ctx.run_later(at - now, |node, ctx| {
-                        node.replay.timer = None;
-                        node.schedule_replay(ctx);
-                    }));
-                }
-                return;
-            }
-        }
-        self.replay_head(ctx);
-    }
-
-    fn retry_after(&mut self, delay: Duration) {
-        self.replay.not_before = Some(Instant::now() + delay);
-    }
-
-    /// Sends the oldest entries, merged into one request where they share their target.
-    fn replay_head(&mut self, ctx: &mut Context<Self>) {
-        let limit = if self.replay.single > 0 {
-            1
-        } else {
-            MAX_REPLAY_ENTRIES
-        };
-        let (entries, records) = loop {
-            let batch = self
-                .queue
-                .head(limit, self.settings.replay_batch_bytes)
-                .and_then(|head| self.take_batch(head));
-            match batch {
-                Ok(Batch::Ready(entries, records)) => break (entries, records),
-                // The head was dead-lettered (corrupt or expired): look again.
-                Ok(Batch::Skipped) => {}
-                Ok(Batch::Empty) => return self.caught_up(ctx),
-                Err(e) => return self.storage_trouble(&e, ctx),
-            }
-        };
-        let attempts = records[0].attempts;
-        let (op, points) = op::merge(records.into_iter().map(|r| r.op));
-        self.replay.running = true;
-        let request = self.send(op);
-        ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
-            node.replay.running = false;
-            if let Err(e) = node.replayed(entries, attempts, points, delivery) {
-                return node.storage_trouble(&e, ctx);
-            }
-            if node.queue.is_empty() {
-                node.caught_up(ctx);
-            } else {
-                node.schedule_replay(ctx);
-            }
-        }));
-    }
-
-    /// The queue's storage failed: wait the longest backoff before touching it again, rather than
-    /// spinning on the same entry.
-    fn storage_trouble(&mut self, error: &QueueError, ctx: &mut Context<Self>) {
-        log::error!(
-            "node {}: queue storage failed, replay paused: {error}",
-            self.status.name()
-        );
-        self.retry_after(self.settings.max_backoff);
-        self.schedule_replay(ctx);
-    }
-
-    /// The entries at the head that can go in one request, or why there are none.
-    fn take_batch(&mut self, head: Vec<Entry>) -> Result<Batch, QueueError> {
-        let max_age_ms = self.settings.max_age.as_millis() as u64;
-        let now = queue::now_ms();
-        let mut entries = Vec::new();
-        let mut records: Vec<Record> = Vec::new();
-        for entry in head {
-            let reason = match Record::decode(&entry.raw) {
-                Ok(record) if now.saturating_sub(record.enqueued_at_ms) > max_age_ms => format!(
-                    "older than queue.max_age ({})",
-                    crate::units::format_duration(self.settings.max_age)
-                ),
-                Ok(record) => {
-                    if records
-                        .last()
-                        .is_some_and(|last| !op::mergeable(&last.op, &record.op))
-                    {
-                        break;
-                    }
-                    records.push(record);
-                    entries.push(entry);
-                    continue;
-                }
-                Err(e) => e.to_string(),
-            };
-            if !entries.is_empty() {
-                break; // deal with it when it is the head
-            }
-            self.queue.dead_letter(&entry, &reason)?;
-            return Ok(Batch::Skipped);
-        }
-        Ok(if entries.is_empty() {
-            Batch::Empty
-        } else {
-            Batch::Ready(entries, records)
-        })
-    }
-
-    /// Acts on the node's answer to a replayed batch.
-    fn replayed(
-        &mut self,
-        entries: Vec<Entry>,
-        attempts: u32,
-        points: u64,
-        delivery: Delivery,
-    ) -> Result<(), QueueError> {
-        self.observe(&delivery);
-        // A 4xx, or a failure that the same request is bound to meet again, counts an attempt.
-        let refusal = match delivery {
-            Delivery::Accepted(_) => {
-                self.queue.remove(entries.iter().map(|e| e.seq))?;
-                self.replay.backoff.reset();
-                self.replay.not_before = None;
-                self.replay.single = self.replay.single.saturating_sub(entries.len());
-                self.count_replayed(points);
-                return Ok(());
-            }
-            Delivery::Rejected(answer) => answer.refusal(),
-            Delivery::Failed(e) if e.repeats() => e.to_string(),
-            Delivery::Failed(_) | Delivery::Queued(_) => {
-                let delay = self.replay.backoff.next_delay();
-                self.retry_after(delay);
-                return Ok(());
-            }
-        };
-        if entries.len() > 1 {
-            // Which entry is at fault? Replay the batch's entries one by one.
-            log::debug!(
-                "node {}: batch refused ({refusal}), replaying its {} entries singly",
-                self.status.name(),
-                entries.len()
-            );
-            self.replay.single = entries.len();
-            return Ok(());
-        }
-        let attempts = attempts + 1;
-        let head = &entries[0];
-        if attempts >= self.settings.max_attempts_4xx {
-            self.replay.single = self.replay.single.saturating_sub(1);
-            self.queue
-                .dead_letter(head, &format!("refused {attempts} times: {refusal}"))?;
-        } else {
-            log::warn!(
-                "node {}: queued entry {} refused ({refusal}), attempt {attempts}",
-                self.status.name(),
-                head.seq
-            );
-            self.retry_after(self.settings.initial_backoff);
-            self.queue.set_attempts(head, attempts)?;
-        }
-        Ok(())
-    }
-
-    fn count_replayed(&mut self, points: u64) {
-        self.status.add_replayed(points);
-        self.replay.window_points += points;
-        let elapsed = self.replay.window_start.elapsed();
-        if elapsed >= Duration::from_secs(1) {
-            self.status
-                .set_replay_rate((self.replay.window_points as f64 / elapsed.as_secs_f64()) as u64);
-            self.replay.window_points = 0;
-            self.replay.window_start = Instant::now();
-        }
-        self.log_progress();
-    }
-
-    /// A long replay says every [`PROGRESS_EVERY`] how much is left and when it should be done.
-    fn log_progress(&mut self) {
-        let now = Instant::now();
-        let left = self.queue.stats();
-        let Some((since, bytes_then)) = self.replay.progress else {
-            self.replay.progress = Some((now, left.bytes));
-            return;
-        };
-        let elapsed = now.duration_since(since);
-        if elapsed < PROGRESS_EVERY {
-            return;
-        }
-        self.replay.progress = Some((now, left.bytes));
-        let drained_per_second =
-            bytes_then.saturating_sub(left.bytes) as f64 / elapsed.as_secs_f64();
-        let eta = if drained_per_second > 0.0 {
-            let seconds = (left.bytes as f64 / drained_per_second).ceil() as u64;
-            format!(
-                "about {} left",
-                crate::units::format_duration(Duration::from_secs(seconds))
-            )
-        } else {
-            "not draining yet".to_owned()
-        };
-        log::info!(
-            "node {}: replaying its queue: {} entries ({} bytes) left, {} points/s, {eta}",
-            self.status.name(),
-            left.entries,
-            left.bytes,
-            self.status.snapshot().replay_rate_points_per_second,
-        );
-    }
-
-    /// The replayer emptied the queue: once its removals are on disk, back to Direct.
-    fn caught_up(&mut self, ctx: &mut Context<Self>) {
-        self.replay.single = 0;
-        self.replay.window_points = 0;
-        self.replay.window_start = Instant::now();
-        self.replay.progress = None;
-        self.status.set_replay_rate(0);
-        if !self.settling {
-            self.settle(ctx);
-        }
-    }
-
-    /// Stays draining until every removal is on disk, then goes back to Direct.
-    fn settle(&mut self, ctx: &mut Context<Self>) {
-        self.settling = true;
-        let durable = self.queue.durable(self.queue.sync());
-        ctx.spawn(durable.into_actor(self).map(|flushed, node, ctx| {
-            if let Err(e) = flushed {
-                log::warn!(
-                    "node {}: caught up, but its queue's removals are not on disk ({e}); still queueing",
-                    node.status.name()
-                );
-                ctx.run_later(node.settings.initial_backoff.max(SETTLE_RETRY), Self::settle);
-                return;
-            }
-            node.settling = false;
-            if node.queue.is_empty() {
-                log::info!(
-                    "node {}: caught up, queue empty, writing directly again",
-                    node.status.name()
-                );
-            } else {
-                node.schedule_replay(ctx); // written to while settling: keep draining
-            }
-        }));
-    }
-
-    fn probe(&mut self, ctx: &mut Context<Self>) {
-        if self.probing {
-            return; // the previous probe is still out: a slow node must not pile probes up
-        }
-        self.probing = true;
-        let http = self.http.clone();
-        let status = Arc::clone(&self.status);
-        let timeout = self.settings.health_timeout;
-        let probe = async move { client::ping(&http, status.url(), timeout).await };
-        ctx.spawn(probe.into_actor(self).map(|result, node, ctx| {
-            node.probing = false;
-            match result {
-                Ok(version) => {
-                    node.status.mark_up(version.as_deref());
-                    // Back: replay now rather than wait out a long backoff.
-                    node.replay.not_before = None;
-                    node.schedule_replay(ctx);
-                }
-                Err(e) => {
-                    node.status.mark_down(&e.to_string());
-                    node.spill_waiting(QueuedBecause::Down, ctx);
-                }
-            }
-        }));
-    }
 }
 
 /// The answer for a copy that could not be stored. The node is flagged first, so that the copy is
@@ -743,7 +422,8 @@ impl Handler<Retune> for Node {
         settings.max_backoff = retune.max_backoff;
         settings.max_attempts_4xx = retune.max_attempts_4xx;
         // The next wait starts from the new initial backoff rather than where the old one was.
-        self.replay.backoff = Backoff::new(retune.initial_backoff, retune.max_backoff);
+        self.replay
+            .retune(retune.initial_backoff, retune.max_backoff);
         if settings.health_interval != retune.health_interval {
             settings.health_interval = retune.health_interval;
             if let Some(timer) = self.probe_timer.take() {
