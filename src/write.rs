@@ -352,7 +352,7 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{NodeError, QueuedBecause};
+    use crate::node::{ExchangeError, GatewayError, NodeError, QueuedBecause};
     use actix_web::http::StatusCode;
 
     fn answer(status: u16) -> NodeResponse {
@@ -368,14 +368,14 @@ mod tests {
     }
 
     fn refused() -> Delivery {
-        Delivery::Failed(NodeError::Connect("refused".into()))
+        Delivery::Failed(ExchangeError::Connect("refused".into()).into())
     }
 
     fn full() -> Delivery {
-        Delivery::Failed(NodeError::QueueFull {
+        Delivery::Failed(NodeError::Gateway(GatewayError::QueueFull {
             bytes: 10,
             limit: 10,
-        })
+        }))
     }
 
     #[test]
@@ -469,10 +469,10 @@ mod tests {
     #[test]
     fn a_copy_the_disk_could_not_take_is_tolerated_at_every_level_its_acceptances_meet() {
         let disk_full = || {
-            Delivery::Failed(NodeError::DiskFull {
+            Delivery::Failed(NodeError::Gateway(GatewayError::DiskFull {
                 free: 1,
                 reserve: 2,
-            })
+            }))
         };
         for level in [Consistency::Any, Consistency::One, Consistency::Quorum] {
             let mut tally = Tally::new(level, [("all", 3)]);

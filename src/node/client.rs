@@ -31,26 +31,47 @@ const PROBE_ABOVE: usize = 256 * 1024;
 /// never receive the body.
 const EXPECT_CONTINUE_ABOVE: usize = 4 * 1024 * 1024;
 
-/// Why a request to a node did not get an answer that can be passed on.
+/// Why a request to a node did not get an answer that can be passed on, by where it came from:
+/// the node's own answer on the wire, the exchange with it, or the gateway itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
-    /// No TCP connection could be made: the node is down.
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// The node did not answer in time.
-    #[error("no answer within {}", crate::units::format_duration(*.0))]
-    Timeout(Duration),
-    /// The node answered with a server error.
+    /// The node answered with a server error (5xx).
     #[error("answered {status}: {message}")]
-    Server {
+    Answered {
         /// HTTP status.
         status: u16,
         /// InfluxDB's error text, or the body.
         message: String,
     },
-    /// The exchange broke off half-way.
+    /// The exchange with the node failed before an answer could be read.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    /// The gateway did not hand the request to the node, or could not keep its copy.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
+/// What failed in the exchange with a node, before its answer could be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// No connection could be made (refused, unreachable, TLS handshake): the node is down.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The node did not answer in time.
+    #[error("no answer within {}", crate::units::format_duration(*.0))]
+    Timeout(Duration),
+    /// The exchange broke off half-way, or its answer could not be read.
     #[error("request failed: {0}")]
     Transport(String),
+    /// The node broke the connection off while the body was sent, yet answers the same request
+    /// with an empty body: it will not take this body (larger than its `max-body-size`?).
+    #[error("the node closed the connection while {0} bytes of body were sent, though it accepts the same write without them")]
+    CutOff(usize),
+}
+
+/// What the gateway itself could not do with a request for a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
     /// The node's actor already holds as many requests as it may.
     #[error("busy: {0} writes and mutations already waiting")]
     Busy(usize),
@@ -80,28 +101,35 @@ pub enum NodeError {
     /// The copy could not be stored and neither could the node's `needs_resync` flag.
     #[error("cannot queue: {0}")]
     Unflagged(String),
-    /// The node broke the connection off while the body was sent, yet answers the same request
-    /// with an empty body: it will not take this body (larger than its `max-body-size`?).
-    #[error("the node closed the connection while {0} bytes of body were sent, though it accepts the same write without them")]
-    CutOff(usize),
+}
+
+/// What may be done with a request that failed, whatever the failure: the one place that
+/// separates "try again" from "give up".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The node may recover: queue the request and send it again later, however often.
+    Later,
+    /// The same request is bound to fail the same way: queue it, but count each failure as an
+    /// attempt towards `retry.max_attempts_4xx`, as for a 4xx.
+    Counted,
+    /// Not retried: the node never got it (busy, stopped) or its copy is known to be missing.
+    Never,
 }
 
 impl NodeError {
     /// Whether this failure means the node cannot be reached at all.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, NodeError::Connect(_))
+        matches!(self, NodeError::Exchange(ExchangeError::Connect(_)))
     }
 
-    /// Whether the request may succeed later: it goes to the node's queue.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            NodeError::Connect(_)
-                | NodeError::Timeout(_)
-                | NodeError::Server { .. }
-                | NodeError::Transport(_)
-                | NodeError::CutOff(_)
-        )
+    /// Whether, and how, the request is sent again.
+    pub fn retry(&self) -> Retry {
+        match self {
+            NodeError::Answered { .. } => Retry::Later,
+            NodeError::Exchange(ExchangeError::CutOff(_)) => Retry::Counted,
+            NodeError::Exchange(_) => Retry::Later,
+            NodeError::Gateway(_) => Retry::Never,
+        }
     }
 
     /// Whether the gateway could not store this node's copy (queue or disk full, storage failing)
@@ -109,14 +137,12 @@ impl NodeError {
     pub fn is_unstored_copy(&self) -> bool {
         matches!(
             self,
-            NodeError::QueueFull { .. } | NodeError::DiskFull { .. } | NodeError::Storage(_)
+            NodeError::Gateway(
+                GatewayError::QueueFull { .. }
+                    | GatewayError::DiskFull { .. }
+                    | GatewayError::Storage(_)
+            )
         )
-    }
-
-    /// Whether sending the same request again is bound to fail the same way, so that a queued
-    /// entry that got it counts an attempt towards `retry.max_attempts_4xx`, as for a 4xx.
-    pub fn repeats(&self) -> bool {
-        matches!(self, NodeError::CutOff(_))
     }
 }
 
@@ -264,10 +290,12 @@ pub async fn write(
         Err(e) if write.body.len() > PROBE_ABOVE && broke_off(&e) => {
             let probe = write_request(http, base, write, timeout).send_body(Bytes::new());
             match buffered(probe.await, timeout).await {
-                Delivery::Accepted(_) => Delivery::Failed(NodeError::CutOff(write.body.len())),
+                Delivery::Accepted(_) => {
+                    Delivery::Failed(ExchangeError::CutOff(write.body.len()).into())
+                }
                 Delivery::Rejected(answer) => Delivery::Rejected(answer),
                 Delivery::Failed(_) | Delivery::Queued(_) => {
-                    Delivery::Failed(NodeError::Transport(e.to_string()))
+                    Delivery::Failed(ExchangeError::Transport(e.to_string()).into())
                 }
             }
         }
@@ -315,7 +343,7 @@ pub async fn query_buffered(
 }
 
 /// Sends a query and returns the answer as soon as its head arrives, for the body to be streamed.
-/// A 5xx is returned as [`NodeError::Server`] so that the caller may try another node.
+/// A 5xx is returned as [`NodeError::Answered`] so that the caller may try another node.
 pub async fn query_streaming(
     http: &awc::Client,
     base: &str,
@@ -345,7 +373,7 @@ pub async fn ping(
         .await
         .map_err(|e| send_error(e, timeout))?;
     if !response.status().is_success() {
-        return Err(NodeError::Server {
+        return Err(NodeError::Answered {
             status: response.status().as_u16(),
             message: "/ping did not answer 2xx".to_owned(),
         });
@@ -388,7 +416,9 @@ async fn buffered(
     let body = match response.body().limit(MAX_BUFFERED_ANSWER).await {
         Ok(body) => body,
         Err(e) => {
-            return Delivery::Failed(NodeError::Transport(format!("reading the answer: {e}")))
+            return Delivery::Failed(
+                ExchangeError::Transport(format!("reading the answer: {e}")).into(),
+            )
         }
     };
     if status.is_server_error() && !refuses_the_request(&body) {
@@ -438,15 +468,15 @@ fn unreadable_refusal() -> Delivery {
 
 fn send_error(error: SendRequestError, timeout: Duration) -> NodeError {
     match error {
-        SendRequestError::Connect(e) => NodeError::Connect(e.to_string()),
-        SendRequestError::Timeout => NodeError::Timeout(timeout),
-        other => NodeError::Transport(other.to_string()),
+        SendRequestError::Connect(e) => ExchangeError::Connect(e.to_string()).into(),
+        SendRequestError::Timeout => ExchangeError::Timeout(timeout).into(),
+        other => ExchangeError::Transport(other.to_string()).into(),
     }
 }
 
 /// InfluxDB puts its message in `{"error": ...}`; fall back to the start of the body.
 fn server_error(status: StatusCode, body: &[u8]) -> NodeError {
-    NodeError::Server {
+    NodeError::Answered {
         status: status.as_u16(),
         message: error_message(body),
     }

@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 
 pub use actor::{Job, Node, NodeSettings, Refused, Retune, Shutdown};
 pub use client::{
-    Delivery, ForwardedQuery, NodeError, NodeResponse, NodeWrite, QueuedBecause, WriteTarget,
+    Delivery, ExchangeError, ForwardedQuery, GatewayError, NodeError, NodeResponse, NodeWrite,
+    QueuedBecause, Retry, WriteTarget,
 };
 pub use op::Op;
 pub use queue::{NodeQueue, QueueError, QueueStats, QueueStore};
@@ -104,15 +105,17 @@ impl NodeHandle {
     pub fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
         let (reply, answer) = oneshot::channel();
         match self.addr.try_send(Job { op, reply }) {
-            Ok(()) => Either::Left(
-                answer.map(|outcome| outcome.unwrap_or(Delivery::Failed(NodeError::Stopped))),
-            ),
-            Err(actix::prelude::SendError::Full(_)) => Either::Right(future::ready(
-                Delivery::Failed(NodeError::Busy(self.status.snapshot().waiting)),
-            )),
-            Err(actix::prelude::SendError::Closed(_)) => {
-                Either::Right(future::ready(Delivery::Failed(NodeError::Stopped)))
+            Ok(()) => {
+                Either::Left(answer.map(|outcome| {
+                    outcome.unwrap_or(Delivery::Failed(GatewayError::Stopped.into()))
+                }))
             }
+            Err(actix::prelude::SendError::Full(_)) => Either::Right(future::ready(
+                Delivery::Failed(GatewayError::Busy(self.status.snapshot().waiting).into()),
+            )),
+            Err(actix::prelude::SendError::Closed(_)) => Either::Right(future::ready(
+                Delivery::Failed(GatewayError::Stopped.into()),
+            )),
         }
     }
 

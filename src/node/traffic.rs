@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Delivery, NodeError, Op};
+use super::{Delivery, ExchangeError, NodeError, Op};
 
 /// Why a request to a node got no usable answer, as `/metrics` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +43,13 @@ impl Cause {
 
     fn of(error: &NodeError) -> Cause {
         match error {
-            NodeError::Connect(_) => Cause::Connect,
-            NodeError::Timeout(_) => Cause::Timeout,
-            NodeError::Server { .. } => Cause::Server,
-            NodeError::Transport(_) | NodeError::CutOff(_) => Cause::Transport,
-            NodeError::Busy(_)
-            | NodeError::Stopped
-            | NodeError::QueueFull { .. }
-            | NodeError::DiskFull { .. }
-            | NodeError::Storage(_)
-            | NodeError::Unflagged(_) => Cause::Local,
+            NodeError::Answered { .. } => Cause::Server,
+            NodeError::Exchange(ExchangeError::Connect(_)) => Cause::Connect,
+            NodeError::Exchange(ExchangeError::Timeout(_)) => Cause::Timeout,
+            NodeError::Exchange(ExchangeError::Transport(_) | ExchangeError::CutOff(_)) => {
+                Cause::Transport
+            }
+            NodeError::Gateway(_) => Cause::Local,
         }
     }
 }
@@ -133,12 +130,15 @@ impl Traffic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::GatewayError;
 
     #[test]
     fn failures_are_counted_by_cause() {
         let traffic = Traffic::default();
-        traffic.outcome(&Delivery::Failed(NodeError::Connect("refused".into())));
-        traffic.outcome(&Delivery::Failed(NodeError::Busy(3)));
+        traffic.outcome(&Delivery::Failed(
+            ExchangeError::Connect("refused".into()).into(),
+        ));
+        traffic.outcome(&Delivery::Failed(GatewayError::Busy(3).into()));
         traffic.outcome(&Delivery::Queued(crate::node::QueuedBecause::Down));
         let snapshot = traffic.snapshot();
         assert_eq!(snapshot.failures[Cause::Connect as usize], 1);

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::node::{
-    Delivery, ForwardedQuery, NodeError, NodeHandle, NodeResponse, Op, QueuedBecause,
+    Delivery, ExchangeError, ForwardedQuery, NodeHandle, NodeResponse, Op, QueuedBecause,
 };
 
 /// How a broadcast ended.
@@ -42,7 +42,7 @@ pub async fn broadcast(
     let answers = join_all(deliveries.into_iter().map(|delivery| async move {
         tokio::time::timeout(timeout, delivery)
             .await
-            .unwrap_or(Delivery::Failed(NodeError::Timeout(timeout)))
+            .unwrap_or(Delivery::Failed(ExchangeError::Timeout(timeout).into()))
     }))
     .await;
     combine(
@@ -201,6 +201,7 @@ fn synthesized(statements: usize, notes: &[String]) -> NodeResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::{GatewayError, NodeError};
     use actix_web::http::StatusCode;
 
     fn answer(status: u16, body: &'static str) -> NodeResponse {
@@ -337,10 +338,10 @@ mod tests {
     #[test]
     fn a_copy_not_stored_is_a_warning_beside_a_node_that_applied_it() {
         let full = || {
-            Delivery::Failed(NodeError::DiskFull {
+            Delivery::Failed(NodeError::Gateway(GatewayError::DiskFull {
                 free: 10,
                 reserve: 20,
-            })
+            }))
         };
         let outcome = combine(
             [
@@ -380,7 +381,7 @@ mod tests {
         let outcome = combine(
             [
                 ("a", Delivery::Accepted(answer(200, "a"))),
-                ("b", Delivery::Failed(NodeError::Stopped)),
+                ("b", Delivery::Failed(GatewayError::Stopped.into())),
             ],
             1,
         );

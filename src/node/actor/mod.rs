@@ -34,7 +34,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{
-    client::{self, Delivery, NodeError, QueuedBecause},
+    client::{self, Delivery, ExchangeError, GatewayError, NodeError, QueuedBecause, Retry},
     op::{self, Carries, Op},
     pipeline::{Answer, Conditions, Landed, Limits, Pipeline},
     queue::{self, NodeQueue, QueueError},
@@ -204,11 +204,11 @@ impl Node {
                 self.schedule_replay(ctx);
                 return;
             }
-            Err(QueueError::Full { bytes, limit }) => NodeError::QueueFull { bytes, limit },
-            Err(QueueError::DiskFull { free, reserve }) => NodeError::DiskFull { free, reserve },
+            Err(QueueError::Full { bytes, limit }) => GatewayError::QueueFull { bytes, limit },
+            Err(QueueError::DiskFull { free, reserve }) => GatewayError::DiskFull { free, reserve },
             Err(e) => {
                 log::error!("node {}: cannot queue a write: {e}", self.status.name());
-                NodeError::Storage(e.to_string())
+                GatewayError::Storage(e.to_string())
             }
         };
         let _ = pending.reply.send(not_stored(&self.queue, unstored));
@@ -229,7 +229,7 @@ impl Node {
                 Ok(()) => Delivery::Queued(because),
                 // In sled's memory but not on disk: it may yet be replayed, but nobody may count
                 // on it.
-                Err(e) => not_stored(&queue, NodeError::Storage(e.to_string())),
+                Err(e) => not_stored(&queue, GatewayError::Storage(e.to_string())),
             };
             let _ = reply.send(answer);
         }));
@@ -261,7 +261,7 @@ impl Node {
             ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
                 node.observe(&delivery);
                 let answer = match &delivery {
-                    Delivery::Failed(e) if e.is_transient() => Answer::Transient,
+                    Delivery::Failed(e) if e.retry() != Retry::Never => Answer::Transient,
                     Delivery::Rejected(_) => Answer::Refused,
                     _ => Answer::Final,
                 };
@@ -350,7 +350,7 @@ impl Node {
             };
             let delivery = tokio::time::timeout(limit, exchange)
                 .await
-                .unwrap_or(Delivery::Failed(NodeError::Timeout(limit)));
+                .unwrap_or(Delivery::Failed(ExchangeError::Timeout(limit).into()));
             status.traffic().outcome(&delivery);
             delivery
         }
@@ -369,12 +369,12 @@ impl Node {
 
 /// The answer for a copy that could not be stored. The node is flagged first, so that the copy is
 /// known to be missing whatever happens next.
-fn not_stored(queue: &NodeQueue, why: NodeError) -> Delivery {
+fn not_stored(queue: &NodeQueue, why: GatewayError) -> Delivery {
     match queue.refuse_copy() {
-        Ok(()) => Delivery::Failed(why),
-        Err(e) => Delivery::Failed(NodeError::Unflagged(format!(
+        Ok(()) => Delivery::Failed(why.into()),
+        Err(e) => Delivery::Failed(NodeError::Gateway(GatewayError::Unflagged(format!(
             "{why}; and its needs_resync flag could not be stored: {e}"
-        ))),
+        )))),
     }
 }
 

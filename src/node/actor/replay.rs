@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::Node;
 use crate::node::{
     backoff::Backoff,
-    client::Delivery,
+    client::{Delivery, Retry},
     op,
     queue::{self, Entry, QueueError, Record},
 };
@@ -111,7 +111,7 @@ fn verdict(delivery: &Delivery, entries: usize, attempts: u32, max_attempts: u32
     let refusal = match delivery {
         Delivery::Accepted(_) => return Verdict::Remove,
         Delivery::Rejected(answer) => answer.refusal(),
-        Delivery::Failed(e) if e.repeats() => e.to_string(),
+        Delivery::Failed(e) if e.retry() == Retry::Counted => e.to_string(),
         Delivery::Failed(_) | Delivery::Queued(_) => return Verdict::Backoff,
     };
     if entries > 1 {
@@ -386,7 +386,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::node::{client::NodeResponse, NodeError};
+    use crate::node::{client::NodeResponse, ExchangeError};
 
     fn answer(status: u16, body: &'static str) -> NodeResponse {
         NodeResponse {
@@ -400,8 +400,8 @@ mod tests {
     fn an_answer_decides_the_entries_fate() {
         let accepted = Delivery::Accepted(answer(204, ""));
         let refused = Delivery::Rejected(answer(404, r#"{"error":"database not found: \"x\""}"#));
-        let down = Delivery::Failed(NodeError::Connect("refused".into()));
-        let cut_off = Delivery::Failed(NodeError::CutOff(4 << 20));
+        let down = Delivery::Failed(ExchangeError::Connect("refused".into()).into());
+        let cut_off = Delivery::Failed(ExchangeError::CutOff(4 << 20).into());
         assert_eq!(verdict(&accepted, 5, 2, 3), Verdict::Remove);
         // A node that is down costs no attempt, however often.
         assert_eq!(verdict(&down, 1, 2, 3), Verdict::Backoff);
