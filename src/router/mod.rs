@@ -27,17 +27,22 @@
 //! shared as it is; from the first line that goes elsewhere (or cannot be routed) each shard gets
 //! one buffer, a copy per shard, never one per replica.
 
-use std::{collections::HashMap, fmt, ops::Range};
+mod recent;
+mod resolve;
+mod split;
 
-use bytes::{Bytes, BytesMut};
-use regex::Regex;
+use std::fmt;
+
+use bytes::Bytes;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use self::{
+    recent::RecentPlacements,
+    resolve::{Matcher, Route, Target},
+    split::Split,
+};
 use crate::{
-    config::{Config, ConfigError, RouteConfig},
-    line_protocol::{
-        self, Escaped, Line, LineError, LineKind, Scan, SeriesKey, TagKey, TimeSpan, Timestamps,
-    },
+    line_protocol::{self, LineError, LineKind, Scan, SeriesKey, TagKey, TimeSpan},
     node::NodeId,
 };
 
@@ -55,53 +60,15 @@ pub struct Shard {
     seed: u64,
 }
 
-/// How a route recognises a measurement.
-#[derive(Debug, Clone)]
-enum Matcher {
-    Exact(String),
-    Prefix(String),
-    Regex(Regex),
-}
-
-impl Matcher {
-    fn matches(&self, measurement: &Escaped<'_>) -> bool {
-        match self {
-            Matcher::Exact(name) => measurement.eq_str(name),
-            Matcher::Prefix(prefix) => measurement.starts_with_str(prefix),
-            Matcher::Regex(re) => re.is_match(&measurement.unescaped()),
+impl Shard {
+    /// A shard whose rendezvous seed comes from its name, so that its order plays no part.
+    fn new(name: &str, replicas: Vec<NodeId>) -> Self {
+        Shard {
+            seed: xxh3_64(name.as_bytes()),
+            name: name.to_owned(),
+            replicas,
         }
     }
-
-    fn matches_str(&self, measurement: &str) -> bool {
-        match self {
-            Matcher::Exact(name) => measurement == name,
-            Matcher::Prefix(prefix) => measurement.starts_with(prefix.as_str()),
-            Matcher::Regex(re) => re.is_match(measurement),
-        }
-    }
-}
-
-impl fmt::Display for Matcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Matcher::Exact(name) => write!(f, "measurement {name:?}"),
-            Matcher::Prefix(prefix) => write!(f, "measurement_prefix {prefix:?}"),
-            Matcher::Regex(re) => write!(f, "measurement_regex {:?}", re.as_str()),
-        }
-    }
-}
-
-/// Where a route sends the measurements it matches.
-#[derive(Debug, Clone)]
-enum Target {
-    Shard(ShardId),
-    ByTag { key: TagKey, shards: Vec<ShardId> },
-}
-
-#[derive(Debug, Clone)]
-struct Route {
-    matcher: Matcher,
-    target: Target,
 }
 
 /// Where the points of one measurement go.
@@ -179,43 +146,6 @@ pub struct Router {
 }
 
 impl Router {
-    /// Resolves `shards:` and `routes:` against `nodes:`; errors name the key at fault.
-    pub fn from_config(config: &Config) -> Result<Router, ConfigError> {
-        let node_ids: HashMap<&str, NodeId> = config
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
-        let shards = if config.shards.is_empty() {
-            if !config.routes.is_empty() {
-                return Err(ConfigError::invalid(
-                    "routes",
-                    "routes need shards: define `shards:` first",
-                ));
-            }
-            vec![Shard::new("all", (0..config.nodes.len()).collect())]
-        } else {
-            resolve_shards(config, &node_ids)?
-        };
-        let shard_ids: HashMap<&str, ShardId> = shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, route)| resolve_route(i, route, &shard_ids))
-            .collect::<Result<_, _>>()?;
-        Ok(Router {
-            all: (0..shards.len()).collect(),
-            shards,
-            routes,
-        })
-    }
-
     /// One shard, named `all`, holding every one of `node_count` nodes.
     pub fn replicate_to_all(node_count: usize) -> Self {
         Router {
@@ -376,218 +306,6 @@ impl Router {
     }
 }
 
-/// The placements of the last few measurements of a write, by their name as written: a batch
-/// usually cycles through a handful of measurements, and matching the routes (maybe a regex) or
-/// hashing the name again for every line would cost more than the rest of the routing. A fixed
-/// table in which each name may sit in one of two slots chosen by its hash, so that a line
-/// compares its name at most twice and a handful of names rarely evict each other: nothing is
-/// allocated per write or per line.
-struct RecentPlacements<'b, 'r> {
-    entries: [Option<(NameKey<'b>, Placement<'r>)>; RECENT_PLACEMENTS],
-}
-
-/// Slots of [`RecentPlacements`]: 64 = 2^6, so a hash gives two slots of six bits each.
-const RECENT_PLACEMENTS: usize = 64;
-
-/// A measurement name as written, with its first and last eight bytes as words (overlapping when
-/// it is shorter than 16; a name shorter than 8 is folded into one word, a byte at a time, which
-/// with the length tells it apart: `"\0a"` and `"a"` fold alike but differ in length). Names up to
-/// 16 bytes long, nearly all of them, are hashed and told apart by two words, without `memcmp`.
-#[derive(Clone, Copy)]
-struct NameKey<'b> {
-    name: &'b [u8],
-    first: u64,
-    last: u64,
-}
-
-impl<'b> NameKey<'b> {
-    #[inline]
-    fn new(name: &'b [u8]) -> Self {
-        let (first, last) = match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
-            (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
-            _ => {
-                let word = name.iter().fold(0, |w, &b| w << 8 | u64::from(b));
-                (word, word)
-            }
-        };
-        NameKey { name, first, last }
-    }
-
-    #[inline]
-    fn hash(&self) -> u64 {
-        (self.first ^ self.last.rotate_left(29) ^ self.name.len() as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-
-    #[inline]
-    fn same(&self, other: &NameKey<'_>) -> bool {
-        self.name.len() == other.name.len()
-            && self.first == other.first
-            && self.last == other.last
-            && (self.name.len() <= 16 || self.name == other.name)
-    }
-}
-
-impl Default for RecentPlacements<'_, '_> {
-    fn default() -> Self {
-        RecentPlacements {
-            entries: [None; RECENT_PLACEMENTS],
-        }
-    }
-}
-
-impl<'b, 'r> RecentPlacements<'b, 'r> {
-    fn get_or_insert(
-        &mut self,
-        name: &'b [u8],
-        placement: impl FnOnce() -> Placement<'r>,
-    ) -> Placement<'r> {
-        let key = NameKey::new(name);
-        let hash = key.hash();
-        let slots = [
-            (hash >> 58) as usize,
-            (hash >> 52) as usize % RECENT_PLACEMENTS,
-        ];
-        for slot in slots {
-            if let Some((known, placement)) = &self.entries[slot] {
-                if known.same(&key) {
-                    return *placement;
-                }
-            }
-        }
-        let placement = placement();
-        let slot = slots
-            .into_iter()
-            .find(|&slot| self.entries[slot].is_none())
-            .unwrap_or(slots[0]);
-        self.entries[slot] = Some((key, placement));
-        placement
-    }
-}
-
-/// The per-shard bodies of one write, built while its lines are read.
-struct Split {
-    shard_count: usize,
-    /// While every line so far went to one shard: that shard; the body is still shared.
-    sole: Option<ShardId>,
-    /// Set once lines go to several shards or one is left out: a buffer per shard.
-    buffers: Option<Vec<BytesMut>>,
-    /// Points per shard.
-    points: Vec<u64>,
-    /// The timestamps of each shard's points. An unroutable line's is in none: it is not sent,
-    /// and orders nothing.
-    stamps: Vec<Timestamps>,
-    /// The last line that went to a shard: only the body's final line can be left open.
-    last: Option<(ShardId, Range<usize>)>,
-    unroutable: Vec<Unroutable>,
-}
-
-impl Split {
-    /// For a write whose timestamps are in `precision` (`/write`'s parameter).
-    fn new(shard_count: usize, precision: Option<&str>) -> Self {
-        Split {
-            shard_count,
-            sole: None,
-            buffers: None,
-            points: vec![0; shard_count],
-            stamps: vec![Timestamps::new(precision); shard_count],
-            last: None,
-            unroutable: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, body: &Bytes, line: &Line<'_>, shard: ShardId) {
-        let span = line.span.clone();
-        self.points[shard] += 1;
-        self.stamps[shard].line(&body[span.start..line.text_end]);
-        self.last = Some((shard, span.clone()));
-        if self.buffers.is_none() {
-            match self.sole {
-                None if self.unroutable.is_empty() => {
-                    self.sole = Some(shard);
-                    return;
-                }
-                Some(sole) if sole == shard => return,
-                _ => self.start_copying(body, span.start),
-            }
-        }
-        if let Some(buffers) = &mut self.buffers {
-            buffers[shard].extend_from_slice(&body[span]);
-        }
-    }
-
-    /// The line at `start` is left out: the lines before it can no longer share the body.
-    fn leave_out(&mut self, body: &Bytes, start: usize) {
-        if self.buffers.is_none() {
-            self.start_copying(body, start);
-        }
-    }
-
-    /// Switches to one buffer per shard; everything before `upto` went to the sole shard. Each
-    /// starts with room for its even share of the rest, so that most never grow.
-    fn start_copying(&mut self, body: &Bytes, upto: usize) {
-        let room = (body.len() - upto) / self.shard_count + 1024;
-        let mut buffers: Vec<BytesMut> = (0..self.shard_count)
-            .map(|_| BytesMut::with_capacity(room))
-            .collect();
-        if let Some(sole) = self.sole {
-            buffers[sole].extend_from_slice(&body[..upto]);
-        }
-        self.buffers = Some(buffers);
-    }
-
-    /// The batches; `plain` says the body holds no quote or backslash, so that no line is open.
-    fn finish<'r>(self, body: &Bytes, plain: bool, shards: &'r [Shard]) -> Routed<'r> {
-        // Every line but the body's last ended at a newline of its own, which went with it; the
-        // last may have been left open (an escape, a quote), and so is the share that holds it.
-        let open_end = match &self.last {
-            _ if plain => None,
-            Some((shard, span)) if span.end == body.len() => {
-                (!line_protocol::ends_cleanly(&body[span.clone()])).then_some(*shard)
-            }
-            _ => None,
-        };
-        let batches = match (self.buffers, self.sole) {
-            (Some(buffers), _) => buffers
-                .into_iter()
-                .zip(shards)
-                .enumerate()
-                .filter(|(_, (b, _))| !b.is_empty())
-                .map(|(id, (b, shard))| ShardBatch {
-                    shard,
-                    body: fitted(b),
-                    points: self.points[id],
-                    ends_cleanly: open_end != Some(id),
-                    span: self.stamps[id].span(),
-                })
-                .collect(),
-            // The whole body, its blank and comment lines too: the last of those may be open.
-            (None, Some(sole)) => vec![ShardBatch {
-                shard: &shards[sole],
-                body: body.clone(),
-                points: self.points[sole],
-                ends_cleanly: plain || line_protocol::ends_cleanly(body),
-                span: self.stamps[sole].span(),
-            }],
-            (None, None) => Vec::new(),
-        };
-        Routed {
-            batches,
-            unroutable: self.unroutable,
-        }
-    }
-}
-
-/// A share's bytes without most of the room reserved for it: a small share of a large body would
-/// otherwise hold its whole even share of memory while it waits in flight.
-fn fitted(share: BytesMut) -> Bytes {
-    if share.capacity() > 2 * share.len() + 4096 {
-        Bytes::copy_from_slice(&share)
-    } else {
-        share.freeze()
-    }
-}
-
 fn update_bytes(hasher: &mut Xxh3, bytes: impl Iterator<Item = u8>) {
     // Unescaped names arrive a byte at a time; hash them in small blocks, not one call a byte.
     let mut block = [0u8; 64];
@@ -612,182 +330,27 @@ fn fmix64(mut k: u64) -> u64 {
     k ^ (k >> 33)
 }
 
-impl Shard {
-    fn new(name: &str, replicas: Vec<NodeId>) -> Self {
-        Shard {
-            seed: xxh3_64(name.as_bytes()),
-            name: name.to_owned(),
-            replicas,
-        }
-    }
-}
-
-fn resolve_shards(
-    config: &Config,
-    node_ids: &HashMap<&str, NodeId>,
-) -> Result<Vec<Shard>, ConfigError> {
-    let mut shards: Vec<Shard> = Vec::with_capacity(config.shards.len());
-    let mut served = vec![false; config.nodes.len()];
-    for (i, shard) in config.shards.iter().enumerate() {
-        let key = format!("shards[{i}]");
-        if shard.name.trim().is_empty() || shard.name.trim() != shard.name {
-            return Err(ConfigError::invalid(
-                format!("{key}.name"),
-                format!(
-                    "{:?} must be a non-empty name without spaces at its ends",
-                    shard.name
-                ),
-            ));
-        }
-        if let Some(j) = shards.iter().position(|s| s.name == shard.name) {
-            return Err(ConfigError::invalid(
-                format!("{key}.name"),
-                format!("duplicate shard name {:?} (also shards[{j}])", shard.name),
-            ));
-        }
-        if shard.replicas.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{key}.replicas"),
-                "a shard needs at least one replica",
-            ));
-        }
-        let mut replicas = Vec::with_capacity(shard.replicas.len());
-        for (r, name) in shard.replicas.iter().enumerate() {
-            let Some(&node) = node_ids.get(name.as_str()) else {
-                return Err(ConfigError::invalid(
-                    format!("{key}.replicas[{r}]"),
-                    format!("{name:?} is not the name of a node in `nodes`"),
-                ));
-            };
-            if replicas.contains(&node) {
-                return Err(ConfigError::invalid(
-                    format!("{key}.replicas[{r}]"),
-                    format!("{name:?} is listed twice"),
-                ));
-            }
-            served[node] = true;
-            replicas.push(node);
-        }
-        shards.push(Shard::new(&shard.name, replicas));
-    }
-    if let Some(idle) = served.iter().position(|s| !s) {
-        return Err(ConfigError::invalid(
-            format!("nodes[{idle}]"),
-            format!(
-                "{:?} is a replica of no shard: add it to one, or remove it",
-                config.nodes[idle].name
-            ),
-        ));
-    }
-    Ok(shards)
-}
-
-fn resolve_route(
-    i: usize,
-    route: &RouteConfig,
-    shard_ids: &HashMap<&str, ShardId>,
-) -> Result<Route, ConfigError> {
-    let key = format!("routes[{i}]");
-    let shard = |field: &str, name: &str| {
-        shard_ids.get(name).copied().ok_or_else(|| {
-            ConfigError::invalid(
-                format!("{key}.{field}"),
-                format!("{name:?} is not the name of a shard in `shards`"),
-            )
-        })
-    };
-    let matcher = match (
-        &route.measurement,
-        &route.measurement_prefix,
-        &route.measurement_regex,
-    ) {
-        (Some(name), None, None) => Matcher::Exact(name.clone()),
-        (None, Some(prefix), None) => Matcher::Prefix(prefix.clone()),
-        (None, None, Some(re)) => Matcher::Regex(Regex::new(re).map_err(|e| {
-            ConfigError::invalid(
-                format!("{key}.measurement_regex"),
-                format!("{re:?} is not a valid regular expression: {e}"),
-            )
-        })?),
-        _ => {
-            return Err(ConfigError::invalid(
-                key,
-                "needs exactly one of measurement, measurement_prefix, measurement_regex",
-            ))
-        }
-    };
-    let target = match (&route.shard, &route.by_tag, &route.shards) {
-        (Some(name), None, None) => Target::Shard(shard("shard", name)?),
-        (None, Some(tag), shards) => {
-            if tag.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.by_tag"),
-                    "must name a tag key",
-                ));
-            }
-            let shards = match shards {
-                None => (0..shard_ids.len()).collect(),
-                Some(names) if names.is_empty() => {
-                    return Err(ConfigError::invalid(
-                        format!("{key}.shards"),
-                        "must list at least one shard",
-                    ))
-                }
-                Some(names) => {
-                    let mut ids: Vec<ShardId> = Vec::with_capacity(names.len());
-                    for (j, name) in names.iter().enumerate() {
-                        let id = shard(&format!("shards[{j}]"), name)?;
-                        if ids.contains(&id) {
-                            return Err(ConfigError::invalid(
-                                format!("{key}.shards[{j}]"),
-                                format!("{name:?} is listed twice"),
-                            ));
-                        }
-                        ids.push(id);
-                    }
-                    ids
-                }
-            };
-            Target::ByTag {
-                key: TagKey::new(tag),
-                shards,
-            }
-        }
-        (None, None, _) => {
-            return Err(ConfigError::invalid(
-                key,
-                "needs a target: `shard`, or `by_tag` (with `shards`)",
-            ))
-        }
-        (Some(_), Some(_), _) | (Some(_), None, Some(_)) => {
-            return Err(ConfigError::invalid(
-                key,
-                "give either `shard`, or `by_tag` with `shards`, not both",
-            ))
-        }
-    };
-    Ok(Route { matcher, target })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // `router`, `error_of` and `TWO` are `pub(super)`: the resolver's tests use them too.
+
     const NODES: &str = "nodes:\n  - name: influx1\n    url: http://127.0.0.1:1\n  - name: influx2\n    url: http://127.0.0.1:2\n  - name: influx3\n    url: http://127.0.0.1:3\n  - name: influx4\n    url: http://127.0.0.1:4\n";
 
-    fn router(shards_and_routes: &str) -> Router {
+    pub(super) fn router(shards_and_routes: &str) -> Router {
         crate::blueprint::Blueprint::from_yaml(&format!("{NODES}{shards_and_routes}"))
             .unwrap()
             .router
     }
 
-    fn error_of(shards_and_routes: &str) -> String {
+    pub(super) fn error_of(shards_and_routes: &str) -> String {
         crate::blueprint::Blueprint::from_yaml(&format!("{NODES}{shards_and_routes}"))
             .unwrap_err()
             .to_string()
     }
 
-    const TWO: &str = "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n";
+    pub(super) const TWO: &str = "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n";
 
     const ISSUE_EXAMPLE: &str = "shards:
   - name: s1
@@ -1043,57 +606,6 @@ routes:
         );
     }
 
-    #[test]
-    fn configuration_errors_name_the_key() {
-        assert_eq!(
-            error_of("shards:\n  - name: s1\n    replicas: [influx1, influx9]\n"),
-            "shards[0].replicas[1]: \"influx9\" is not the name of a node in `nodes`"
-        );
-        assert_eq!(
-            error_of(&format!(
-                "{TWO}routes:\n  - measurement: cpu\n    shard: s3\n"
-            )),
-            "routes[0].shard: \"s3\" is not the name of a shard in `shards`"
-        );
-        assert!(error_of(&format!(
-            "{TWO}routes:\n  - measurement_regex: \"(\"\n    shard: s1\n"
-        ))
-        .starts_with("routes[0].measurement_regex: \"(\" is not a valid regular expression"));
-        assert_eq!(
-            error_of(&format!(
-                "{TWO}routes:\n  - measurement: cpu\n    measurement_prefix: c\n    shard: s1\n"
-            )),
-            "routes[0]: needs exactly one of measurement, measurement_prefix, measurement_regex"
-        );
-        assert_eq!(
-            error_of(&format!("{TWO}routes:\n  - measurement: cpu\n")),
-            "routes[0]: needs a target: `shard`, or `by_tag` (with `shards`)"
-        );
-        assert_eq!(
-            error_of(&format!(
-                "{TWO}routes:\n  - measurement: cpu\n    by_tag: h\n    shards: [s1, s4]\n"
-            )),
-            "routes[0].shards[1]: \"s4\" is not the name of a shard in `shards`"
-        );
-        assert_eq!(
-            error_of("shards:\n  - name: s1\n    replicas: [influx1, influx2, influx3]\n"),
-            "nodes[3]: \"influx4\" is a replica of no shard: add it to one, or remove it"
-        );
-        assert_eq!(
-            error_of("shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s1\n    replicas: [influx3, influx4]\n"),
-            "shards[1].name: duplicate shard name \"s1\" (also shards[0])"
-        );
-        assert_eq!(
-            error_of("routes:\n  - measurement: cpu\n    shard: s1\n"),
-            "routes: routes need shards: define `shards:` first"
-        );
-        assert!(error_of(&format!("{TWO}routes:\n  - measurment: cpu\n"))
-            .contains("unknown field `measurment`"));
-        // A node may serve several shards.
-        let overlapping = router("shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx2, influx3, influx4]\n");
-        assert_eq!(overlapping.shards()[1].replicas, vec![1, 2, 3]);
-    }
-
     mod split_property {
         use super::*;
         use proptest::prelude::*;
@@ -1129,17 +641,6 @@ routes:
                     (m.clone(), m)
                 }),
             ]
-        }
-
-        proptest! {
-            #[test]
-            fn names_are_told_apart_as_their_bytes_are(
-                a in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b')], 0..20),
-                b in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b')], 0..20),
-            ) {
-                prop_assert_eq!(NameKey::new(&a).same(&NameKey::new(&b)), a == b);
-                prop_assert!(NameKey::new(&a).same(&NameKey::new(&a.clone())));
-            }
         }
 
         fn line() -> impl Strategy<Value = Gen> {

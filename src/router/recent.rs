@@ -1,0 +1,113 @@
+//! The placements of the measurements a write has just used, so that each line is placed
+//! without matching the routes or hashing its name again.
+
+use super::Placement;
+
+/// The placements of the last few measurements of a write, by their name as written: a batch
+/// usually cycles through a handful of measurements, and matching the routes (maybe a regex) or
+/// hashing the name again for every line would cost more than the rest of the routing. A fixed
+/// table in which each name may sit in one of two slots chosen by its hash, so that a line
+/// compares its name at most twice and a handful of names rarely evict each other: nothing is
+/// allocated per write or per line.
+pub(super) struct RecentPlacements<'b, 'r> {
+    entries: [Option<(NameKey<'b>, Placement<'r>)>; RECENT_PLACEMENTS],
+}
+
+/// Slots of [`RecentPlacements`]: 64 = 2^6, so a hash gives two slots of six bits each.
+const RECENT_PLACEMENTS: usize = 64;
+
+/// A measurement name as written, with its first and last eight bytes as words (overlapping when
+/// it is shorter than 16; a name shorter than 8 is folded into one word, a byte at a time, which
+/// with the length tells it apart: `"\0a"` and `"a"` fold alike but differ in length). Names up to
+/// 16 bytes long, nearly all of them, are hashed and told apart by two words, without `memcmp`.
+#[derive(Clone, Copy)]
+struct NameKey<'b> {
+    name: &'b [u8],
+    first: u64,
+    last: u64,
+}
+
+impl<'b> NameKey<'b> {
+    #[inline]
+    fn new(name: &'b [u8]) -> Self {
+        let (first, last) = match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
+            (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
+            _ => {
+                let word = name.iter().fold(0, |w, &b| w << 8 | u64::from(b));
+                (word, word)
+            }
+        };
+        NameKey { name, first, last }
+    }
+
+    #[inline]
+    fn hash(&self) -> u64 {
+        (self.first ^ self.last.rotate_left(29) ^ self.name.len() as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    #[inline]
+    fn same(&self, other: &NameKey<'_>) -> bool {
+        self.name.len() == other.name.len()
+            && self.first == other.first
+            && self.last == other.last
+            && (self.name.len() <= 16 || self.name == other.name)
+    }
+}
+
+impl Default for RecentPlacements<'_, '_> {
+    fn default() -> Self {
+        RecentPlacements {
+            entries: [None; RECENT_PLACEMENTS],
+        }
+    }
+}
+
+impl<'b, 'r> RecentPlacements<'b, 'r> {
+    /// The placement of the measurement called `name` as written; `placement` computes it when
+    /// it is not remembered.
+    pub(super) fn get_or_insert(
+        &mut self,
+        name: &'b [u8],
+        placement: impl FnOnce() -> Placement<'r>,
+    ) -> Placement<'r> {
+        let key = NameKey::new(name);
+        let hash = key.hash();
+        let slots = [
+            (hash >> 58) as usize,
+            (hash >> 52) as usize % RECENT_PLACEMENTS,
+        ];
+        for slot in slots {
+            if let Some((known, placement)) = &self.entries[slot] {
+                if known.same(&key) {
+                    return *placement;
+                }
+            }
+        }
+        let placement = placement();
+        let slot = slots
+            .into_iter()
+            .find(|&slot| self.entries[slot].is_none())
+            .unwrap_or(slots[0]);
+        self.entries[slot] = Some((key, placement));
+        placement
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn names_are_told_apart_as_their_bytes_are(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b')], 0..20),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b')], 0..20),
+        ) {
+            prop_assert_eq!(NameKey::new(&a).same(&NameKey::new(&b)), a == b);
+            prop_assert!(NameKey::new(&a).same(&NameKey::new(&a.clone())));
+        }
+    }
+}
