@@ -249,189 +249,229 @@ fn family<M: EncodeMetric, S: EncodeLabelSet>(
     Ok(())
 }
 
+/// What a scrape reads of one node: its health and its traffic counters.
+type NodeReading = (NodeHealth, TrafficSnapshot);
+
+/// What a per-node metric reads of a node's reading.
+type Reader<'a> = &'a dyn Fn(&NodeHealth, &TrafficSnapshot) -> u64;
+
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let nodes: Vec<_> = self
+        let nodes: Vec<NodeReading> = self
             .gateway
             .nodes()
             .iter()
             .map(|n| (n.health(), n.status().traffic().snapshot()))
             .collect();
         let e = &mut encoder;
-        // One sample per node, labelled with its name.
-        let per_node = |value: &dyn Fn(&NodeHealth, &TrafficSnapshot) -> u64| {
-            nodes
-                .iter()
-                .map(|(h, t)| {
-                    (
-                        NodeLabels {
-                            node: h.status.name.clone(),
-                        },
-                        value(h, t),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        let counter = |value: &dyn Fn(&NodeHealth, &TrafficSnapshot) -> u64| {
-            per_node(value)
-                .into_iter()
-                .map(|(labels, v)| (labels, ConstCounter::new(v)))
-        };
-        let gauge = |value: &dyn Fn(&NodeHealth, &TrafficSnapshot) -> u64| {
-            per_node(value).into_iter().map(|(labels, v)| {
-                (
-                    labels,
-                    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
-                )
-            })
-        };
-
-        let states = nodes.iter().flat_map(|(h, _)| {
-            ["up", "down", "unknown"].into_iter().map(move |state| {
-                let current = match h.status.state {
-                    NodeState::Up => "up",
-                    NodeState::Down => "down",
-                    NodeState::Unknown => "unknown",
-                };
-                (
-                    StateLabels {
-                        node: h.status.name.clone(),
-                        state,
-                    },
-                    ConstGauge::new(i64::from(current == state)),
-                )
-            })
-        });
-        family(
-            e,
-            "node_state",
-            "1 for the state each node is in (up, down, unknown), 0 for the others.",
-            None,
-            states,
-        )?;
-        family(
-            e,
-            "node_up",
-            "1 while the node answers, else 0.",
-            None,
-            gauge(&|h, _| u64::from(h.status.state == NodeState::Up)),
-        )?;
-        family(
-            e,
-            "node_writes_sent",
-            "/write requests sent to the node, live and replayed.",
-            None,
-            counter(&|_, t| t.writes),
-        )?;
-        family(
-            e,
-            "node_mutations_sent",
-            "Mutations (CREATE, DROP, DELETE...) sent to the node.",
-            None,
-            counter(&|_, t| t.mutations),
-        )?;
-        family(
-            e,
-            "node_points_sent",
-            "Points sent to the node (lines of line protocol).",
-            None,
-            counter(&|_, t| t.points),
-        )?;
-        family(
-            e,
-            "node_write",
-            "Line protocol sent to the node.",
-            Some(&Unit::Bytes),
-            counter(&|_, t| t.bytes),
-        )?;
-        family(
-            e,
-            "node_accepted",
-            "Requests the node applied (2xx).",
-            None,
-            counter(&|_, t| t.accepted),
-        )?;
-        family(
-            e,
-            "node_rejected",
-            "Requests the node refused as the client's fault (4xx and the like).",
-            None,
-            counter(&|_, t| t.rejected),
-        )?;
-        let failures = nodes.iter().flat_map(|(h, t)| {
-            Cause::ALL.into_iter().map(move |cause| {
-                (
-                    FailureLabels {
-                        node: h.status.name.clone(),
-                        cause: cause.as_str(),
-                    },
-                    ConstCounter::new(t.failures[cause as usize]),
-                )
-            })
-        });
-        family(
-            e,
-            "node_failures",
-            "Requests to the node with no usable answer, by cause.",
-            None,
-            failures,
-        )?;
-        family(
-            e,
-            "node_in_flight_requests",
-            "Requests on the wire to the node.",
-            None,
-            gauge(&|h, _| h.status.in_flight as u64),
-        )?;
-        family(
-            e,
-            "queue_entries",
-            "Writes and mutations waiting in the node's disk queue.",
-            None,
-            gauge(&|h, _| h.queue.entries),
-        )?;
-        family(
-            e,
-            "queue",
-            "Size of the node's disk queue.",
-            Some(&Unit::Bytes),
-            gauge(&|h, _| h.queue.bytes),
-        )?;
-        family(
-            e,
-            "queue_oldest_age",
-            "Age of the oldest entry in the node's disk queue (0 when empty).",
-            Some(&Unit::Seconds),
-            gauge(&|h, _| h.queue.oldest_age_seconds.unwrap_or(0)),
-        )?;
-        family(
-            e,
-            "queue_dead_letters",
-            "Queue entries moved to dead letters.",
-            None,
-            counter(&|h, _| h.queue.dead_letters),
-        )?;
-        family(
-            e,
-            "queue_refused_full",
-            "Copies for the node refused because its queue was full.",
-            None,
-            counter(&|h, _| h.queue.refused_full),
-        )?;
-        family(
-            e,
-            "queue_replayed_points",
-            "Points replayed from the node's queue.",
-            None,
-            counter(&|h, _| h.status.replayed_points),
-        )?;
-        family(
-            e,
-            "queue_replay_rate_points_per_second",
-            "Points per second replayed over the last second of replay.",
-            None,
-            gauge(&|h, _| h.status.replay_rate_points_per_second),
-        )?;
+        encode_states(e, &nodes)?;
+        encode_sent(e, &nodes)?;
+        encode_answers(e, &nodes)?;
+        encode_queues(e, &nodes)?;
         Ok(())
     }
+}
+
+/// One sample per node, labelled with its name.
+fn per_node(nodes: &[NodeReading], value: Reader<'_>) -> Vec<(NodeLabels, u64)> {
+    nodes
+        .iter()
+        .map(|(h, t)| {
+            (
+                NodeLabels {
+                    node: h.status.name.clone(),
+                },
+                value(h, t),
+            )
+        })
+        .collect::<Vec<_>>()
+}
+
+/// One counter per node.
+fn counter(
+    nodes: &[NodeReading],
+    value: Reader<'_>,
+) -> impl Iterator<Item = (NodeLabels, ConstCounter)> {
+    per_node(nodes, value)
+        .into_iter()
+        .map(|(labels, v)| (labels, ConstCounter::new(v)))
+}
+
+/// One gauge per node.
+fn gauge(
+    nodes: &[NodeReading],
+    value: Reader<'_>,
+) -> impl Iterator<Item = (NodeLabels, ConstGauge)> {
+    per_node(nodes, value).into_iter().map(|(labels, v)| {
+        (
+            labels,
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
+        )
+    })
+}
+
+/// Which state each node is in.
+fn encode_states(e: &mut DescriptorEncoder, nodes: &[NodeReading]) -> Result<(), std::fmt::Error> {
+    let states = nodes.iter().flat_map(|(h, _)| {
+        ["up", "down", "unknown"].into_iter().map(move |state| {
+            let current = match h.status.state {
+                NodeState::Up => "up",
+                NodeState::Down => "down",
+                NodeState::Unknown => "unknown",
+            };
+            (
+                StateLabels {
+                    node: h.status.name.clone(),
+                    state,
+                },
+                ConstGauge::new(i64::from(current == state)),
+            )
+        })
+    });
+    family(
+        e,
+        "node_state",
+        "1 for the state each node is in (up, down, unknown), 0 for the others.",
+        None,
+        states,
+    )?;
+    family(
+        e,
+        "node_up",
+        "1 while the node answers, else 0.",
+        None,
+        gauge(nodes, &|h, _| u64::from(h.status.state == NodeState::Up)),
+    )?;
+    Ok(())
+}
+
+/// What the gateway sent each node.
+fn encode_sent(e: &mut DescriptorEncoder, nodes: &[NodeReading]) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "node_writes_sent",
+        "/write requests sent to the node, live and replayed.",
+        None,
+        counter(nodes, &|_, t| t.writes),
+    )?;
+    family(
+        e,
+        "node_mutations_sent",
+        "Mutations (CREATE, DROP, DELETE...) sent to the node.",
+        None,
+        counter(nodes, &|_, t| t.mutations),
+    )?;
+    family(
+        e,
+        "node_points_sent",
+        "Points sent to the node (lines of line protocol).",
+        None,
+        counter(nodes, &|_, t| t.points),
+    )?;
+    family(
+        e,
+        "node_write",
+        "Line protocol sent to the node.",
+        Some(&Unit::Bytes),
+        counter(nodes, &|_, t| t.bytes),
+    )?;
+    Ok(())
+}
+
+/// How each node answered, and what it has yet to answer.
+fn encode_answers(e: &mut DescriptorEncoder, nodes: &[NodeReading]) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "node_accepted",
+        "Requests the node applied (2xx).",
+        None,
+        counter(nodes, &|_, t| t.accepted),
+    )?;
+    family(
+        e,
+        "node_rejected",
+        "Requests the node refused as the client's fault (4xx and the like).",
+        None,
+        counter(nodes, &|_, t| t.rejected),
+    )?;
+    let failures = nodes.iter().flat_map(|(h, t)| {
+        Cause::ALL.into_iter().map(move |cause| {
+            (
+                FailureLabels {
+                    node: h.status.name.clone(),
+                    cause: cause.as_str(),
+                },
+                ConstCounter::new(t.failures[cause as usize]),
+            )
+        })
+    });
+    family(
+        e,
+        "node_failures",
+        "Requests to the node with no usable answer, by cause.",
+        None,
+        failures,
+    )?;
+    family(
+        e,
+        "node_in_flight_requests",
+        "Requests on the wire to the node.",
+        None,
+        gauge(nodes, &|h, _| h.status.in_flight as u64),
+    )?;
+    Ok(())
+}
+
+/// Each node's disk queue and its replay.
+fn encode_queues(e: &mut DescriptorEncoder, nodes: &[NodeReading]) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "queue_entries",
+        "Writes and mutations waiting in the node's disk queue.",
+        None,
+        gauge(nodes, &|h, _| h.queue.entries),
+    )?;
+    family(
+        e,
+        "queue",
+        "Size of the node's disk queue.",
+        Some(&Unit::Bytes),
+        gauge(nodes, &|h, _| h.queue.bytes),
+    )?;
+    family(
+        e,
+        "queue_oldest_age",
+        "Age of the oldest entry in the node's disk queue (0 when empty).",
+        Some(&Unit::Seconds),
+        gauge(nodes, &|h, _| h.queue.oldest_age_seconds.unwrap_or(0)),
+    )?;
+    family(
+        e,
+        "queue_dead_letters",
+        "Queue entries moved to dead letters.",
+        None,
+        counter(nodes, &|h, _| h.queue.dead_letters),
+    )?;
+    family(
+        e,
+        "queue_refused_full",
+        "Copies for the node refused because its queue was full.",
+        None,
+        counter(nodes, &|h, _| h.queue.refused_full),
+    )?;
+    family(
+        e,
+        "queue_replayed_points",
+        "Points replayed from the node's queue.",
+        None,
+        counter(nodes, &|h, _| h.status.replayed_points),
+    )?;
+    family(
+        e,
+        "queue_replay_rate_points_per_second",
+        "Points per second replayed over the last second of replay.",
+        None,
+        gauge(nodes, &|h, _| h.status.replay_rate_points_per_second),
+    )?;
+    Ok(())
 }

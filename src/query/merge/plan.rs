@@ -125,25 +125,65 @@ fn select_mode(
         .iter()
         .filter_map(|f| f.field.function())
         .collect();
-    // An expression with a call in it (`mean(v) * 2`) aggregates; plain arithmetic does not.
-    let aggregating_expression = shape.fields.iter().any(|f| {
+    let aggregating_expression = aggregating_expression(tokens, shape);
+    if calls.is_empty() && !aggregating_expression {
+        return Ok((Mode::Rows, None));
+    }
+    if groups_by_every_shard_tag(shape, context) {
+        // Every output series lives on one shard: whatever it computes is complete there.
+        return Ok((Mode::Rows, None));
+    }
+    check_combinable(shape)?;
+    if let Some(mode) = wildcard_mode(shape, &calls) {
+        return mode.map(|mode| (mode, None));
+    }
+    let single_pick = match calls.as_slice() {
+        [only] if !shape.group_by_time => selector(only),
+        _ => None,
+    };
+    // `first`/`last` among others or per bucket: the time of the point they select is lost in
+    // the aggregate answer, so their raw points are asked for beside it.
+    let mut point_fields: Vec<String> = Vec::new();
+    let mut columns = ask_for_parts(q, tokens, shape, single_pick, edits, &mut point_fields);
+    if let Some(function) = single_pick {
+        if let Some(output) = columns.pop() {
+            return Ok((
+                Mode::Pick {
+                    name: output.name,
+                    function,
+                },
+                None,
+            ));
+        }
+    }
+    let fill = fill_after_merge(shape, edits);
+    let points =
+        (!point_fields.is_empty()).then(|| points_statement(q, tokens, shape, &point_fields));
+    Ok((Mode::Aggregate { columns, fill }, points))
+}
+
+/// Whether an expression field aggregates: one with a call in it (`mean(v) * 2`) does, plain
+/// arithmetic does not.
+fn aggregating_expression(tokens: &[Token<'_>], shape: &Shape) -> bool {
+    shape.fields.iter().any(|f| {
         f.field == Field::Expression
             && tokens[f.tokens.clone()]
                 .windows(2)
                 .any(|w| w[0].kind == crate::influxql::TokenKind::Ident && w[1].is_punct("("))
-    });
-    if calls.is_empty() && !aggregating_expression {
-        return Ok((Mode::Rows, None));
-    }
-    let groups_by_every_shard_tag = shape.group_by_all
+    })
+}
+
+/// Whether the statement groups by every tag that spreads a measurement over shards.
+fn groups_by_every_shard_tag(shape: &Shape, context: &ScatterContext<'_>) -> bool {
+    shape.group_by_all
         || context
             .shard_tags
             .iter()
-            .all(|t| shape.group_by_tags.iter().any(|g| g == t));
-    if groups_by_every_shard_tag {
-        // Every output series lives on one shard: whatever it computes is complete there.
-        return Ok((Mode::Rows, None));
-    }
+            .all(|t| shape.group_by_tags.iter().any(|g| g == t))
+}
+
+/// Refuses a field whose answers from several shards cannot be recombined into one.
+fn check_combinable(shape: &Shape) -> Result<(), Refused> {
     let not_combinable = "it needs all of a series' points in one place; add GROUP BY the shard tag, or query one shard's series";
     for field in &shape.fields {
         match &field.field {
@@ -163,51 +203,60 @@ fn select_mode(
             Field::Call { .. } => {}
         }
     }
+    Ok(())
+}
+
+/// For a call over a wildcard, whose columns are known only from the answers: the mode if it is a
+/// lone `count` or `sum`, else the refusal; `None` without a wildcard.
+fn wildcard_mode(shape: &Shape, calls: &[&str]) -> Option<Result<Mode, Refused>> {
     let wildcard = shape
         .fields
         .iter()
         .any(|f| matches!(f.field, Field::Call { wildcard: true, .. }));
-    if wildcard {
-        let function = match calls.as_slice() {
-            [only, rest @ ..] if rest.iter().all(|f| f == only) => *only,
-            _ => "",
-        };
-        return match function {
-            "count" if shape.fields.len() == 1 => Ok((
-                Mode::Wildcard {
-                    function: Combine::Count,
-                },
-                None,
-            )),
-            "sum" if shape.fields.len() == 1 => Ok((
-                Mode::Wildcard {
-                    function: Combine::Sum,
-                },
-                None,
-            )),
-            _ => Err((
-                format!("{}() over a wildcard", calls[0]),
-                "name the fields instead of * or a regex",
-            )),
-        };
+    if !wildcard {
+        return None;
     }
-    let selector = |f: &str| match f {
+    let function = match calls {
+        [only, rest @ ..] if rest.iter().all(|f| f == only) => *only,
+        _ => "",
+    };
+    Some(match function {
+        "count" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
+            function: Combine::Count,
+        }),
+        "sum" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
+            function: Combine::Sum,
+        }),
+        _ => Err((
+            format!("{}() over a wildcard", calls[0]),
+            "name the fields instead of * or a regex",
+        )),
+    })
+}
+
+/// The point a selector function picks, for `min`, `max`, `first` and `last`.
+fn selector(function: &str) -> Option<Pick> {
+    match function {
         "min" => Some(Pick::Min),
         "max" => Some(Pick::Max),
         "first" => Some(Pick::First),
         "last" => Some(Pick::Last),
         _ => None,
-    };
-    let single_pick = match calls.as_slice() {
-        [only] if !shape.group_by_time => selector(only),
-        _ => None,
-    };
-    // Ask each shard for plainly named parts.
+    }
+}
+
+/// Asks each shard for plainly named parts of every call, and says how each output column is put
+/// back together from them; the raw points `first`/`last` need go to `point_fields`.
+fn ask_for_parts(
+    q: &str,
+    tokens: &[Token<'_>],
+    shape: &Shape,
+    single_pick: Option<Pick>,
+    edits: &mut Vec<(Range<usize>, String)>,
+    point_fields: &mut Vec<String>,
+) -> Vec<Output> {
     let mut names: Vec<String> = Vec::new();
     let mut columns = Vec::new();
-    // `first`/`last` among others or per bucket: the time of the point they select is lost in
-    // the aggregate answer, so their raw points are asked for beside it.
-    let mut point_fields: Vec<String> = Vec::new();
     for (index, field) in shape.fields.iter().enumerate() {
         let Field::Call {
             function,
@@ -217,39 +266,9 @@ fn select_mode(
         else {
             continue;
         };
-        let args_from = tokens.get(call.start + 1).map_or(0, |t| t.offset);
-        let call_end = tokens
-            .get(call.end - 1)
-            .map_or(0, |t| t.offset + t.text.len());
-        let args = q.get(args_from..call_end).unwrap_or("()");
-        let combine = match (function.as_str(), single_pick) {
-            ("count", _) => Combine::Count,
-            ("sum", _) => Combine::Sum,
-            ("min", _) | ("first", Some(_)) => Combine::Min,
-            ("max", _) | ("last", Some(_)) => Combine::Max,
-            ("first", None) => Combine::First,
-            ("last", None) => Combine::Last,
-            ("mean", _) => Combine::Mean,
-            _ => Combine::Spread,
-        };
-        let text = match combine {
-            Combine::Mean => {
-                format!("sum{args} AS \"__gw_{index}_a\", count{args} AS \"__gw_{index}_b\"")
-            }
-            Combine::Spread => {
-                format!("max{args} AS \"__gw_{index}_a\", min{args} AS \"__gw_{index}_b\"")
-            }
-            Combine::First | Combine::Last => {
-                // The count tells which buckets hold points; the values come from the points.
-                let inner = args
-                    .strip_prefix('(')
-                    .and_then(|a| a.strip_suffix(')'))
-                    .unwrap_or(args);
-                point_fields.push(format!("{inner} AS \"__gw_r{index}\""));
-                format!("count{args} AS \"__gw_{index}\"")
-            }
-            _ => format!("{function}{args} AS \"__gw_{index}\""),
-        };
+        let args = call_args(q, tokens, call);
+        let combine = combine_of(function, single_pick);
+        let text = shard_parts(function, args, index, combine, point_fields);
         edits.push((field.tokens.clone(), text));
         let name = unique_name(
             &mut names,
@@ -261,17 +280,62 @@ fn select_mode(
             index,
         });
     }
-    if let Some(function) = single_pick {
-        if let Some(output) = columns.pop() {
-            return Ok((
-                Mode::Pick {
-                    name: output.name,
-                    function,
-                },
-                None,
-            ));
-        }
+    columns
+}
+
+/// The call's arguments as written, parentheses included.
+fn call_args<'q>(q: &'q str, tokens: &[Token<'_>], call: &Range<usize>) -> &'q str {
+    let args_from = tokens.get(call.start + 1).map_or(0, |t| t.offset);
+    let call_end = tokens
+        .get(call.end - 1)
+        .map_or(0, |t| t.offset + t.text.len());
+    q.get(args_from..call_end).unwrap_or("()")
+}
+
+/// How the shards' answers to `function` combine; a lone selector's are compared as values.
+fn combine_of(function: &str, single_pick: Option<Pick>) -> Combine {
+    match (function, single_pick) {
+        ("count", _) => Combine::Count,
+        ("sum", _) => Combine::Sum,
+        ("min", _) | ("first", Some(_)) => Combine::Min,
+        ("max", _) | ("last", Some(_)) => Combine::Max,
+        ("first", None) => Combine::First,
+        ("last", None) => Combine::Last,
+        ("mean", _) => Combine::Mean,
+        _ => Combine::Spread,
     }
+}
+
+/// The fields the shards are asked for in place of field `index`, `function` over `args`.
+fn shard_parts(
+    function: &str,
+    args: &str,
+    index: usize,
+    combine: Combine,
+    point_fields: &mut Vec<String>,
+) -> String {
+    match combine {
+        Combine::Mean => {
+            format!("sum{args} AS \"__gw_{index}_a\", count{args} AS \"__gw_{index}_b\"")
+        }
+        Combine::Spread => {
+            format!("max{args} AS \"__gw_{index}_a\", min{args} AS \"__gw_{index}_b\"")
+        }
+        Combine::First | Combine::Last => {
+            // The count tells which buckets hold points; the values come from the points.
+            let inner = args
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .unwrap_or(args);
+            point_fields.push(format!("{inner} AS \"__gw_r{index}\""));
+            format!("count{args} AS \"__gw_{index}\"")
+        }
+        _ => format!("{function}{args} AS \"__gw_{index}\""),
+    }
+}
+
+/// The fill to apply after the merge, with the edit that has the shards fill with nulls instead.
+fn fill_after_merge(shape: &Shape, edits: &mut Vec<(Range<usize>, String)>) -> Fill {
     let fill = shape.fill.0.clone();
     if matches!(fill, Fill::Value(_) | Fill::Previous | Fill::Linear) {
         // A bucket empty on one shard may not be empty overall: fill after the merge.
@@ -279,9 +343,7 @@ fn select_mode(
             edits.push((arg.clone(), "null".to_owned()));
         }
     }
-    let points =
-        (!point_fields.is_empty()).then(|| points_statement(q, tokens, shape, &point_fields));
-    Ok((Mode::Aggregate { columns, fill }, points))
+    fill
 }
 
 /// The statement asking a shard for the raw points behind `first`/`last`: the same sources,
