@@ -35,11 +35,70 @@ pub enum WriteOutcome {
     /// The nodes refused the points (parse error, type conflict, unknown database, credentials)
     /// and no replica of the shard accepted them: the first refusal, as InfluxDB sent it.
     Rejected(NodeResponse),
-    /// Some shard did not get enough replicas to accept the write; the text says which and why.
-    NotMet(String),
+    /// Not acknowledged though no node refused the points: answered 503, safe to retry.
+    Failed(WriteFailure),
     /// Some lines could not be routed and were left out; the others were acknowledged. The text is
     /// InfluxDB's own wording, `partial write: ...` when other points were written.
     Unroutable(String),
+}
+
+/// Why a write was not acknowledged though no node refused its points. Its text is the client's
+/// error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteFailure {
+    /// Some shard did not get enough replicas to accept the write.
+    #[error(
+        "write consistency {:?} not met: {}",
+        .level.as_str(),
+        .shards.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    NotMet {
+        /// The level asked for.
+        level: Consistency,
+        /// Each shard that fell short.
+        shards: Vec<Shortfall>,
+    },
+    /// Enough replicas accepted, but the nodes that refused their copies could not be flagged as
+    /// needing a resync, so the divergence could be forgotten: not acknowledged.
+    #[error(
+        "write accepted, but the nodes that refused their copies ({}) could not be flagged as needing a resync",
+        .nodes.join(", ")
+    )]
+    Unflagged {
+        /// The refusing nodes.
+        nodes: Vec<String>,
+    },
+}
+
+/// One shard that fell short of the level, and what each of its replicas said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    /// The shard's name.
+    pub shard: String,
+    /// Its replicas.
+    pub replicas: usize,
+    /// Direct acceptances the level needs.
+    pub required: usize,
+    /// Direct acceptances received.
+    pub accepted: usize,
+    /// Replicas that queued the write.
+    pub queued: usize,
+    /// What went wrong, one entry per replica (`name: why`).
+    pub failures: Vec<String>,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shard {:?}: {} of {} replicas accepted, {} needed, {} queued",
+            self.shard, self.accepted, self.replicas, self.required, self.queued
+        )?;
+        if !self.failures.is_empty() {
+            write!(f, " ({})", self.failures.join("; "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Counts the answers of every replica of every shard and decides how the write is answered.
@@ -204,26 +263,23 @@ impl Tally {
     }
 
     fn not_met(&self) -> WriteOutcome {
-        let short: Vec<String> = self
+        let shards = self
             .shards
             .iter()
             .filter(|s| !s.met())
-            .map(|s| {
-                let mut why = format!(
-                    "shard {:?}: {} of {} replicas accepted, {} needed, {} queued",
-                    s.name, s.accepted, s.replicas, s.required, s.queued
-                );
-                if !s.failures.is_empty() {
-                    why.push_str(&format!(" ({})", s.failures.join("; ")));
-                }
-                why
+            .map(|s| Shortfall {
+                shard: s.name.clone(),
+                replicas: s.replicas,
+                required: s.required,
+                accepted: s.accepted,
+                queued: s.queued,
+                failures: s.failures.clone(),
             })
             .collect();
-        WriteOutcome::NotMet(format!(
-            "write consistency {:?} not met: {}",
-            self.consistency.as_str(),
-            short.join("; ")
-        ))
+        WriteOutcome::Failed(WriteFailure::NotMet {
+            level: self.consistency,
+            shards,
+        })
     }
 }
 
@@ -324,14 +380,12 @@ async fn deliver(
                 Ok(kept) if kept.iter().all(|&k| k) => {
                     WriteOutcome::Acknowledged { refused, unstored }
                 }
-                _ => WriteOutcome::NotMet(format!(
-                    "write accepted, but the nodes that refused their copies ({}) could not be flagged as needing a resync",
-                    refused
+                _ => WriteOutcome::Failed(WriteFailure::Unflagged {
+                    nodes: refused
                         .iter()
-                        .map(|&(_, node, _)| nodes[node].status().name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                        .map(|&(_, node, _)| nodes[node].status().name().to_owned())
+                        .collect(),
+                }),
             }
         }
         Ok(Some(outcome)) => outcome,
@@ -395,9 +449,10 @@ mod tests {
 
         let mut tally = Tally::new(Consistency::One, [("all", 2)]);
         assert!(tally.record(0, 0, "a", accepted()).is_none());
-        let Some(WriteOutcome::NotMet(why)) = tally.record(0, 1, "b", refused()) else {
+        let Some(WriteOutcome::Failed(why)) = tally.record(0, 1, "b", refused()) else {
             panic!("a replica that neither accepted nor queued fails the write");
         };
+        let why = why.to_string();
         assert!(why.contains("b: cannot connect: refused"), "{why}");
     }
 
@@ -414,7 +469,7 @@ mod tests {
         ));
         assert!(matches!(
             queued_only(Consistency::One),
-            Some(WriteOutcome::NotMet(_))
+            Some(WriteOutcome::Failed(_))
         ));
 
         let mut tally = Tally::new(Consistency::Quorum, [("all", 3)]);
@@ -428,11 +483,12 @@ mod tests {
         let mut tally = Tally::new(Consistency::All, [("all", 3)]);
         assert!(tally.record(0, 0, "a", accepted()).is_none());
         assert!(tally.record(0, 1, "b", accepted()).is_none());
-        let Some(WriteOutcome::NotMet(why)) =
+        let Some(WriteOutcome::Failed(why)) =
             tally.record(0, 2, "c", Delivery::Queued(QueuedBecause::Down))
         else {
             panic!("all needs every replica to accept");
         };
+        let why = why.to_string();
         assert_eq!(
             why,
             "write consistency \"all\" not met: shard \"all\": 2 of 3 replicas accepted, 3 needed, 1 queued"
@@ -452,7 +508,7 @@ mod tests {
         tally.record(0, 0, "a", accepted());
         assert!(matches!(
             tally.record(0, 1, "b", full()),
-            Some(WriteOutcome::NotMet(_))
+            Some(WriteOutcome::Failed(_))
         ));
 
         let mut tally = Tally::new(Consistency::Any, [("all", 2)]);
@@ -460,7 +516,7 @@ mod tests {
         assert!(
             matches!(
                 tally.record(0, 1, "b", full()),
-                Some(WriteOutcome::NotMet(_))
+                Some(WriteOutcome::Failed(_))
             ),
             "nobody accepted it"
         );
@@ -489,7 +545,7 @@ mod tests {
         tally.record(0, 0, "a", accepted());
         assert!(matches!(
             tally.record(0, 1, "b", disk_full()),
-            Some(WriteOutcome::NotMet(_))
+            Some(WriteOutcome::Failed(_))
         ));
     }
 
@@ -499,7 +555,7 @@ mod tests {
         assert!(tally.record(0, 0, "a", accepted()).is_none());
         assert!(matches!(
             tally.record(1, 2, "c", Delivery::Queued(QueuedBecause::Down)),
-            Some(WriteOutcome::NotMet(_))
+            Some(WriteOutcome::Failed(_))
         ));
     }
 
@@ -533,7 +589,7 @@ mod tests {
         tally.record(0, 0, "a", Delivery::Rejected(answer(404)));
         assert!(matches!(
             tally.record(0, 1, "b", accepted()),
-            Some(WriteOutcome::NotMet(_))
+            Some(WriteOutcome::Failed(_))
         ));
     }
 
@@ -541,11 +597,12 @@ mod tests {
     fn expiry_names_the_silent_replicas() {
         let mut tally = Tally::new(Consistency::All, [("all", 2)]);
         assert!(tally.record(0, 0, "a", accepted()).is_none());
-        let WriteOutcome::NotMet(why) =
+        let WriteOutcome::Failed(why) =
             tally.expire([(0, "b".to_owned())], Duration::from_secs(10))
         else {
             panic!("expired writes are not met");
         };
+        let why = why.to_string();
         assert!(
             why.ends_with("(b: no answer within 10s, outcome unknown)"),
             "{why}"

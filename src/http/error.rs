@@ -86,3 +86,10 @@ impl ResponseError for ApiError {
         ))
     }
 }
+
+/// A write not acknowledged though no node refused it: 503, with `Retry-After`, safe to retry.
+impl From<crate::write::WriteFailure> for ApiError {
+    fn from(failure: crate::write::WriteFailure) -> Self {
+        ApiError::unavailable(failure.to_string())
+    }
+}

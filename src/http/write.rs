@@ -170,7 +170,7 @@ async fn accept(
             Ok(response.finish())
         }
         WriteOutcome::Rejected(answer) => Ok(respond(&answer)),
-        WriteOutcome::NotMet(why) => Err(ApiError::unavailable(why)),
+        WriteOutcome::Failed(failure) => Err(failure.into()),
         WriteOutcome::Unroutable(why) => Err(ApiError::bad_request(why)),
     }
 }

@@ -50,7 +50,7 @@ pub fn scatter(
     let (mode, points) = match show {
         Some(Ok(keep_order)) => (Mode::Show { keep_order }, None),
         _ => select_mode(q, tokens, &shape, context, &mut edits)
-            .map_err(|(what, why)| refuse(&what, why))?,
+            .map_err(|u| refuse(&u.what, u.why))?,
     };
     // Limits after the merge: every shard gives enough rows and series for any of them to place.
     let offset = shape.offset.as_ref().map_or(0, |c| c.value);
@@ -109,7 +109,23 @@ fn show_kind(tokens: &[Token<'_>]) -> Option<Result<bool, String>> {
     })
 }
 
-type Refused = (String, &'static str);
+/// What in a SELECT cannot be merged exactly across shards, and what the client can do instead.
+#[derive(Debug)]
+struct Unmergeable {
+    /// The part of the statement at fault.
+    what: String,
+    /// Why, and the way around it.
+    why: &'static str,
+}
+
+impl Unmergeable {
+    fn new(what: impl Into<String>, why: &'static str) -> Self {
+        Unmergeable {
+            what: what.into(),
+            why,
+        }
+    }
+}
 
 /// How a SELECT's answers merge, with the edits its text needs and, for `first`/`last` beside
 /// other fields or under `GROUP BY time`, the statement asking for their raw points.
@@ -119,7 +135,7 @@ fn select_mode(
     shape: &Shape,
     context: &ScatterContext<'_>,
     edits: &mut Vec<(Range<usize>, String)>,
-) -> Result<(Mode, Option<String>), Refused> {
+) -> Result<(Mode, Option<String>), Unmergeable> {
     let calls: Vec<&str> = shape
         .fields
         .iter()
@@ -183,22 +199,27 @@ fn groups_by_every_shard_tag(shape: &Shape, context: &ScatterContext<'_>) -> boo
 }
 
 /// Refuses a field whose answers from several shards cannot be recombined into one.
-fn check_combinable(shape: &Shape) -> Result<(), Refused> {
+fn check_combinable(shape: &Shape) -> Result<(), Unmergeable> {
     let not_combinable = "it needs all of a series' points in one place; add GROUP BY the shard tag, or query one shard's series";
     for field in &shape.fields {
         match &field.field {
             Field::Raw => {
-                return Err(("mixing raw fields and aggregates".into(), not_combinable))
+                return Err(Unmergeable::new(
+                    "mixing raw fields and aggregates",
+                    not_combinable,
+                ))
             }
             Field::Expression => {
-                return Err((
-                    "an expression over aggregates".into(),
+                return Err(Unmergeable::new(
+                    "an expression over aggregates",
                     "the gateway recombines plain function calls only; compute the expression on the client",
                 ))
             }
-            Field::Nested { text, .. } => return Err((text.clone(), not_combinable)),
+            Field::Nested { text, .. } => {
+                return Err(Unmergeable::new(text.clone(), not_combinable))
+            }
             Field::Call { function, .. } if !COMBINABLE.contains(&function.as_str()) => {
-                return Err((format!("{function}()"), not_combinable))
+                return Err(Unmergeable::new(format!("{function}()"), not_combinable))
             }
             Field::Call { .. } => {}
         }
@@ -208,7 +229,7 @@ fn check_combinable(shape: &Shape) -> Result<(), Refused> {
 
 /// For a call over a wildcard, whose columns are known only from the answers: the mode if it is a
 /// lone `count` or `sum`, else the refusal; `None` without a wildcard.
-fn wildcard_mode(shape: &Shape, calls: &[&str]) -> Option<Result<Mode, Refused>> {
+fn wildcard_mode(shape: &Shape, calls: &[&str]) -> Option<Result<Mode, Unmergeable>> {
     let wildcard = shape
         .fields
         .iter()
@@ -227,7 +248,7 @@ fn wildcard_mode(shape: &Shape, calls: &[&str]) -> Option<Result<Mode, Refused>>
         "sum" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
             function: Combine::Sum,
         }),
-        _ => Err((
+        _ => Err(Unmergeable::new(
             format!("{}() over a wildcard", calls[0]),
             "name the fields instead of * or a regex",
         )),
