@@ -86,8 +86,8 @@ fuzz_target!(|data: &[u8]| {
     let db = value("db");
     if let Some(q) = value("q") {
         let q = QueryText::Found(q);
-        let _ = deny::check(&deny::default_rules(), &q);
-        let _ = query::plan(&q, &config().router, db.as_deref());
+        let _ = deny::check(&deny::default_rules(), &query::Classified::of(&q));
+        let _ = query::plan(query::Classified::of(&q), &config().router, db.as_deref());
         if let QueryText::Found(text) = &q {
             if let Ok(statements) = classify_query(text) {
                 for statement in &statements {

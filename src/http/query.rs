@@ -13,10 +13,12 @@ use super::{auth, body, respond, ApiError, QueryClient};
 use crate::{
     auth::User,
     gateway::Gateway,
-    influxql::classify::classify_query,
     metrics::{Metrics, QueryPlan},
     node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery, NodeId},
-    query::{self, deny::Denied, BroadcastOutcome, ClientParams, Plan, QueryText, ScatterError},
+    query::{
+        self, deny::Denied, BroadcastOutcome, Classified, ClientParams, Plan, QueryText,
+        ScatterError,
+    },
 };
 
 /// Names the node that answered a read, for operators following a query.
@@ -37,8 +39,10 @@ pub async fn query(
     let user = auth::authenticate(&gateway, &req).await.map_err(refused)?;
     let body = body::read(&req, payload, &gateway).await?;
     let q = query_text(&req, &body);
+    // Lexed and classified once, for the rights check, the statement filter and the planner.
+    let classified = Classified::of(&q);
     let db = request_db(&req, &body);
-    check_query(&gateway, user, &q, db.as_deref()).map_err(refused)?;
+    check_query(&gateway, user, &classified, db.as_deref()).map_err(refused)?;
     let client_authorization = req.headers().get(header::AUTHORIZATION);
     let node_authorization = auth::node_authorization(&gateway, client_authorization);
     let mut headers = Vec::new();
@@ -59,7 +63,7 @@ pub async fn query(
         headers,
         body,
     };
-    query::deny::check(gateway.deny_rules(), &q).map_err(|denied| {
+    query::deny::check(gateway.deny_rules(), &classified).map_err(|denied| {
         let status = match denied {
             Denied::Statement { .. } => StatusCode::FORBIDDEN,
             Denied::Unreadable(_) => StatusCode::BAD_REQUEST,
@@ -67,7 +71,7 @@ pub async fn query(
         refused(ApiError::new(status, denied.to_string()))
     })?;
     let timeout = gateway.config().query.timeout;
-    match query::plan(&q, gateway.router(), db.as_deref()) {
+    match query::plan(classified, gateway.router(), db.as_deref()) {
         Plan::Read { shard } => {
             metrics.query_plan(QueryPlan::Read);
             let order = match shard {
@@ -130,22 +134,21 @@ pub async fn query_v2() -> Result<HttpResponse, ApiError> {
 fn check_query(
     gateway: &Gateway,
     user: Option<&User>,
-    q: &QueryText,
+    q: &Classified<'_>,
     db: Option<&str>,
 ) -> Result<(), ApiError> {
-    let QueryText::Found(text) = q else {
-        return match (user, q) {
-            (Some(user), QueryText::Unknown) if !user.is_admin() => Err(ApiError::bad_request(
-                "the gateway cannot read a multipart query to check its rights; send q as a form field or URL parameter",
-            )),
-            _ => Ok(()),
-        };
-    };
-    let statements = match classify_query(text) {
-        Ok(statements) => statements,
+    let unchecked = user.is_none_or(User::is_admin);
+    let statements = match q {
+        Classified::Statements(statements) => statements,
+        Classified::Unknown if !unchecked => return Err(ApiError::bad_request(
+            "the gateway cannot read a multipart query to check its rights; send q as a form field or URL parameter",
+        )),
+        Classified::Absent | Classified::Unknown => return Ok(()),
         // The node words the parse error; only a non-admin's unreadable query is refused here.
-        Err(_) if user.is_none_or(User::is_admin) => return Ok(()),
-        Err(e) => return Err(ApiError::bad_request(format!("error parsing query: {e}"))),
+        Classified::Unlexable(_) if unchecked => return Ok(()),
+        Classified::Unlexable(e) => {
+            return Err(ApiError::bad_request(format!("error parsing query: {e}")))
+        }
     };
     let limit = gateway.limits().max_statements;
     if statements.len() > limit {
@@ -155,7 +158,7 @@ fn check_query(
         )));
     }
     match user {
-        Some(user) => user.authorize_query(&statements, db).map_err(auth::refusal),
+        Some(user) => user.authorize_query(statements, db).map_err(auth::refusal),
         None => Ok(()),
     }
 }

@@ -10,10 +10,10 @@
 
 use std::fmt;
 
-use super::QueryText;
+use super::Classified;
 use crate::{
     config::{ConfigError, DEFAULT_DENY},
-    influxql::{classify_query, Statement, TokenKind},
+    influxql::{Statement, TokenKind},
 };
 
 /// One `query.deny` rule.
@@ -103,19 +103,19 @@ pub enum Denied {
 }
 
 /// Checks every statement of `q` against `rules`.
-pub fn check(rules: &[DenyRule], q: &QueryText) -> Result<(), Denied> {
+pub fn check(rules: &[DenyRule], q: &Classified<'_>) -> Result<(), Denied> {
     if rules.is_empty() {
         return Ok(());
     }
-    let text = match q {
-        QueryText::Found(text) => text,
-        QueryText::Absent => return Ok(()),
-        QueryText::Unknown => return Err(Denied::Unreadable(
+    let statements = match q {
+        Classified::Statements(statements) => statements,
+        Classified::Absent => return Ok(()),
+        Classified::Unknown => return Err(Denied::Unreadable(
             "its q is in a body the gateway does not decode; send it as a form or URL parameter"
                 .into(),
         )),
+        Classified::Unlexable(e) => return Err(Denied::Unreadable(e.to_string())),
     };
-    let statements = classify_query(text).map_err(|e| Denied::Unreadable(e.to_string()))?;
     for (i, statement) in statements.iter().enumerate() {
         if let Some(rule) = rules.iter().find(|r| r.matches(statement)) {
             let mut shown: String = statement
@@ -145,6 +145,7 @@ pub fn check(rules: &[DenyRule], q: &QueryText) -> Result<(), Denied> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::QueryText;
 
     fn rules(list: &[&str]) -> Vec<DenyRule> {
         list.iter()
@@ -153,7 +154,8 @@ mod tests {
     }
 
     fn denied(rules: &[DenyRule], q: &str) -> Option<String> {
-        check(rules, &QueryText::Found(q.to_owned()))
+        let q = QueryText::Found(q.to_owned());
+        check(rules, &Classified::of(&q))
             .err()
             .map(|e| e.to_string())
     }
@@ -190,8 +192,8 @@ mod tests {
     fn what_cannot_be_read_is_refused_only_when_rules_are_set() {
         let r = rules(&["DROP DATABASE"]);
         assert!(denied(&r, "DROP DATABASE 'x").is_some());
-        assert!(check(&r, &QueryText::Unknown).is_err());
-        assert!(check(&[], &QueryText::Unknown).is_ok());
+        assert!(check(&r, &Classified::Unknown).is_err());
+        assert!(check(&[], &Classified::Unknown).is_ok());
         assert!(denied(&[], "GRANT ALL TO bob").is_none());
         assert!(denied(&r, "DROP MEASUREMENT cpu").is_none());
     }

@@ -8,6 +8,6 @@ pub mod read;
 pub mod scatter;
 
 pub use broadcast::{broadcast, BroadcastOutcome};
-pub use planner::{plan, Plan, QueryText, Routed, Target};
+pub use planner::{plan, Classified, Plan, QueryText, Routed, Target};
 pub use read::{read, read_order, ReadError};
 pub use scatter::{scatter, ClientParams, Cluster, ScatterError};

@@ -13,7 +13,7 @@ use crate::{
     influxql::{
         classify_query,
         sources::{reads, Measurement, Reads},
-        Statement, StatementKind,
+        LexError, Statement, StatementKind,
     },
     router::{Placement, Router, ShardId},
 };
@@ -73,20 +73,44 @@ pub enum QueryText {
     Unknown,
 }
 
+/// A request's `q`, lexed and classified once, then handed to every step that reads it: the
+/// rights check, the statement filter and the planner.
+#[derive(Debug)]
+pub enum Classified<'q> {
+    /// The request has no `q`: the node will say so.
+    Absent,
+    /// The request carries a body the gateway does not decode (multipart, say): `q` may be in it.
+    Unknown,
+    /// `q`'s statements (none for an empty `q`).
+    Statements(Vec<Statement<'q>>),
+    /// `q` does not lex: the lexer's error, for whoever must refuse it.
+    Unlexable(LexError),
+}
+
+impl<'q> Classified<'q> {
+    /// Lexes and classifies `q`.
+    pub fn of(q: &'q QueryText) -> Self {
+        match q {
+            QueryText::Absent => Classified::Absent,
+            QueryText::Unknown => Classified::Unknown,
+            QueryText::Found(text) => match classify_query(text) {
+                Ok(statements) => Classified::Statements(statements),
+                Err(e) => Classified::Unlexable(e),
+            },
+        }
+    }
+}
+
 /// Plans a query for database `db` (the request's `db`, if any).
 ///
 /// Broadcast: any mutation; any statement the classifier does not know; a query that does not lex
 /// (the gateway's lexer must never be the reason a mutation reaches one node only); a `q` that
 /// could not be found.
-pub fn plan<'q>(q: &'q QueryText, router: &Router, db: Option<&str>) -> Plan<'q> {
-    let q = match q {
-        QueryText::Found(q) => q,
-        QueryText::Absent => return Plan::Read { shard: None },
-        QueryText::Unknown => return Plan::Broadcast { statements: 1 },
-    };
-    let statements = match classify_query(q) {
-        Ok(statements) => statements,
-        Err(_) => return Plan::Broadcast { statements: 1 },
+pub fn plan<'q>(q: Classified<'q>, router: &Router, db: Option<&str>) -> Plan<'q> {
+    let statements = match q {
+        Classified::Statements(statements) => statements,
+        Classified::Absent => return Plan::Read { shard: None },
+        Classified::Unknown | Classified::Unlexable(_) => return Plan::Broadcast { statements: 1 },
     };
     let reads_only = statements
         .iter()
@@ -195,7 +219,10 @@ mod tests {
     /// Plans `q` on an unsharded cluster of two nodes and checks the plan.
     fn assert_plan(q: &str, expected: Plan<'_>) {
         let q = QueryText::Found(q.to_owned());
-        assert_eq!(plan(&q, &Router::replicate_to_all(2), Some("db")), expected);
+        assert_eq!(
+            plan(Classified::of(&q), &Router::replicate_to_all(2), Some("db")),
+            expected
+        );
     }
 
     #[test]
@@ -204,7 +231,11 @@ mod tests {
         assert_plan("SHOW DATABASES; SHOW QUERIES", Plan::Read { shard: None });
         assert_plan("", Plan::Read { shard: None });
         assert_eq!(
-            plan(&QueryText::Absent, &Router::replicate_to_all(1), None),
+            plan(
+                Classified::of(&QueryText::Absent),
+                &Router::replicate_to_all(1),
+                None
+            ),
             Plan::Read { shard: None }
         );
     }
@@ -217,7 +248,11 @@ mod tests {
         assert_plan("CREATE DATABASE 'x", everywhere(1));
         assert_plan("SELEC 1; DROP DATABASE x", everywhere(2));
         assert_eq!(
-            plan(&QueryText::Unknown, &Router::replicate_to_all(1), None),
+            plan(
+                Classified::of(&QueryText::Unknown),
+                &Router::replicate_to_all(1),
+                None
+            ),
             everywhere(1)
         );
     }
@@ -257,7 +292,7 @@ routes:
     /// not scattered.
     fn targets(q: &str) -> Result<Vec<Target>, String> {
         let q = QueryText::Found(q.to_owned());
-        match plan(&q, &sharded(), Some("db")) {
+        match plan(Classified::of(&q), &sharded(), Some("db")) {
             Plan::Scatter(routed) => Ok(routed.into_iter().map(|r| r.target).collect()),
             other => Err(format!("{other:?}")),
         }
@@ -274,7 +309,7 @@ routes:
     fn a_query_on_one_shard_goes_there_whole() {
         let plan_of = |q: &str| {
             let q = QueryText::Found(q.to_owned());
-            format!("{:?}", plan(&q, &sharded(), Some("db")))
+            format!("{:?}", plan(Classified::of(&q), &sharded(), Some("db")))
         };
         assert_eq!(plan_of("SELECT * FROM cpu"), "Read { shard: Some(0) }");
         assert_eq!(
@@ -317,16 +352,19 @@ routes:
     fn what_sharding_would_get_wrong_is_refused() {
         let q = QueryText::Found("SELECT mean(v) INTO x FROM cpu GROUP BY time(1m)".into());
         assert!(
-            matches!(plan(&q, &sharded(), None), Plan::Refused(why) if why.starts_with("SELECT ... INTO"))
+            matches!(plan(Classified::of(&q), &sharded(), None), Plan::Refused(why) if why.starts_with("SELECT ... INTO"))
         );
         let q = QueryText::Found(
             "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT mean(v) INTO x FROM cpu GROUP BY time(1m) END"
                 .into(),
         );
-        assert!(matches!(plan(&q, &sharded(), None), Plan::Refused(_)));
+        assert!(matches!(
+            plan(Classified::of(&q), &sharded(), None),
+            Plan::Refused(_)
+        ));
         let q = QueryText::Found("CREATE DATABASE x; DROP MEASUREMENT cpu".into());
         assert_eq!(
-            plan(&q, &sharded(), None),
+            plan(Classified::of(&q), &sharded(), None),
             Plan::Broadcast { statements: 2 }
         );
     }
