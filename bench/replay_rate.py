@@ -64,26 +64,14 @@ class Influxd:
         os.makedirs(self.dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The template the test harness and scripts/local-cluster start their nodes with too.
+        with open(os.path.join(ROOT, "scripts", "influxd.conf.template")) as f:
+            config = f.read()
+        for key, value in (("@RPC_PORT@", free_port()), ("@DIR@", self.dir),
+                           ("@HTTP_PORT@", self.port), ("@HTTP_EXTRA@", "")):
+            config = config.replace(key, str(value))
         with open(os.path.join(self.dir, "influxdb.conf"), "w") as f:
-            f.write(
-                f"""reporting-disabled = true
-bind-address = "127.0.0.1:{free_port()}"
-[meta]
-  dir = "{self.dir}/meta"
-  logging-enabled = false
-[data]
-  dir = "{self.dir}/data"
-  wal-dir = "{self.dir}/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:{self.port}"
-  log-enabled = false
-[logging]
-  level = "warn"
-"""
-            )
+            f.write(config)
         self.proc = None
         self.start()
 

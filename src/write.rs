@@ -410,11 +410,7 @@ mod tests {
     use actix_web::http::StatusCode;
 
     fn answer(status: u16) -> NodeResponse {
-        NodeResponse {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        NodeResponse::of(status, "")
     }
 
     fn accepted() -> Delivery {

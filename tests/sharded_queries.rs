@@ -10,22 +10,10 @@ mod common;
 
 use common::{post, post_form, Gateway, Influxd};
 
-const SHARDING: &str = "shards:
-  - name: s1
-    replicas: [influx1]
-  - name: s2
-    replicas: [influx2]
-routes:
-  - measurement: cpu
-    shard: s1
-  - measurement_prefix: \"disk\"
-    shard: s2
-  - measurement_regex: \"^net_\"
-    shard: s2
-  - measurement: http_requests
-    by_tag: customer_id
-    shards: [s1, s2]
-";
+const SHARDING: &str = concat!(
+    "shards:\n  - name: s1\n    replicas: [influx1]\n  - name: s2\n    replicas: [influx2]\n",
+    include_str!("fixtures/example-routes.yaml")
+);
 
 /// Start of the data, in seconds; points are seven seconds apart.
 const T0: u64 = 1_600_000_000;

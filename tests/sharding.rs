@@ -8,25 +8,11 @@ use common::{eventually, get, post, Cluster, Influxd};
 use serde_json::Value;
 
 /// The issue's example: cpu on s1; disk* and net_* on s2; http_requests spread by customer_id.
-const SHARDING: &str = "health:
-  interval: 500ms
-  timeout: 300ms
-shards:
-  - name: s1
-    replicas: [influx1, influx2]
-  - name: s2
-    replicas: [influx3, influx4]
-routes:
-  - measurement: cpu
-    shard: s1
-  - measurement_prefix: \"disk\"
-    shard: s2
-  - measurement_regex: \"^net_\"
-    shard: s2
-  - measurement: http_requests
-    by_tag: customer_id
-    shards: [s1, s2]
-";
+const SHARDING: &str = concat!(
+    "health:\n  interval: 500ms\n  timeout: 300ms\n",
+    "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n",
+    include_str!("fixtures/example-routes.yaml")
+);
 
 /// Nodes of each shard, by index into `cluster.nodes`.
 const S1: [usize; 2] = [0, 1];
@@ -78,8 +64,7 @@ fn each_point_lands_on_every_replica_of_its_shard_and_nowhere_else() {
         ));
         body.push_str(&format!("mem,host=h{i} v={i} {}\n", i + 1));
     }
-    let reply = cluster.gateway.write("db=db", &body);
-    assert_eq!(reply.status, 204, "{}", reply.body);
+    cluster.gateway.write_ok("db=db", &body);
 
     for (m, shard) in [
         ("cpu", "s1".to_owned()),
@@ -196,16 +181,14 @@ fn reads_of_one_shard_are_answered_by_its_replicas_with_fallback() {
         204
     );
     for _ in 0..4 {
-        let reply = cluster.gateway.query("db", "SELECT count(v) FROM cpu");
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = cluster.gateway.query_ok("db", "SELECT count(v) FROM cpu");
         let node = reply.header("x-influx-gateway-node").unwrap_or_default();
         assert!(["influx1", "influx2"].contains(&node), "answered by {node}");
         assert_eq!(reply.json()["results"][0]["series"][0]["values"][0][1], 10);
     }
     cluster.nodes[0].kill();
     for _ in 0..10 {
-        let reply = cluster.gateway.query("db", "SELECT count(v) FROM cpu");
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = cluster.gateway.query_ok("db", "SELECT count(v) FROM cpu");
         assert_eq!(reply.header("x-influx-gateway-node"), Some("influx2"));
         assert_eq!(reply.json()["results"][0]["series"][0]["values"][0][1], 10);
     }
@@ -218,8 +201,7 @@ fn a_returning_replica_gets_its_shards_writes_and_only_those() {
     let body: String = (0..50)
         .map(|i| format!("diskio v={i} {}\ncpu v={i} {}\n", i + 1, i + 1))
         .collect();
-    let reply = cluster.gateway.write("db=db", &body);
-    assert_eq!(reply.status, 204, "{}", reply.body);
+    cluster.gateway.write_ok("db=db", &body);
     assert_eq!(
         cluster.gateway.node_health("influx4")["queue"]["entries"],
         1,
@@ -247,8 +229,7 @@ fn what_a_sharded_cluster_would_get_wrong_is_refused() {
         .error()
         .starts_with("SELECT ... INTO is not supported on a sharded cluster"));
     // Mutations still reach every node.
-    let reply = cluster.gateway.query("", "CREATE DATABASE other");
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    cluster.gateway.query_ok("", "CREATE DATABASE other");
     for node in &cluster.nodes {
         let names: Vec<Value> = common::series_values(&node.query("", "SHOW DATABASES"));
         assert!(

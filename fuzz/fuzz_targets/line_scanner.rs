@@ -14,19 +14,14 @@ use libfuzzer_sys::fuzz_target;
 fn config() -> &'static Blueprint {
     static CONFIG: OnceLock<Blueprint> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        Blueprint::from_yaml(
-            "nodes:
-  - {name: a, url: \"http://127.0.0.1:1\"}
-  - {name: b, url: \"http://127.0.0.1:2\"}
-shards:
-  - {name: s1, replicas: [a]}
-  - {name: s2, replicas: [b]}
-routes:
+        Blueprint::from_yaml(concat!(
+            include_str!("../../tests/fixtures/two-shards.yaml"),
+            "routes:
   - {measurement: cpu, shard: s1}
   - {measurement_regex: \"^n\", shard: s2}
   - {measurement_prefix: h, by_tag: customer_id}
-",
-        )
+"
+        ))
         .expect("fuzz configuration")
     })
 }

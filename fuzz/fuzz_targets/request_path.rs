@@ -22,22 +22,17 @@ const LIMIT: usize = 1 << 20;
 fn config() -> &'static Blueprint {
     static CONFIG: OnceLock<Blueprint> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        Blueprint::from_yaml(
-            "nodes:
-  - {name: a, url: \"http://127.0.0.1:1\"}
-  - {name: b, url: \"http://127.0.0.1:2\"}
-shards:
-  - {name: s1, replicas: [a]}
-  - {name: s2, replicas: [b]}
-routes:
+        Blueprint::from_yaml(concat!(
+            include_str!("../../tests/fixtures/two-shards.yaml"),
+            "routes:
   - {measurement: cpu, shard: s1}
   - {measurement_prefix: h, by_tag: customer_id}
 auth:
   enabled: true
   users:
     - {name: u, password_hash: \"$2b$04$mZMAWz2g7HyvuXdl1lEgmOINAkxIf6L3HQOC2QUIviHUarxJS1DVa\", read: [db], write: [db]}
-",
-        )
+"
+        ))
         .expect("fuzz configuration")
     })
 }

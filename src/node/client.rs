@@ -196,6 +196,16 @@ pub struct NodeResponse {
 }
 
 impl NodeResponse {
+    /// An answer with no headers, for tests.
+    #[cfg(test)]
+    pub fn of(status: u16, body: &'static str) -> Self {
+        NodeResponse {
+            status: StatusCode::from_u16(status).expect("a test's status code"),
+            headers: Vec::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
     /// A refusal as text for logs, errors and dead letters: status and InfluxDB's message.
     pub fn refusal(&self) -> String {
         format!("{} {}", self.status.as_u16(), error_message(&self.body))

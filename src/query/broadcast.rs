@@ -205,11 +205,7 @@ mod tests {
     use actix_web::http::StatusCode;
 
     fn answer(status: u16, body: &'static str) -> NodeResponse {
-        NodeResponse {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: Vec::new(),
-            body: Bytes::from_static(body.as_bytes()),
-        }
+        NodeResponse::of(status, body)
     }
 
     #[test]

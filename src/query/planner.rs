@@ -270,20 +270,15 @@ mod tests {
     }
 
     fn sharded() -> Router {
-        crate::blueprint::Blueprint::from_yaml(
-            "nodes:
-  - {name: a, url: \"http://127.0.0.1:1\"}
-  - {name: b, url: \"http://127.0.0.1:2\"}
-shards:
-  - {name: s1, replicas: [a]}
-  - {name: s2, replicas: [b]}
-routes:
+        crate::blueprint::Blueprint::from_yaml(concat!(
+            include_str!("../../tests/fixtures/two-shards.yaml"),
+            "routes:
   - {measurement: cpu, shard: s1}
   - {measurement: mem, shard: s1}
   - {measurement: disk, shard: s2}
   - {measurement: http, by_tag: customer, shards: [s1, s2]}
-",
-        )
+"
+        ))
         .unwrap()
         .router
     }

@@ -352,22 +352,10 @@ mod tests {
 
     pub(super) const TWO: &str = "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n";
 
-    const ISSUE_EXAMPLE: &str = "shards:
-  - name: s1
-    replicas: [influx1, influx2]
-  - name: s2
-    replicas: [influx3, influx4]
-routes:
-  - measurement: cpu
-    shard: s1
-  - measurement_prefix: \"disk\"
-    shard: s2
-  - measurement_regex: \"^net_\"
-    shard: s2
-  - measurement: http_requests
-    by_tag: customer_id
-    shards: [s1, s2]
-";
+    const ISSUE_EXAMPLE: &str = concat!(
+        "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n",
+        include_str!("../../tests/fixtures/example-routes.yaml")
+    );
 
     fn names(router: &Router, routed: &Routed<'_>) -> Vec<(String, String)> {
         let _ = router;

@@ -132,29 +132,12 @@ impl Influxd {
         } else {
             ""
         };
-        let config = format!(
-            r#"reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{d}/meta"
-  logging-enabled = false
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  query-log-enabled = false
-  trace-logging-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-{https}{auth}[logging]
-  level = "warn"
-[continuous_queries]
-  log-enabled = false
-"#,
-            port = self.port,
-        );
+        // The template scripts/local-cluster and the benchmarks start their nodes with too.
+        let config = include_str!("../../scripts/influxd.conf.template")
+            .replace("@RPC_PORT@", &rpc.to_string())
+            .replace("@DIR@", &d.to_string())
+            .replace("@HTTP_PORT@", &self.port.to_string())
+            .replace("@HTTP_EXTRA@", &format!("{https}{auth}"));
         fs::write(self.dir.path().join("influxdb.conf"), config).expect("write influxd config");
     }
 
@@ -432,6 +415,20 @@ impl Gateway {
     /// `POST /query` with a form body, as the Go and Python clients send it.
     pub fn query(&self, db: &str, q: &str) -> Reply {
         post_form(&format!("{}/query", self.url()), &[("db", db), ("q", q)])
+    }
+
+    /// [`Self::write`], asserting the 204 (the answer's body is the failure message).
+    pub fn write_ok(&self, params: &str, body: &str) -> Reply {
+        let reply = self.write(params, body);
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        reply
+    }
+
+    /// [`Self::query`], asserting the 200 (the answer's body is the failure message).
+    pub fn query_ok(&self, db: &str, q: &str) -> Reply {
+        let reply = self.query(db, q);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply
     }
 
     /// `GET /health` as JSON.

@@ -382,18 +382,12 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::StatusCode;
-    use bytes::Bytes;
 
     use super::*;
     use crate::node::{client::NodeResponse, ExchangeError};
 
     fn answer(status: u16, body: &'static str) -> NodeResponse {
-        NodeResponse {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: Vec::new(),
-            body: Bytes::from_static(body.as_bytes()),
-        }
+        NodeResponse::of(status, body)
     }
 
     #[test]
