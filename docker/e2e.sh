@@ -101,17 +101,22 @@ compose up -d --build >/dev/null 2>"$work/up.log" || { cat "$work/up.log"; fail 
 gw="http://127.0.0.1:$port"
 # health EXPR: prints EXPR evaluated over the gateway's /health nodes (`nodes`, a list of dicts).
 health() { curl -s "$gw/health" | python3 -c "import json,sys; nodes=json.load(sys.stdin)['nodes']; print($1)"; }
+# Waits up to TRIES half-seconds until `health EXPR` prints WANT; leaves the last value in $seen.
+wait_health() {
+  local expr=$1 want=$2 tries=$3
+  for _ in $(seq 1 "$tries"); do
+    seen=$(health "$expr")
+    [ "$seen" = "$want" ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
 for _ in $(seq 1 120); do
   curl -fs -o /dev/null "$gw/ping" && break
   sleep 0.5
 done
 curl -fs -o /dev/null "$gw/ping" || fail "the gateway did not answer /ping on $gw"
-for _ in $(seq 1 60); do
-  up=$(health 'sum(n["state"] == "up" for n in nodes)')
-  [ "$up" = 3 ] && break
-  sleep 0.5
-done
-[ "$up" = 3 ] || fail "only $up of 3 nodes up"
+wait_health 'sum(n["state"] == "up" for n in nodes)' 3 60 || fail "only $seen of 3 nodes up"
 step "gateway up on port $port with 3 nodes up"
 
 cli() { influx -host 127.0.0.1 -port "$port" "$@"; }
@@ -142,12 +147,8 @@ queued=$(health '[n["queue"]["entries"] for n in nodes if n["name"] == "influx2"
 step "200 points written with influx2 down, $queued entries queued for it"
 
 compose start influx2 >/dev/null 2>&1
-for _ in $(seq 1 120); do
-  left=$(health 'sum(n["queue"]["entries"] for n in nodes)')
-  [ "$left" = 0 ] && break
-  sleep 0.5
-done
-[ "$left" = 0 ] || fail "the queue did not drain: $left entries left"
+wait_health 'sum(n["queue"]["entries"] for n in nodes)' 0 120 ||
+  fail "the queue did not drain: $seen entries left"
 step "influx2 back, its queue drained"
 for b in 0 1 2 3 4; do write_batch after $(( 301 + b * 20 )) 20; total=$(( total + 20 )); done
 

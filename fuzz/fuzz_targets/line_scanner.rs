@@ -11,18 +11,18 @@ use influx_gateway::{
 };
 use libfuzzer_sys::fuzz_target;
 
+mod common;
+
 fn config() -> &'static Blueprint {
     static CONFIG: OnceLock<Blueprint> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        Blueprint::from_yaml(concat!(
-            include_str!("../../tests/fixtures/two-shards.yaml"),
+        common::blueprint(
             "routes:
   - {measurement: cpu, shard: s1}
   - {measurement_regex: \"^n\", shard: s2}
   - {measurement_prefix: h, by_tag: customer_id}
-"
-        ))
-        .expect("fuzz configuration")
+",
+        )
     })
 }
 

@@ -16,14 +16,15 @@ use influx_gateway::{
 };
 use libfuzzer_sys::fuzz_target;
 
+mod common;
+
 /// Inflated bodies are capped here, as `write.max_body_size` caps them in the gateway.
 const LIMIT: usize = 1 << 20;
 
 fn config() -> &'static Blueprint {
     static CONFIG: OnceLock<Blueprint> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        Blueprint::from_yaml(concat!(
-            include_str!("../../tests/fixtures/two-shards.yaml"),
+        common::blueprint(
             "routes:
   - {measurement: cpu, shard: s1}
   - {measurement_prefix: h, by_tag: customer_id}
@@ -31,9 +32,8 @@ auth:
   enabled: true
   users:
     - {name: u, password_hash: \"$2b$04$mZMAWz2g7HyvuXdl1lEgmOINAkxIf6L3HQOC2QUIviHUarxJS1DVa\", read: [db], write: [db]}
-"
-        ))
-        .expect("fuzz configuration")
+",
+        )
     })
 }
 
