@@ -2,6 +2,7 @@
 //! level is met.
 
 use std::{
+    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -283,6 +284,32 @@ impl Tally {
     }
 }
 
+/// What the write path needs of a node: take a write, keep a copy it refused, and its name. The
+/// node's actor handle in the gateway; a stand-in in tests that need an answer's timing.
+pub trait Replica {
+    /// Hands `op` to the node; resolves to how it went.
+    fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + 'static;
+    /// Keeps `op`, refused by this node while its peers accepted it; resolves to whether the node
+    /// is flagged `needs_resync` on disk.
+    fn keep_refused(&self, op: Op, reason: String) -> impl Future<Output = bool> + 'static;
+    /// The node's name.
+    fn name(&self) -> &str;
+}
+
+impl Replica for NodeHandle {
+    fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
+        NodeHandle::deliver(self, op)
+    }
+
+    fn keep_refused(&self, op: Op, reason: String) -> impl Future<Output = bool> + 'static {
+        NodeHandle::keep_refused(self, op, reason)
+    }
+
+    fn name(&self) -> &str {
+        self.status().name()
+    }
+}
+
 /// Sends `body` for database `db` to every replica it belongs on and waits for `consistency`;
 /// replicas that have not answered within `wait` count as failed. `wait` bounds the whole answer:
 /// the replicas' answers and the flagging of replicas that refused their copies share it.
@@ -291,8 +318,8 @@ impl Tally {
 /// mailboxes (never across an await): every node receives concurrent writes and mutations in the
 /// same order, so replicas apply same-timestamp rewrites identically.
 #[allow(clippy::too_many_arguments)]
-pub async fn replicate(
-    nodes: &[NodeHandle],
+pub async fn replicate<R: Replica>(
+    nodes: &[R],
     router: &Router,
     order: &Mutex<()>,
     db: &str,
@@ -329,8 +356,8 @@ pub async fn replicate(
 }
 
 /// Hands each shard's body to its replicas and waits for the level; see [`replicate`].
-async fn deliver(
-    nodes: &[NodeHandle],
+async fn deliver<R: Replica>(
+    nodes: &[R],
     routed: &Routed<'_>,
     order: &Mutex<()>,
     write: impl Fn(&ShardBatch<'_>) -> NodeWrite,
@@ -361,8 +388,7 @@ async fn deliver(
     let decided = tokio::time::timeout_at(deadline, async {
         while let Some((shard, node, delivery)) = answers.next().await {
             pending.retain(|&p| p != (shard, node));
-            if let Some(outcome) = tally.record(shard, node, nodes[node].status().name(), delivery)
-            {
+            if let Some(outcome) = tally.record(shard, node, nodes[node].name(), delivery) {
                 return Some(outcome);
             }
         }
@@ -383,7 +409,7 @@ async fn deliver(
                 _ => WriteOutcome::Failed(WriteFailure::Unflagged {
                     nodes: refused
                         .iter()
-                        .map(|&(_, node, _)| nodes[node].status().name().to_owned())
+                        .map(|&(_, node, _)| nodes[node].name().to_owned())
                         .collect(),
                 }),
             }
@@ -397,7 +423,7 @@ async fn deliver(
         Err(_) => tally.expire(
             pending
                 .into_iter()
-                .map(|(shard, node)| (shard, nodes[node].status().name().to_owned())),
+                .map(|(shard, node)| (shard, nodes[node].name().to_owned())),
             wait,
         ),
     }
@@ -602,6 +628,92 @@ mod tests {
         assert!(
             why.ends_with("(b: no answer within 10s, outcome unknown)"),
             "{why}"
+        );
+    }
+
+    /// A node that answers after `answer_after` with `answer`, and takes `flag_after` to flag
+    /// itself after refusing: the faults a real influxd cannot produce on demand (a refusal that
+    /// comes late, a slow disk under the flag).
+    struct Stand {
+        name: &'static str,
+        answer: fn() -> Delivery,
+        answer_after: Duration,
+        flag_after: Duration,
+    }
+
+    impl Replica for Stand {
+        fn deliver(&self, _: Op) -> impl Future<Output = Delivery> + 'static {
+            let (answer, after) = (self.answer, self.answer_after);
+            async move {
+                tokio::time::sleep(after).await;
+                answer()
+            }
+        }
+
+        fn keep_refused(&self, _: Op, _: String) -> impl Future<Output = bool> + 'static {
+            let after = self.flag_after;
+            async move {
+                tokio::time::sleep(after).await;
+                true
+            }
+        }
+
+        fn name(&self) -> &str {
+            self.name
+        }
+    }
+
+    /// The client waits `wait` at most, however the time is split between the replicas' answers
+    /// and the flagging of a replica that refused (it was `wait` for each in turn: twice that).
+    #[tokio::test(start_paused = true)]
+    async fn one_deadline_covers_the_answers_and_the_flagging() {
+        let wait = Duration::from_secs(20);
+        let late = wait.mul_f64(0.9);
+        let replicas = [
+            Stand {
+                name: "a",
+                answer: accepted,
+                answer_after: Duration::ZERO,
+                flag_after: Duration::ZERO,
+            },
+            Stand {
+                name: "b",
+                answer: || {
+                    Delivery::Rejected(NodeResponse::of(400, r#"{"error":"field type conflict"}"#))
+                },
+                answer_after: late,
+                flag_after: late,
+            },
+        ];
+        let body = Bytes::from_static(b"cpu v=1 1\n");
+        let target = WriteTarget {
+            query: "db=db".into(),
+            authorization: None,
+        };
+        let started = Instant::now();
+        let outcome = replicate(
+            &replicas,
+            &Router::replicate_to_all(2),
+            &Mutex::new(()),
+            "db",
+            target,
+            &body,
+            None,
+            Consistency::One,
+            wait,
+        )
+        .await;
+        let waited = started.elapsed();
+        assert!(
+            waited <= wait,
+            "the client waited {waited:?}, more than {wait:?}"
+        );
+        let WriteOutcome::Failed(failure) = outcome else {
+            panic!("a refusing replica not flagged in time is not acknowledged: {outcome:?}");
+        };
+        assert_eq!(
+            failure.to_string(),
+            "write accepted, but the nodes that refused their copies (b) could not be flagged as needing a resync"
         );
     }
 }
