@@ -66,6 +66,9 @@ impl Default for RecentPlacements<'_, '_> {
 impl<'b, 'r> RecentPlacements<'b, 'r> {
     /// The placement of the measurement called `name` as written; `placement` computes it when
     /// it is not remembered.
+    // Called for every line from another module (another codegen unit): without the hint it
+    // would not be inlined into the line loop.
+    #[inline]
     pub(super) fn get_or_insert(
         &mut self,
         name: &'b [u8],
