@@ -63,6 +63,15 @@ impl Gateway {
             router,
             deny,
         } = blueprint;
+        // Whatever can fail without touching the disk or the nodes, first: nothing is started for
+        // a gateway that cannot start.
+        let users = config
+            .auth
+            .enabled
+            .then(|| Users::new(&config.auth))
+            .transpose()
+            .map_err(StartError::Auth)?;
+        let query_tls = crate::tls::shared_client_config(&config.nodes)?;
         let dir = config.data_dir.join("queue");
         std::fs::create_dir_all(&dir).map_err(|e| QueueError::Storage(e.into()))?;
         let store = QueueStore::open(&dir, config.queue.min_free_disk)?;
@@ -82,13 +91,6 @@ impl Gateway {
             let settings = node_settings(&config, crate::tls::node_client_config(node)?);
             nodes.push(NodeHandle::spawn(&node.name, &node.url, settings, queue)?);
         }
-        let users = config
-            .auth
-            .enabled
-            .then(|| Users::new(&config.auth))
-            .transpose()
-            .map_err(StartError::Auth)?;
-        let query_tls = crate::tls::shared_client_config(&config.nodes)?;
         Ok(Gateway {
             users,
             query_tls,

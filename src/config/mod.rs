@@ -1,4 +1,6 @@
-//! The YAML configuration: its shape, its defaults and its validation.
+//! The YAML configuration: its shape, its defaults and the validation of each value on its own.
+//! What needs the values resolved together (routes naming shards, password hashes, `query.deny`)
+//! is checked by [`crate::blueprint::Blueprint`], which is how the gateway loads a file.
 //!
 //! Every key but `nodes` has a default. Whatever is wrong is reported as one message that names the
 //! key, e.g. `nodes[1].url: "notaurl" is not an http(s) URL`.
@@ -368,7 +370,8 @@ impl Default for QueryConfig {
 }
 
 impl Config {
-    /// Reads, parses and validates the file at `path`.
+    /// Reads and parses the file at `path`, validating each value on its own (see
+    /// [`crate::blueprint::Blueprint::load`] for the whole check).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

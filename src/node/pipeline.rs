@@ -13,7 +13,8 @@
 //! - **Nothing lost or doubled.** Every piece of work pushed is, at every moment, in exactly one
 //!   place: waiting, on the wire, handed back to be answered, or handed back to be queued.
 //! - **Failures keep the order.** When the node fails, the failed group and everything still
-//!   waiting are handed back together, oldest first, to go to disk behind whatever is there.
+//!   waiting are handed back together, to go to disk under their own sequence numbers (which
+//!   order the queue), all of them before a replay may read its head.
 
 use std::collections::VecDeque;
 
@@ -51,7 +52,8 @@ pub type FlightId = u64;
 /// How the node answered a request, as far as the pipeline cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// Accepted, or refused by a single request's own fault: answer the work with it.
+    /// Accepted, or a failure that is not retried (the gateway's own: busy, stopped): answer
+    /// the work with it.
     Final,
     /// Refused (4xx): final for one write, but a coalesced group must find out whose lines.
     Refused,
@@ -237,16 +239,13 @@ impl<W: Carries> Pipeline<W> {
     /// Records `group` as on the wire; its answer comes back through [`Self::land`].
     pub fn launch(&mut self, group: Vec<W>) -> FlightId {
         let mutation = group.iter().any(|w| w.op().is_mutation());
-        let span = if mutation {
-            TimeSpan::Unknown
-        } else {
-            group
-                .iter()
-                .fold(TimeSpan::Nothing, |span, w| match w.op() {
-                    Op::Write(write) => span.union(write.span),
-                    Op::Mutation(_) => TimeSpan::Unknown,
-                })
-        };
+        // A mutation's span is unknown: it commutes with nothing.
+        let span = group
+            .iter()
+            .fold(TimeSpan::Nothing, |span, w| match w.op() {
+                Op::Write(write) => span.union(write.span),
+                Op::Mutation(_) => TimeSpan::Unknown,
+            });
         let id = self.next_flight;
         self.next_flight += 1;
         self.in_flight.push(Flight {

@@ -599,8 +599,28 @@ impl SlowNode {
 
 /// One keep-alive connection of a [`SlowNode`].
 fn serve_slowly(stream: std::net::TcpStream, state: &SlowState, delay: Duration) {
-    use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::Ordering::SeqCst;
+    serve_requests(stream, |request_line, body| {
+        if request_line.starts_with("POST /write") {
+            let now = state.holding.fetch_add(1, SeqCst) + 1;
+            state.most.fetch_max(now, SeqCst);
+            state
+                .bodies
+                .lock()
+                .expect("bodies")
+                .push(String::from_utf8_lossy(body).into_owned());
+            thread::sleep(delay);
+            state.holding.fetch_sub(1, SeqCst);
+        }
+        "HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.6.7\r\nContent-Length: 0\r\n\r\n".into()
+    });
+}
+
+/// Serves one keep-alive connection of a fake node: each request's line and body (by
+/// `Content-Length`) go to `answer`, and what it returns is written back whole, until the peer
+/// closes.
+pub fn serve_requests(stream: std::net::TcpStream, answer: impl Fn(&str, &[u8]) -> String) {
+    use std::io::{BufRead, BufReader, Write};
     let mut writer = stream.try_clone().expect("clone stream");
     let mut reader = BufReader::new(stream);
     loop {
@@ -627,20 +647,10 @@ fn serve_slowly(stream: std::net::TcpStream, state: &SlowState, delay: Duration)
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if request_line.starts_with("POST /write") {
-            let now = state.holding.fetch_add(1, SeqCst) + 1;
-            state.most.fetch_max(now, SeqCst);
-            state
-                .bodies
-                .lock()
-                .expect("bodies")
-                .push(String::from_utf8_lossy(&body).into_owned());
-            thread::sleep(delay);
-            state.holding.fetch_sub(1, SeqCst);
-        }
-        let answer =
-            "HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.6.7\r\nContent-Length: 0\r\n\r\n";
-        if writer.write_all(answer.as_bytes()).is_err() {
+        if writer
+            .write_all(answer(&request_line, &body).as_bytes())
+            .is_err()
+        {
             return;
         }
     }

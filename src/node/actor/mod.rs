@@ -188,9 +188,26 @@ impl Node {
         })
     }
 
+    /// Appends `work` to the disk queue in the order given, answering each once its append is
+    /// durable, and only then considers a replay. A replay started between two appends would
+    /// read a head missing the rest: it could merge an entry queued earlier under a newer number
+    /// into a batch that skips an older one still to come, and the older value would reach the
+    /// node last.
+    fn put_on_disk(
+        &mut self,
+        work: impl IntoIterator<Item = Pending>,
+        because: QueuedBecause,
+        ctx: &mut Context<Self>,
+    ) {
+        for pending in work {
+            self.append(pending, because.clone(), ctx);
+        }
+        self.schedule_replay(ctx);
+    }
+
     /// Appends `pending` to the disk queue and answers it once the append is durable. A copy that
     /// cannot be stored is answered as such once the node is flagged `needs_resync` on disk.
-    fn enqueue(&mut self, pending: Pending, because: QueuedBecause, ctx: &mut Context<Self>) {
+    fn append(&mut self, pending: Pending, because: QueuedBecause, ctx: &mut Context<Self>) {
         let was_empty = self.queue.is_empty();
         let unstored = match self.queue.append(pending.seq, &pending.op) {
             Ok(ticket) => {
@@ -201,7 +218,6 @@ impl Node {
                     );
                 }
                 self.reply_when_durable(ticket, pending.reply, because, ctx);
-                self.schedule_replay(ctx);
                 return;
             }
             Err(QueueError::Full { bytes, limit }) => GatewayError::QueueFull { bytes, limit },
@@ -237,9 +253,8 @@ impl Node {
 
     /// Moves everything waiting in memory to disk, keeping its order.
     fn spill_waiting(&mut self, because: QueuedBecause, ctx: &mut Context<Self>) {
-        for pending in self.pipeline.spill() {
-            self.enqueue(pending, because.clone(), ctx);
-        }
+        let waiting = self.pipeline.spill();
+        self.put_on_disk(waiting, because, ctx);
         self.status.set_waiting(0);
     }
 
@@ -260,21 +275,18 @@ impl Node {
             let request = self.send(op);
             ctx.spawn(request.into_actor(self).map(move |delivery, node, ctx| {
                 node.observe(&delivery);
-                let answer = match &delivery {
-                    Delivery::Failed(e) if e.retry() != Retry::Never => Answer::Transient,
-                    Delivery::Rejected(_) => Answer::Refused,
-                    _ => Answer::Final,
+                let (answer, because) = match &delivery {
+                    Delivery::Failed(e) if e.retry() != Retry::Never => {
+                        (Answer::Transient, Some(QueuedBecause::failure(e.clone())))
+                    }
+                    Delivery::Rejected(_) => (Answer::Refused, None),
+                    _ => (Answer::Final, None),
                 };
                 match node.pipeline.land(id, answer) {
+                    // The group and everything that waited go to disk, in order.
                     Landed::Queue(to_disk) => {
-                        // The group and everything after it go to disk, in order.
-                        let because = match delivery {
-                            Delivery::Failed(e) => QueuedBecause::failure(e),
-                            _ => QueuedBecause::Down,
-                        };
-                        for pending in to_disk {
-                            node.enqueue(pending, because.clone(), ctx);
-                        }
+                        let because = because.unwrap_or(QueuedBecause::Down);
+                        node.put_on_disk(to_disk, because, ctx);
                         node.status.set_waiting(0);
                     }
                     // The requester may have given up (timeout, client gone): the work was done.
@@ -446,7 +458,7 @@ impl Handler<Job> for Node {
         };
         self.next_seq += 1;
         if let Some(because) = self.must_queue() {
-            self.enqueue(pending, because, ctx);
+            self.put_on_disk([pending], because, ctx);
         } else {
             self.pipeline.push(pending);
             self.pump(ctx);
@@ -482,9 +494,8 @@ impl Handler<Shutdown> for Node {
         // What is on the wire goes to disk too, under its own numbers: a stuck node may never
         // answer it. If the node did apply it, the replay writes the same points again, which
         // InfluxDB absorbs; whatever else reached it meanwhile commutes with it or is queued behind.
-        for pending in self.pipeline.take_all() {
-            self.enqueue(pending, QueuedBecause::Stopping, ctx);
-        }
+        let held = self.pipeline.take_all();
+        self.put_on_disk(held, QueuedBecause::Stopping, ctx);
         self.status.set_waiting(0);
     }
 }
