@@ -18,7 +18,7 @@ use crate::{
         queue::OrphanQueue, NodeHandle, NodeId, NodeSettings, NodeState, QueueError, QueueStore,
         Retune,
     },
-    query::deny::DenyRule,
+    query::{deny::DenyRule, Candidate},
     router::{Router, Shard, ShardId},
 };
 
@@ -168,18 +168,18 @@ impl Gateway {
 
     /// The nodes to try for the next read, best first; successive reads rotate.
     pub fn next_read_order(&self) -> Vec<NodeId> {
-        let states: Vec<NodeState> = self.nodes.iter().map(|n| n.status().state()).collect();
-        crate::query::read_order(&states, self.next_rotation())
+        let candidates: Vec<Candidate> = self.nodes.iter().map(candidate).collect();
+        crate::query::read_order(&candidates, self.next_rotation())
     }
 
     /// The replicas of `shard` to try for the next read, best first; successive reads rotate.
     pub fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId> {
         let replicas = &self.router().shards()[shard].replicas;
-        let states: Vec<NodeState> = replicas
+        let candidates: Vec<Candidate> = replicas
             .iter()
-            .map(|&n| self.nodes[n].status().state())
+            .map(|&n| candidate(&self.nodes[n]))
             .collect();
-        crate::query::read_order(&states, self.next_rotation())
+        crate::query::read_order(&candidates, self.next_rotation())
             .into_iter()
             .map(|i| replicas[i])
             .collect()
@@ -218,6 +218,14 @@ impl Gateway {
     /// Flushes the queues to disk and stops their flusher.
     pub fn close_queues(&self) -> Result<(), QueueError> {
         self.store.close()
+    }
+}
+
+/// What the read path knows of `node`.
+fn candidate(node: &NodeHandle) -> Candidate {
+    Candidate {
+        state: node.status().state(),
+        lacks_data: node.queue().needs_resync(),
     }
 }
 

@@ -165,6 +165,48 @@ fn reads_rotate_over_healthy_nodes() {
     }
 }
 
+/// A replica known to lack data (here: its database dropped behind the gateway's back, as a wiped
+/// or replaced disk would leave it) is not read from while its peers are up: every read is
+/// answered in full, never `database not found` from that node.
+#[test]
+fn reads_avoid_a_replica_known_to_lack_data() {
+    let cluster = Cluster::start(3, "");
+    cluster.create_database("db");
+    cluster.gateway.write_ok("db=db&consistency=all", POINTS);
+    let influx3 = &cluster.nodes[2];
+    let dropped = post(
+        &format!("{}/query", influx3.url()),
+        b"q=DROP+DATABASE+db",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(dropped.status, 200, "{}", dropped.body);
+    // The next write finds out: influx3 refuses what its peers accept, and is flagged.
+    let reply = cluster.gateway.write_ok("db=db", "mem v=1 1000000000\n");
+    assert_eq!(
+        reply.header("x-influx-gateway-missing-replicas"),
+        Some("influx3"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        cluster.gateway.node_health("influx3")["queue"]["needs_resync"],
+        true
+    );
+    for i in 0..30 {
+        let reply = cluster.gateway.query_ok("db", "SELECT host, v FROM cpu");
+        assert_eq!(
+            series_values(&reply.json()),
+            expected_rows(),
+            "read {i}: {}",
+            reply.body
+        );
+        assert_ne!(
+            reply.header("x-influx-gateway-node"),
+            Some("influx3"),
+            "read {i}"
+        );
+    }
+}
+
 #[test]
 fn reads_stay_correct_with_a_node_killed() {
     // Probes are an hour apart: only a read that hits the dead node can find out, and must fall back.

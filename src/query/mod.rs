@@ -9,5 +9,5 @@ pub mod scatter;
 
 pub use broadcast::{broadcast, BroadcastOutcome};
 pub use planner::{plan, Classified, Plan, QueryText, Routed, Target};
-pub use read::{read, read_order, ReadError};
+pub use read::{read, read_order, Candidate, ReadError};
 pub use scatter::{scatter, ClientParams, Cluster, ScatterError};

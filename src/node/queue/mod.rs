@@ -252,6 +252,11 @@ pub struct QueueStats {
 }
 
 impl NodeQueue {
+    /// Whether the node is flagged as lacking copies its replicas hold.
+    pub fn needs_resync(&self) -> bool {
+        self.inner.needs_resync.load(Ordering::Acquire)
+    }
+
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.inner.entries.load(Ordering::Acquire) == 0
