@@ -435,12 +435,8 @@ mod tests {
     use crate::node::{ExchangeError, GatewayError, NodeError, QueuedBecause};
     use actix_web::http::StatusCode;
 
-    fn answer(status: u16) -> NodeResponse {
-        NodeResponse::of(status, "")
-    }
-
     fn accepted() -> Delivery {
-        Delivery::Accepted(answer(204))
+        Delivery::Accepted(NodeResponse::of(204, ""))
     }
 
     fn refused() -> Delivery {
@@ -585,7 +581,7 @@ mod tests {
     fn a_refusal_nobody_contradicts_goes_back_to_the_client() {
         let mut tally = Tally::new(Consistency::One, [("all", 2)]);
         assert!(tally
-            .record(0, 0, "a", Delivery::Rejected(answer(400)))
+            .record(0, 0, "a", Delivery::Rejected(NodeResponse::of(400, "")))
             .is_none());
         let Some(WriteOutcome::Rejected(answer)) =
             tally.record(0, 1, "b", Delivery::Queued(QueuedBecause::Down))
@@ -599,7 +595,7 @@ mod tests {
     fn a_diverged_replica_does_not_fail_a_write_its_peers_accepted() {
         let mut tally = Tally::new(Consistency::One, [("all", 2)]);
         assert!(tally
-            .record(0, 0, "a", Delivery::Rejected(answer(404)))
+            .record(0, 0, "a", Delivery::Rejected(NodeResponse::of(404, "")))
             .is_none());
         let Some(WriteOutcome::Acknowledged { refused, .. }) = tally.record(0, 1, "b", accepted())
         else {
@@ -608,7 +604,7 @@ mod tests {
         assert_eq!(refused, vec![(0, 0, "404".to_owned())]);
 
         let mut tally = Tally::new(Consistency::All, [("all", 2)]);
-        tally.record(0, 0, "a", Delivery::Rejected(answer(404)));
+        tally.record(0, 0, "a", Delivery::Rejected(NodeResponse::of(404, "")));
         assert!(matches!(
             tally.record(0, 1, "b", accepted()),
             Some(WriteOutcome::Failed(_))

@@ -204,16 +204,12 @@ mod tests {
     use crate::node::{GatewayError, NodeError};
     use actix_web::http::StatusCode;
 
-    fn answer(status: u16, body: &'static str) -> NodeResponse {
-        NodeResponse::of(status, body)
-    }
-
     #[test]
     fn all_answered_gives_the_first_answer() {
         let outcome = combine(
             [
-                ("a", Delivery::Accepted(answer(200, "a"))),
-                ("b", Delivery::Accepted(answer(200, "b"))),
+                ("a", Delivery::Accepted(NodeResponse::of(200, "a"))),
+                ("b", Delivery::Accepted(NodeResponse::of(200, "b"))),
             ],
             1,
         );
@@ -227,8 +223,8 @@ mod tests {
     fn a_refusal_wins() {
         let outcome = combine(
             [
-                ("a", Delivery::Accepted(answer(200, "a"))),
-                ("b", Delivery::Rejected(answer(401, "b"))),
+                ("a", Delivery::Accepted(NodeResponse::of(200, "a"))),
+                ("b", Delivery::Rejected(NodeResponse::of(401, "b"))),
             ],
             1,
         );
@@ -244,7 +240,10 @@ mod tests {
             [
                 (
                     "a",
-                    Delivery::Accepted(answer(200, r#"{"results":[{"statement_id":0}]}"#)),
+                    Delivery::Accepted(NodeResponse::of(
+                        200,
+                        r#"{"results":[{"statement_id":0}]}"#,
+                    )),
                 ),
                 ("b", Delivery::Queued(QueuedBecause::Down)),
             ],
@@ -286,11 +285,14 @@ mod tests {
             [
                 (
                     "a",
-                    Delivery::Accepted(answer(200, r#"{"results":[{"statement_id":0}]}"#)),
+                    Delivery::Accepted(NodeResponse::of(
+                        200,
+                        r#"{"results":[{"statement_id":0}]}"#,
+                    )),
                 ),
                 (
                     "b",
-                    Delivery::Accepted(answer(
+                    Delivery::Accepted(NodeResponse::of(
                         200,
                         r#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#,
                     )),
@@ -315,7 +317,10 @@ mod tests {
             [
                 (
                     "a",
-                    Delivery::Accepted(answer(200, r#"{"results":[{"statement_id":0}]}"#)),
+                    Delivery::Accepted(NodeResponse::of(
+                        200,
+                        r#"{"results":[{"statement_id":0}]}"#,
+                    )),
                 ),
                 ("b", Delivery::Queued(QueuedBecause::Draining)),
             ],
@@ -343,7 +348,10 @@ mod tests {
             [
                 (
                     "a",
-                    Delivery::Accepted(answer(200, r#"{"results":[{"statement_id":0}]}"#)),
+                    Delivery::Accepted(NodeResponse::of(
+                        200,
+                        r#"{"results":[{"statement_id":0}]}"#,
+                    )),
                 ),
                 ("b", full()),
             ],
@@ -376,7 +384,7 @@ mod tests {
     fn a_missing_node_is_named() {
         let outcome = combine(
             [
-                ("a", Delivery::Accepted(answer(200, "a"))),
+                ("a", Delivery::Accepted(NodeResponse::of(200, "a"))),
                 ("b", Delivery::Failed(GatewayError::Stopped.into())),
             ],
             1,

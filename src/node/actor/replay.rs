@@ -382,18 +382,16 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::node::{client::NodeResponse, ExchangeError};
 
-    fn answer(status: u16, body: &'static str) -> NodeResponse {
-        NodeResponse::of(status, body)
-    }
-
     #[test]
     fn an_answer_decides_the_entries_fate() {
-        let accepted = Delivery::Accepted(answer(204, ""));
-        let refused = Delivery::Rejected(answer(404, r#"{"error":"database not found: \"x\""}"#));
+        let accepted = Delivery::Accepted(NodeResponse::of(204, ""));
+        let refused = Delivery::Rejected(NodeResponse::of(
+            404,
+            r#"{"error":"database not found: \"x\""}"#,
+        ));
         let down = Delivery::Failed(ExchangeError::Connect("refused".into()).into());
         let cut_off = Delivery::Failed(ExchangeError::CutOff(4 << 20).into());
         assert_eq!(verdict(&accepted, 5, 2, 3), Verdict::Remove);
