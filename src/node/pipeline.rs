@@ -272,10 +272,15 @@ impl<W: Carries> Pipeline<W> {
             // Which of the coalesced writes did the node refuse? Each goes again alone, in order,
             // so that each client hears about its own lines (the accepted points are written
             // again, which InfluxDB absorbs).
+            // Put back where its numbers place it, not simply at the front: another refused group,
+            // newer but answered first, may be back already. Everything waiting is newer than
+            // anything sent, so the refused groups are the front `alone` entries either way.
             Answer::Refused if group.len() > 1 => {
                 self.alone += group.len();
-                for work in group.into_iter().rev() {
-                    self.waiting.push_front(work);
+                let first = group[0].seq();
+                let at = self.waiting.partition_point(|w| w.seq() < first);
+                for (i, work) in group.into_iter().enumerate() {
+                    self.waiting.insert(at + i, work);
                 }
                 Landed::Retry
             }
