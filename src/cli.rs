@@ -28,4 +28,59 @@ pub enum Command {
         /// The YAML file to check.
         path: PathBuf,
     },
+    /// Asks a running gateway to repair a node (copy from its shards' other replicas what it
+    /// lacks) and follows the job with a progress bar; exits non-zero if the job fails.
+    Repair {
+        /// The node to repair, as named in `nodes`.
+        #[arg(long)]
+        node: String,
+        /// Only this database.
+        #[arg(long)]
+        db: Option<String>,
+        /// Only points at or after this instant (RFC 3339, or nanoseconds since the epoch).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only points before this instant.
+        #[arg(long)]
+        until: Option<String>,
+        /// Read from this replica only.
+        #[arg(long)]
+        source: Option<String>,
+        /// Start the job and return without following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Lists a running gateway's jobs, or shows one; `--follow` follows it to its end.
+    Jobs {
+        /// The job to show (all when absent).
+        id: Option<String>,
+        /// Follow the job with a progress bar until it ends; exits non-zero if it fails.
+        #[arg(long, requires = "id")]
+        follow: bool,
+        /// Cancel the job.
+        #[arg(long, requires = "id", conflicts_with = "follow")]
+        cancel: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// How to reach a running gateway's admin API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// The gateway's URL.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "INFLUX_GATEWAY_URL"
+    )]
+    pub url: String,
+    /// An admin user, when the gateway has `auth.enabled`.
+    #[arg(long, env = "INFLUX_USERNAME")]
+    pub username: Option<String>,
+    /// Its password.
+    #[arg(long, env = "INFLUX_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }

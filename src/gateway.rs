@@ -19,6 +19,7 @@ use crate::{
         Retune,
     },
     query::{deny::DenyRule, Candidate},
+    repair::{store::JobStore, Repairs},
     router::{Router, Shard, ShardId},
 };
 
@@ -53,6 +54,7 @@ pub struct Gateway {
     query_tls: Option<Arc<rustls::ClientConfig>>,
     /// `limits`, swapped whole when the configuration is reloaded.
     limits: Arc<ArcSwap<LimitsConfig>>,
+    repairs: Repairs,
 }
 
 impl Gateway {
@@ -85,6 +87,11 @@ impl Gateway {
                 orphan.bytes
             );
         }
+        let repairs = Repairs::open(
+            config.repair.clone(),
+            JobStore::new(store.tree("jobs")?),
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        )?;
         let mut nodes = Vec::with_capacity(config.nodes.len());
         for node in &config.nodes {
             let queue = store.node(&node.name, config.queue.max_bytes)?;
@@ -103,6 +110,7 @@ impl Gateway {
             order: Mutex::new(()),
             store,
             orphans,
+            repairs,
         })
     }
 
@@ -166,19 +174,21 @@ impl Gateway {
         &self.orphans
     }
 
+    /// Repair jobs.
+    pub fn repairs(&self) -> &Repairs {
+        &self.repairs
+    }
+
     /// The nodes to try for the next read, best first; successive reads rotate.
     pub fn next_read_order(&self) -> Vec<NodeId> {
-        let candidates: Vec<Candidate> = self.nodes.iter().map(candidate).collect();
+        let candidates: Vec<Candidate> = (0..self.nodes.len()).map(|n| self.candidate(n)).collect();
         crate::query::read_order(&candidates, self.next_rotation())
     }
 
     /// The replicas of `shard` to try for the next read, best first; successive reads rotate.
     pub fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId> {
         let replicas = &self.router().shards()[shard].replicas;
-        let candidates: Vec<Candidate> = replicas
-            .iter()
-            .map(|&n| candidate(&self.nodes[n]))
-            .collect();
+        let candidates: Vec<Candidate> = replicas.iter().map(|&n| self.candidate(n)).collect();
         crate::query::read_order(&candidates, self.next_rotation())
             .into_iter()
             .map(|i| replicas[i])
@@ -192,6 +202,16 @@ impl Gateway {
             .iter()
             .map(|&n| self.nodes[n].status().name())
             .collect()
+    }
+
+    /// What the read path knows of node `n`: a node flagged `needs_resync` or under repair lacks
+    /// data its replicas hold.
+    fn candidate(&self, n: NodeId) -> Candidate {
+        let node = &self.nodes[n];
+        Candidate {
+            state: node.status().state(),
+            lacks_data: node.queue().needs_resync() || self.repairs.is_repairing(n),
+        }
     }
 
     /// Where the next read starts its rotation.
@@ -218,14 +238,6 @@ impl Gateway {
     /// Flushes the queues to disk and stops their flusher.
     pub fn close_queues(&self) -> Result<(), QueueError> {
         self.store.close()
-    }
-}
-
-/// What the read path knows of `node`.
-fn candidate(node: &NodeHandle) -> Candidate {
-    Candidate {
-        state: node.status().state(),
-        lacks_data: node.queue().needs_resync(),
     }
 }
 

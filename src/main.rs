@@ -8,6 +8,7 @@ use influx_gateway::{
     blueprint::Blueprint,
     cli::{Cli, Command},
     config::ConfigError,
+    control,
 };
 
 fn main() -> ExitCode {
@@ -15,6 +16,37 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::HashPassword) => return hash_password(),
         Some(Command::CheckConfig { path }) => return check_config(&path),
+        Some(Command::Repair {
+            node,
+            db,
+            since,
+            until,
+            source,
+            detach,
+            admin,
+        }) => {
+            let params = [
+                ("db", db),
+                ("since", since),
+                ("until", until),
+                ("source", source),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| (key, v)))
+            .collect();
+            let request = control::RepairRequest {
+                node,
+                params,
+                detach,
+            };
+            return control::repair(&admin, request);
+        }
+        Some(Command::Jobs {
+            id,
+            follow,
+            cancel,
+            admin,
+        }) => return control::jobs(&admin, id, follow, cancel),
         None => {}
     }
     // Before the runtime starts any thread; the subcommands above need none of it.

@@ -268,8 +268,45 @@ impl Collector for NodeCollector {
         encode_sent(e, &nodes)?;
         encode_answers(e, &nodes)?;
         encode_queues(e, &nodes)?;
+        encode_repairs(e, &self.gateway, &nodes)?;
         Ok(())
     }
+}
+
+/// Each node's repairs: points copied by every job so far, and chunks left in the one under way.
+fn encode_repairs(
+    e: &mut DescriptorEncoder,
+    gateway: &Gateway,
+    nodes: &[NodeReading],
+) -> Result<(), std::fmt::Error> {
+    let jobs: Vec<_> = gateway.repairs().list().iter().map(|j| j.job()).collect();
+    let copied = |node: &str| -> u64 {
+        jobs.iter()
+            .filter(|j| j.node == node)
+            .map(|j| j.points_copied)
+            .sum()
+    };
+    let remaining = |node: &str| -> u64 {
+        jobs.iter()
+            .filter(|j| j.node == node && j.is_running())
+            .map(|j| j.chunks_total.saturating_sub(j.chunks_done))
+            .sum()
+    };
+    family(
+        e,
+        "repair_points",
+        "Points copied to the node by repair jobs.",
+        None,
+        counter(nodes, &|h, _| copied(&h.status.name)),
+    )?;
+    family(
+        e,
+        "repair_chunks_remaining",
+        "Chunks left in the repair under way on the node (0 when none).",
+        None,
+        gauge(nodes, &|h, _| remaining(&h.status.name)),
+    )?;
+    Ok(())
 }
 
 /// One sample per node, labelled with its name.

@@ -41,12 +41,14 @@ pub async fn run(blueprint: Blueprint, path: std::path::PathBuf) -> Result<(), R
     let reloader = reload::Reloader::new(path, &blueprint.config);
     let gateway = Arc::new(gateway::Gateway::start(blueprint)?);
     actix_web::rt::spawn(reload_on_sighup(reloader, Arc::clone(&gateway)));
+    gateway.repairs().start_background(Arc::clone(&gateway));
     let server = http::server(Arc::clone(&gateway))?;
     let handle = server.handle();
     let stopping = Arc::clone(&gateway);
     actix_web::rt::spawn(async move {
         let signal = stop_signal().await;
         log::info!("{signal}: stopping; queueing what the node actors hold and finishing requests");
+        stopping.repairs().stop();
         stopping.close_nodes(SHUTDOWN_LIMIT).await;
         handle.stop(true).await;
     });

@@ -105,6 +105,9 @@ pub struct Config {
     /// HTTPS on the listener (off by default).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Repair of replicas that lack data their peers hold.
+    #[serde(default)]
+    pub repair: RepairConfig,
     /// The most detailed log level written: error, warn, info, debug or trace.
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
@@ -284,6 +287,33 @@ pub struct QueueConfig {
     /// remove what it replays (0 turns the check off).
     #[serde(deserialize_with = "units::size")]
     pub min_free_disk: u64,
+}
+
+/// `repair:` — copying what a replica lacks from its shard's other replicas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// Start a repair by itself for a node flagged `needs_resync` or found without the databases
+    /// its peers hold.
+    pub auto: bool,
+    /// How much data time one chunk covers: the unit of copying, verifying and resuming.
+    #[serde(deserialize_with = "units::duration")]
+    pub chunk: Duration,
+    /// Most points a repair copies per second, so that live traffic keeps its share (0: no limit).
+    pub max_points_per_second: u64,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            auto: true,
+            // An hour of a busy measurement (tens of thousands of points a second at most for one
+            // InfluxDB node) is a few hundred MB read in 10,000-point pieces: small enough to copy
+            // again when it differs, large enough that a year is 8,760 chunks.
+            chunk: Duration::from_secs(3600),
+            max_points_per_second: 200_000,
+        }
+    }
 }
 
 mod defaults {
@@ -487,6 +517,7 @@ impl Config {
                 ));
             }
         }
+        positive("repair.chunk", self.repair.chunk)?;
         self.auth.validate()?;
         if self.log_level.parse::<log::LevelFilter>().is_err() {
             return Err(ConfigError::invalid(

@@ -2,6 +2,7 @@
 
 mod auth;
 mod body;
+mod cluster;
 mod error;
 mod limits;
 mod metrics;
@@ -136,6 +137,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(status::health))
             .default_service(web::to(method_not_allowed)),
     )
+    .configure(cluster::routes)
     .default_service(web::to(not_found));
 }
 

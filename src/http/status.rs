@@ -14,6 +14,7 @@ use super::params;
 use crate::{
     gateway::Gateway,
     node::{queue::OrphanQueue, NodeHealth, NodeState},
+    repair::{Job, State},
 };
 
 /// InfluxDB's build flavour, which some clients read.
@@ -108,10 +109,49 @@ struct Health<'a> {
     message: String,
     version: String,
     gateway_version: &'static str,
-    nodes: Vec<NodeHealth>,
+    nodes: Vec<NodeView>,
     shards: Vec<ShardHealth<'a>>,
     /// Queues on disk for nodes no longer configured: kept, never replayed or deleted.
     orphan_queues: &'a [OrphanQueue],
+}
+
+/// A node in `/health`: its health, and the repair under way on it.
+#[derive(Serialize)]
+struct NodeView {
+    #[serde(flatten)]
+    health: NodeHealth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair: Option<RepairProgress>,
+}
+
+/// What `/health` shows of a repair under way.
+#[derive(Serialize)]
+struct RepairProgress {
+    id: String,
+    state: State,
+    chunks_done: u64,
+    chunks_total: u64,
+    points_copied: u64,
+    points_per_second: u64,
+    eta_seconds: Option<u64>,
+    started: String,
+    activity: Option<String>,
+}
+
+impl From<Job> for RepairProgress {
+    fn from(job: Job) -> Self {
+        RepairProgress {
+            id: job.id,
+            state: job.state,
+            chunks_done: job.chunks_done,
+            chunks_total: job.chunks_total,
+            points_copied: job.points_copied,
+            points_per_second: job.points_per_second,
+            eta_seconds: job.eta_seconds,
+            started: job.started,
+            activity: job.activity,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -124,12 +164,20 @@ struct ShardHealth<'a> {
 
 /// "2 of 3 nodes up", and which nodes lack copies their replicas have: a node that answers can
 /// still be missing data, and that must not read as all well.
-fn health_message(up: usize, nodes: &[NodeHealth]) -> String {
+fn health_message(up: usize, nodes: &[NodeView]) -> String {
     let mut message = format!("{up} of {} nodes up", nodes.len());
+    for node in nodes {
+        if let Some(repair) = &node.repair {
+            message.push_str(&format!(
+                "; {} under repair (chunk {} of {})",
+                node.health.status.name, repair.chunks_done, repair.chunks_total
+            ));
+        }
+    }
     let diverged: Vec<&str> = nodes
         .iter()
-        .filter(|n| n.queue.needs_resync)
-        .map(|n| n.status.name.as_str())
+        .filter(|n| n.health.queue.needs_resync)
+        .map(|n| n.health.status.name.as_str())
         .collect();
     if !diverged.is_empty() {
         let verb = if diverged.len() == 1 { "needs" } else { "need" };
@@ -143,10 +191,24 @@ fn health_message(up: usize, nodes: &[NodeHealth]) -> String {
 
 /// Handles `GET /health`: every node's state; 200 while a node is up, 503 when none is.
 pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
-    let nodes: Vec<NodeHealth> = gateway.nodes().iter().map(|n| n.health()).collect();
+    let nodes: Vec<NodeView> = gateway
+        .nodes()
+        .iter()
+        .map(|n| {
+            let mut health = n.health();
+            let repair = gateway.repairs().repairing(n.status().name());
+            if repair.is_some() {
+                health.mode = "repairing";
+            }
+            NodeView {
+                health,
+                repair: repair.map(RepairProgress::from),
+            }
+        })
+        .collect();
     let up = nodes
         .iter()
-        .filter(|n| n.status.state == NodeState::Up)
+        .filter(|n| n.health.status.state == NodeState::Up)
         .count();
     let (status, code) = if up > 0 {
         ("pass", StatusCode::OK)

@@ -42,7 +42,8 @@ pub struct NodeHealth {
     /// State and counters.
     #[serde(flatten)]
     pub status: NodeSnapshot,
-    /// `direct` (writes go straight to the node) or `draining` (they go to its queue first).
+    /// `direct` (writes go straight to the node), `draining` (they go to its queue first), or
+    /// `repairing` (a repair job is copying to it what it lacks; reads avoid it).
     pub mode: &'static str,
     /// The disk queue.
     pub queue: QueueStats,

@@ -30,6 +30,15 @@ impl NodeState {
         }
     }
 
+    /// As `/health` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Unknown => "unknown",
+            NodeState::Up => "up",
+            NodeState::Down => "down",
+        }
+    }
+
     /// Preference when choosing a node to read from: lower is better.
     pub fn read_preference(self) -> u8 {
         match self {

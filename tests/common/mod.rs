@@ -656,6 +656,34 @@ pub fn serve_requests(stream: std::net::TcpStream, answer: impl Fn(&str, &[u8]) 
     }
 }
 
+/// What the harness waits for a job to end.
+pub const JOB_LIMIT: Duration = Duration::from_secs(120);
+
+impl Gateway {
+    /// `POST /cluster/repair?{params}`.
+    pub fn start_repair(&self, params: &str) -> Reply {
+        post(&format!("{}/cluster/repair?{params}", self.url()), b"", &[])
+    }
+
+    /// `GET /cluster/jobs/ID` as JSON.
+    pub fn job(&self, id: &str) -> Value {
+        let reply = get(&format!("{}/cluster/jobs/{id}", self.url()));
+        assert_eq!(reply.status, 200, "job {id}: {}", reply.body);
+        reply.json()
+    }
+
+    /// Waits until job `id` is no longer running and returns it.
+    pub fn wait_for_job(&self, id: &str, limit: Duration) -> Value {
+        let mut last = Value::Null;
+        let ended = eventually(limit, || {
+            last = self.job(id);
+            last["state"] != "running"
+        });
+        assert!(ended, "job {id} still running after {limit:?}: {last}");
+        last
+    }
+}
+
 /// Three real nodes and a gateway in front of them.
 pub struct Cluster {
     /// The nodes, named influx1..influxN.

@@ -150,6 +150,7 @@ impl QueueStore {
                 max_bytes,
                 refused: AtomicU64::new(read_counter(&self.meta, &format!("refused:{name}"))?),
                 needs_resync: AtomicBool::new(self.flags.is_flagged(name)),
+                resync_generation: AtomicU64::new(0),
                 flags: Arc::clone(&self.flags),
                 disk: Arc::clone(&self.disk),
             }),
@@ -183,6 +184,12 @@ impl QueueStore {
             }
         }
         Ok(orphans)
+    }
+
+    /// Another tree in the same database, for state that must survive restarts beside the queues
+    /// (repair jobs).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, QueueError> {
+        Ok(self.db.open_tree(name)?)
     }
 
     /// Flushes everything and stops the flusher.
@@ -220,6 +227,8 @@ struct Inner {
     dead_letters: AtomicU64,
     refused: AtomicU64,
     needs_resync: AtomicBool,
+    /// Counts flaggings, so that a repair clears only a flag raised before it started.
+    resync_generation: AtomicU64,
     flags: Arc<ResyncFlags>,
     disk: Arc<DiskGuard>,
 }
@@ -472,11 +481,37 @@ impl NodeQueue {
 
     /// Flags the node as differing from its replicas; returns whether it was not flagged before.
     fn mark_resync(&self) -> Result<bool, QueueError> {
+        // The generation moves first, so that a clearing that has not seen it cannot happen after
+        // this flag is on disk (see `clear_resync`).
+        self.inner.resync_generation.fetch_add(1, Ordering::AcqRel);
+        let flagged = self.inner.flags.flag(&self.inner.name);
         self.inner.needs_resync.store(true, Ordering::Release);
-        self.inner
-            .flags
-            .flag(&self.inner.name)
-            .map_err(QueueError::Flags)
+        flagged.map_err(QueueError::Flags)
+    }
+
+    /// Where the flaggings stand: a repair notes it when it starts.
+    pub fn resync_generation(&self) -> u64 {
+        self.inner.resync_generation.load(Ordering::Acquire)
+    }
+
+    /// Clears `needs_resync` after a repair that started at `generation` ended complete, unless
+    /// the node was flagged again since (that copy may be missing still); says whether it did.
+    pub fn clear_resync(&self, generation: u64) -> Result<bool, QueueError> {
+        let name = &self.inner.name;
+        // The flag's former home, read at every start: it must not bring the flag back.
+        self.inner.meta.remove(format!("resync:{name}"))?;
+        // Under the flags' lock, which a new flagging takes before it sets the bit again.
+        let cleared = self.inner.flags.unflag_if(name, || {
+            let due = self.inner.resync_generation.load(Ordering::Acquire) == generation;
+            if due {
+                self.inner.needs_resync.store(false, Ordering::Release);
+            }
+            due
+        });
+        if cleared.is_err() {
+            self.inner.needs_resync.store(true, Ordering::Release);
+        }
+        cleared.map_err(QueueError::Flags)
     }
 
     /// Dead letters: `(seq, reason)` of each, oldest first.

@@ -72,6 +72,22 @@ impl ResyncFlags {
         state.write().map(|()| true)
     }
 
+    /// Clears `node`'s flag on disk if `still_due()`, asked under the same lock that
+    /// [`Self::flag`] takes, so that no flag raised meanwhile is lost; says whether it cleared it.
+    pub fn unflag_if(&self, node: &str, still_due: impl FnOnce() -> bool) -> io::Result<bool> {
+        let mut state = self.lock();
+        if !state.flagged.contains(node) || !still_due() {
+            return Ok(false);
+        }
+        state.flagged.remove(node);
+        if let Err(e) = state.write() {
+            // Not on disk: keep it flagged, as a restart would see it.
+            state.flagged.insert(node.to_owned());
+            return Err(e);
+        }
+        Ok(true)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -154,6 +170,23 @@ mod tests {
         assert!(flags.is_flagged("n1"));
         assert!(flags.is_flagged("odd \"name\"\nwith a newline"));
         assert!(!flags.is_flagged("n2"));
+    }
+
+    #[test]
+    fn a_flag_is_cleared_only_when_still_due_and_stays_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("needs-resync");
+        let flags = ResyncFlags::open(&path).unwrap();
+        flags.flag("n1").unwrap();
+        flags.flag("n2").unwrap();
+        assert!(!flags.unflag_if("n1", || false).unwrap());
+        assert!(flags.is_flagged("n1"));
+        assert!(flags.unflag_if("n1", || true).unwrap());
+        assert!(!flags.unflag_if("n3", || true).unwrap(), "never flagged");
+        drop(flags);
+        let flags = ResyncFlags::open(&path).unwrap();
+        assert!(!flags.is_flagged("n1"));
+        assert!(flags.is_flagged("n2"));
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! The command line's side of the admin API: starting a repair on a running gateway, listing its
+//! jobs, and following one with a progress bar.
+
+use std::{process::ExitCode, time::Duration};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::cli::AdminArgs;
+
+/// How often a followed job is read again.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Why a command against a running gateway failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The gateway could not be reached or its answer read.
+    #[error("{url}: {message}")]
+    Unreachable {
+        /// What was asked.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The gateway refused the request.
+    #[error("{status}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The gateway's `error`.
+        message: String,
+    },
+}
+
+/// What `repair` asks for.
+pub struct RepairRequest {
+    /// The node.
+    pub node: String,
+    /// Query parameters beside it (`db`, `since`, `until`, `source`).
+    pub params: Vec<(&'static str, String)>,
+    /// Return once started.
+    pub detach: bool,
+}
+
+/// `repair`: starts the job, then follows it unless detached.
+pub fn repair(admin: &AdminArgs, request: RepairRequest) -> ExitCode {
+    run(async move {
+        let client = Client::new(admin);
+        let mut params = vec![("node", request.node.clone())];
+        params.extend(request.params);
+        let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+        let job = client
+            .send("POST", &format!("/cluster/repair?{query}"))
+            .await?;
+        let id = text(&job, "id");
+        println!("job {id}: repairing {}", request.node);
+        if request.detach {
+            return Ok(ExitCode::SUCCESS);
+        }
+        follow(&client, &id).await
+    })
+}
+
+/// `jobs [ID] [--follow | --cancel]`.
+pub fn jobs(admin: &AdminArgs, id: Option<String>, follow_it: bool, cancel: bool) -> ExitCode {
+    run(async move {
+        let client = Client::new(admin);
+        match id {
+            Some(id) if follow_it => follow(&client, &id).await,
+            Some(id) if cancel => {
+                let job = client
+                    .send("DELETE", &format!("/cluster/jobs/{id}"))
+                    .await?;
+                println!("job {id}: {}", text(&job, "state"));
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(id) => {
+                let job = client.send("GET", &format!("/cluster/jobs/{id}")).await?;
+                println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                let list = client.send("GET", "/cluster/jobs").await?;
+                let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
+                if jobs.is_empty() {
+                    println!("no jobs");
+                }
+                for job in jobs {
+                    println!(
+                        "{}  {:<9} {:<7} {:<12} {}/{} chunks  {} points  started {}{}",
+                        text(&job, "id"),
+                        text(&job, "state"),
+                        text(&job, "kind"),
+                        text(&job, "node"),
+                        job["chunks_done"],
+                        job["chunks_total"],
+                        job["points_copied"],
+                        text(&job, "started"),
+                        job["error"]
+                            .as_str()
+                            .map(|e| format!("  error: {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// Shows the job's progress until it ends; succeeds only if it ends `done`.
+async fn follow(client: &Client, id: &str) -> Result<ExitCode, ControlError> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} chunks · {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let job = loop {
+        let job = client.send("GET", &format!("/cluster/jobs/{id}")).await?;
+        bar.set_length(job["chunks_total"].as_u64().unwrap_or(0));
+        bar.set_position(job["chunks_done"].as_u64().unwrap_or(0));
+        let eta = job["eta_seconds"]
+            .as_u64()
+            .map(|s| {
+                format!(
+                    " · ETA {}",
+                    humantime::format_duration(Duration::from_secs(s))
+                )
+            })
+            .unwrap_or_default();
+        let activity = job["activity"]
+            .as_str()
+            .map(|a| format!(" · {a}"))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "{} points · {} points/s{eta}{activity}",
+            job["points_copied"], job["points_per_second"]
+        ));
+        if text(&job, "state") != "running" {
+            break job;
+        }
+        bar.tick();
+        actix_web::rt::time::sleep(POLL).await;
+    };
+    bar.finish_and_clear();
+    let state = text(&job, "state");
+    println!(
+        "job {id}: {state}: {} points copied in {} of {} chunks",
+        job["points_copied"], job["chunks_done"], job["chunks_total"]
+    );
+    for warning in job["warnings"].as_array().into_iter().flatten() {
+        println!("warning: {}", warning.as_str().unwrap_or_default());
+    }
+    for divergent in job["divergent"].as_array().into_iter().flatten() {
+        println!("still differs: {divergent}");
+    }
+    if let Some(error) = job["error"].as_str() {
+        eprintln!("influx-gateway: job {id} {state}: {error}");
+    }
+    Ok(if state == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn text(value: &Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+fn run(work: impl std::future::Future<Output = Result<ExitCode, ControlError>>) -> ExitCode {
+    match actix_web::rt::System::new().block_on(work) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("influx-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Client {
+    http: awc::Client,
+    base: String,
+    authorization: Option<String>,
+}
+
+impl Client {
+    fn new(admin: &AdminArgs) -> Client {
+        let authorization = admin.username.as_ref().map(|user| {
+            use base64::Engine;
+            let pair = format!("{user}:{}", admin.password.as_deref().unwrap_or_default());
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
+        Client {
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+            base: admin.url.trim_end_matches('/').to_owned(),
+            authorization,
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str) -> Result<Value, ControlError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |message: String| ControlError::Unreachable {
+            url: url.clone(),
+            message,
+        };
+        let method = actix_web::http::Method::from_bytes(method.as_bytes())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut request = self.http.request(method, &url);
+        if let Some(auth) = &self.authorization {
+            request = request.insert_header(("Authorization", auth.as_str()));
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let body = response
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !response.status().is_success() {
+            return Err(ControlError::Refused {
+                status: response.status().as_u16(),
+                message: value["error"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
+            });
+        }
+        Ok(value)
+    }
+}

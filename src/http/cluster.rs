@@ -1,0 +1,169 @@
+//! `/cluster/...`: repair jobs, started, followed and cancelled over HTTP. Admin-only when the
+//! gateway has its own users.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{params, required, ApiError};
+use crate::{
+    gateway::Gateway,
+    repair::{Refused, Scope},
+};
+
+/// How long `DELETE /cluster/jobs/ID` waits for the job to stop before answering.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+struct RepairParams {
+    node: Option<String>,
+    db: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    source: Option<String>,
+}
+
+/// Refuses anyone but an admin when the gateway has its own users.
+pub async fn admin(gateway: &web::Data<Gateway>, req: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(user) = super::auth::authenticate(gateway, req).await? {
+        if !user.is_admin() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("user {:?} is not an admin", user.name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Handles `POST /cluster/repair?node=NAME[&db=&since=&until=&source=]`: 202 with the job.
+pub async fn repair(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let p: RepairParams = params(&req)?;
+    let node = required(&p.node, "node")?;
+    let scope = Scope {
+        db: p.db.filter(|db| !db.is_empty()),
+        since: p
+            .since
+            .as_deref()
+            .map(|t| instant("since", t))
+            .transpose()?,
+        until: p
+            .until
+            .as_deref()
+            .map(|t| instant("until", t))
+            .transpose()?,
+        source: p.source.filter(|s| !s.is_empty()),
+    };
+    if let (Some(since), Some(until)) = (scope.since, scope.until) {
+        if since >= until {
+            return Err(ApiError::bad_request("since must be before until"));
+        }
+    }
+    let arc = gateway.clone().into_inner();
+    let job = gateway
+        .repairs()
+        .repair(&arc, node, "requested", scope)
+        .map_err(refused)?;
+    Ok(HttpResponse::Accepted().json(job))
+}
+
+/// Handles `GET /cluster/jobs`: every job, oldest first.
+pub async fn jobs(req: HttpRequest, gateway: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let jobs: Vec<_> = gateway.repairs().list().iter().map(|j| j.job()).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": jobs })))
+}
+
+/// Handles `GET /cluster/jobs/ID`.
+pub async fn job(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let running = gateway.repairs().get(&id).ok_or_else(|| unknown(&id))?;
+    Ok(HttpResponse::Ok().json(running.job()))
+}
+
+/// Handles `DELETE /cluster/jobs/ID`: cancels a running job after the piece it is copying (what
+/// it has copied stays; the chunk under way is not counted) and answers with its state.
+pub async fn cancel(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let job = gateway.repairs().cancel(&id).ok_or_else(|| unknown(&id))?;
+    if !job.is_running() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {} has already ended ({:?})", job.id, job.state),
+        ));
+    }
+    let deadline = Instant::now() + CANCEL_WAIT;
+    while Instant::now() < deadline {
+        if let Some(running) = gateway.repairs().get(&id) {
+            let job = running.job();
+            if !job.is_running() {
+                return Ok(HttpResponse::Ok().json(job));
+            }
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still finishing a piece: it stops after it.
+    Ok(HttpResponse::Accepted().json(gateway.repairs().get(&id).map(|r| r.job())))
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("job {id:?} not found"))
+}
+
+fn refused(refused: Refused) -> ApiError {
+    match refused {
+        Refused::BadRequest(why) => ApiError::bad_request(why),
+        Refused::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why),
+        Refused::Storage(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// An instant given as RFC 3339 or as nanoseconds since the epoch.
+fn instant(what: &str, text: &str) -> Result<i64, ApiError> {
+    if let Ok(ns) = text.parse::<i64>() {
+        return Ok(ns);
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{what}: {text:?} is neither RFC 3339 (2026-01-02T03:04:05Z) nor nanoseconds: {e}"
+        ))
+    })?;
+    let ns = match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).ok(),
+        Err(before) => i64::try_from(before.duration().as_nanos()).ok().map(|n| -n),
+    };
+    ns.ok_or_else(|| ApiError::bad_request(format!("{what}: {text:?} is out of range")))
+}
+
+/// The routes under `/cluster`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/cluster/repair")
+            .route(web::post().to(repair))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/cluster/jobs")
+            .route(web::get().to(jobs))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/cluster/jobs/{id}")
+            .route(web::get().to(job))
+            .route(web::delete().to(cancel))
+            .default_service(web::to(super::method_not_allowed)),
+    );
+}

@@ -1,0 +1,142 @@
+//! `repair.auto`: finding nodes that lack data and starting their repair.
+//!
+//! Two signs are watched, every `health.interval`:
+//! - a node flagged `needs_resync` (a copy for it was refused, dead-lettered or too old);
+//! - a node that answers without a database its peers hold (wiped, replaced, restored from an old
+//!   backup). Only nodes with nothing queued are compared, as a queued `CREATE DATABASE` is not
+//!   a loss, and only a difference seen twice in a row counts, as a `CREATE` or `DROP` may be on
+//!   its way to one node and not yet to the other. Such a node is flagged first, so that reads
+//!   avoid it at once, then repaired.
+//!
+//! A node whose automatic repair failed is tried again after a delay that doubles, from a minute
+//! up to an hour.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::{influx::Influx, Scope, State};
+use crate::{gateway::Gateway, node::NodeState};
+
+const FIRST_RETRY: Duration = Duration::from_secs(60);
+const LAST_RETRY: Duration = Duration::from_secs(3600);
+
+/// Watches the nodes for as long as the gateway runs.
+pub async fn watch(gateway: Arc<Gateway>) {
+    let http = crate::node::client::http_client(gateway.query_tls(), 2);
+    let authorization = gateway
+        .config()
+        .auth
+        .node_credentials
+        .as_ref()
+        .and_then(crate::auth::basic);
+    let interval = gateway
+        .config()
+        .health
+        .interval
+        .max(Duration::from_millis(200));
+    // Databases missing on a node at the last look, by node.
+    let mut suspects: HashMap<String, BTreeSet<String>> = HashMap::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        if gateway.repairs().stopping() {
+            return;
+        }
+        let influx = |n: usize| {
+            Influx::new(
+                http.clone(),
+                gateway.nodes()[n].status().url(),
+                authorization.clone(),
+                gateway.config().health.timeout.max(Duration::from_secs(5)),
+            )
+        };
+        for (id, node) in gateway.nodes().iter().enumerate() {
+            let name = node.status().name();
+            if node.status().state() != NodeState::Up || gateway.repairs().repairing(name).is_some()
+            {
+                continue;
+            }
+            if node.queue().needs_resync() {
+                suspects.remove(name);
+                start(&gateway, name, "flagged needs_resync");
+                continue;
+            }
+            if !node.queue().is_empty() {
+                suspects.remove(name);
+                continue;
+            }
+            let peer = gateway.nodes().iter().enumerate().find(|(p, other)| {
+                *p != id
+                    && other.status().state() == NodeState::Up
+                    && other.queue().is_empty()
+                    && !other.queue().needs_resync()
+            });
+            let Some((peer, _)) = peer else { continue };
+            let (Ok(theirs), Ok(ours)) =
+                (influx(peer).databases().await, influx(id).databases().await)
+            else {
+                continue;
+            };
+            let missing: BTreeSet<String> =
+                theirs.into_iter().filter(|db| !ours.contains(db)).collect();
+            if missing.is_empty() {
+                suspects.remove(name);
+                continue;
+            }
+            let seen_before = suspects.insert(name.to_owned(), missing.clone());
+            if seen_before.is_some_and(|before| before.intersection(&missing).next().is_some()) {
+                suspects.remove(name);
+                let list: Vec<&str> = missing.iter().map(String::as_str).collect();
+                log::error!(
+                    "node {name} lacks databases its peers hold ({}): wiped or replaced? flagged needs_resync",
+                    list.join(", ")
+                );
+                if let Err(e) = node.queue().flag_resync() {
+                    log::error!("node {name}: cannot flag needs_resync: {e}");
+                }
+                start(&gateway, name, "lacks databases its peers hold");
+            }
+        }
+    }
+}
+
+fn start(gateway: &Arc<Gateway>, node: &str, reason: &str) {
+    let repairs = gateway.repairs();
+    if let Some((failures, at)) = repairs.auto_failure(node) {
+        let wait = FIRST_RETRY
+            .saturating_mul(1 << failures.saturating_sub(1).min(6))
+            .min(LAST_RETRY);
+        if at.elapsed() < wait {
+            return;
+        }
+    }
+    if let Err(e) = repairs.repair(gateway, node, reason, Scope::default()) {
+        log::debug!("automatic repair of {node} not started: {e}");
+    }
+}
+
+impl super::Repairs {
+    /// How many automatic repairs of `node` failed in a row, and when the last ended.
+    fn auto_failure(&self, node: &str) -> Option<(u32, Instant)> {
+        self.auto_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .copied()
+    }
+
+    /// Notes how a job on `node` ended, for the delay before the next automatic one.
+    pub(super) fn note_end(&self, node: &str, state: State) {
+        let mut failures = self.auto_failures.lock().unwrap_or_else(|p| p.into_inner());
+        if state == State::Done {
+            failures.remove(node);
+        } else {
+            let entry = failures
+                .entry(node.to_owned())
+                .or_insert((0, Instant::now()));
+            *entry = (entry.0 + 1, Instant::now());
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Repair: copying to a replica what its shards' other replicas hold and it lacks.
+//!
+//! # Design
+//!
+//! A repair is a **job**, kept in the gateway's sled database ([`store`]) with its **plan**: one
+//! task per (shard, database, retention policy, measurement) the target serves, cut into chunks of
+//! `repair.chunk` of data time ([`job`]). Jobs run on a thread of their own ([`run`]):
+//!
+//! 1. **Meta first**: databases, retention policies and continuous queries missing on the target
+//!    are created there from a healthy peer, directly, before any point; users cannot be read back
+//!    with their passwords and are reported, never skipped in silence.
+//! 2. **Data by chunk**: each chunk is read from a healthy replica of its shard (the next one if
+//!    that one fails), `SELECT * … GROUP BY *` in nanoseconds, turned back into line protocol with
+//!    each field's type ([`lines`]), and handed to the target's **actor**, so that it is ordered with
+//!    live writes and queued on disk if the target fails mid-job. Only the series whose current
+//!    placement is the chunk's shard are copied.
+//! 3. **Verified**: once the target has applied the chunk, both replicas' digests of it are
+//!    compared; a chunk that differs is copied again (a live write that raced the copy is then read
+//!    anew, so an older value never stays over a newer one), at most [`run::COPIES`] times, and what
+//!    still differs is listed in the job.
+//! 4. **Resumable**: the plan's position is stored and flushed after every chunk; a gateway killed
+//!    mid-job resumes the same job from the next chunk when it starts.
+//!
+//! A job that ends `done` clears the node's `needs_resync` flag, unless the node was flagged again
+//! while it ran. With `repair.auto`, [`detect`] starts jobs by itself: for a node flagged
+//! `needs_resync`, and for one found without the databases its peers hold (wiped or replaced), which
+//! it flags first so that reads avoid it at once.
+
+mod detect;
+pub mod influx;
+pub mod job;
+pub mod lines;
+mod run;
+pub mod store;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+};
+
+use actix::Arbiter;
+
+pub use job::{Job, Kind, Scope, State};
+use store::{JobStore, Record};
+
+use crate::{
+    config::RepairConfig,
+    gateway::Gateway,
+    node::{NodeId, NodeState, QueueError},
+};
+
+/// Why a job was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The request names something that does not exist, or cannot be (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// It conflicts with the state of the cluster or with a job under way (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The job could not be stored.
+    #[error("cannot store the job: {0}")]
+    Storage(#[from] QueueError),
+}
+
+/// A job under way or ended, shared between its runner and whoever shows it.
+pub struct Running {
+    record: Mutex<Record>,
+    cancel: AtomicBool,
+}
+
+impl Running {
+    fn new(record: Record) -> Arc<Running> {
+        Arc::new(Running {
+            record: Mutex::new(record),
+            cancel: AtomicBool::new(false),
+        })
+    }
+
+    /// The job as it stands.
+    pub fn job(&self) -> Job {
+        self.lock().job.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+}
+
+/// Every job of this gateway, and the thread they run on.
+pub struct Repairs {
+    config: RepairConfig,
+    store: JobStore,
+    jobs: Mutex<Vec<Arc<Running>>>,
+    arbiter: Arbiter,
+    stopping: AtomicBool,
+    /// When each node's last automatic repair ended without success, so that a failing one is
+    /// not restarted in a loop.
+    auto_failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
+    /// The configured nodes, and whether a job is repairing each: read for every query, so
+    /// without a lock.
+    nodes: Vec<String>,
+    under_repair: Vec<AtomicBool>,
+}
+
+impl Repairs {
+    /// The jobs stored in `store`; none runs until [`Repairs::start_background`].
+    pub fn open(
+        config: RepairConfig,
+        store: JobStore,
+        nodes: Vec<String>,
+    ) -> Result<Repairs, QueueError> {
+        let jobs = store.load()?.into_iter().map(Running::new).collect();
+        Ok(Repairs {
+            under_repair: nodes.iter().map(|_| AtomicBool::new(false)).collect(),
+            nodes,
+            config,
+            store,
+            jobs: Mutex::new(jobs),
+            arbiter: Arbiter::new(),
+            stopping: AtomicBool::new(false),
+            auto_failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Resumes the jobs a previous run left under way, and starts detection when `repair.auto`.
+    pub fn start_background(&self, gateway: Arc<Gateway>) {
+        for running in self.list() {
+            let job = running.job();
+            if job.is_running() {
+                log::info!(
+                    "job {}: resuming the repair of {} at chunk {} of {}",
+                    job.id,
+                    job.node,
+                    job.chunks_done,
+                    job.chunks_total
+                );
+                running.lock().job.resumed += 1;
+                self.spawn(Arc::clone(&gateway), running);
+            }
+        }
+        if self.config.auto {
+            let gateway = Arc::clone(&gateway);
+            self.arbiter.spawn_fn(move || {
+                actix::spawn(detect::watch(gateway));
+            });
+        }
+    }
+
+    /// Starts a repair of `node`, answering at once with the job as it starts.
+    pub fn repair(
+        &self,
+        gateway: &Arc<Gateway>,
+        node: &str,
+        reason: &str,
+        scope: Scope,
+    ) -> Result<Job, Refused> {
+        let target = node_id(gateway, node)?;
+        if let Some(source) = &scope.source {
+            let source_id = node_id(gateway, source)?;
+            if source_id == target {
+                return Err(Refused::BadRequest(format!(
+                    "source {source:?} is the node being repaired"
+                )));
+            }
+            let shares = gateway
+                .router()
+                .shards()
+                .iter()
+                .any(|s| s.replicas.contains(&target) && s.replicas.contains(&source_id));
+            if !shares {
+                return Err(Refused::BadRequest(format!(
+                    "source {source:?} is not a replica of any shard of {node:?}"
+                )));
+            }
+        }
+        if gateway.nodes()[target].status().state() == NodeState::Down {
+            return Err(Refused::Conflict(format!(
+                "node {node:?} is down: a repair needs it up (with repair.auto, one starts by \
+                 itself when it is back and lacks data)"
+            )));
+        }
+        let mut jobs = self.lock();
+        if let Some(other) = jobs
+            .iter()
+            .map(|j| j.job())
+            .find(|j| j.is_running() && j.node == node)
+        {
+            return Err(Refused::Conflict(format!(
+                "job {} is already repairing {node:?}",
+                other.id
+            )));
+        }
+        let job = Job::repair(new_id("repair"), node, reason, scope);
+        let record = Record {
+            job: job.clone(),
+            plan: None,
+        };
+        self.store.put(&record)?;
+        let running = Running::new(record);
+        jobs.push(Arc::clone(&running));
+        drop(jobs);
+        log::warn!("job {}: repairing {node} ({reason})", job.id);
+        self.spawn(Arc::clone(gateway), running);
+        Ok(job)
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<Arc<Running>> {
+        self.lock().clone()
+    }
+
+    /// The job `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<Running>> {
+        self.lock().iter().find(|j| j.lock().job.id == id).cloned()
+    }
+
+    /// Asks job `id` to stop after the piece it is copying; `None` if there is no such job.
+    pub fn cancel(&self, id: &str) -> Option<Job> {
+        let running = self.get(id)?;
+        running.cancel.store(true, Ordering::Release);
+        Some(running.job())
+    }
+
+    /// The running job repairing `node`, if any.
+    pub fn repairing(&self, node: &str) -> Option<Job> {
+        self.lock()
+            .iter()
+            .map(|j| j.job())
+            .find(|j| j.is_running() && j.node == node)
+    }
+
+    /// Has every job stop where it stands, still `running`, to be resumed at the next start.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Whether a job is repairing node `node` (a reader must not count on it).
+    pub fn is_repairing(&self, node: NodeId) -> bool {
+        self.under_repair
+            .get(node)
+            .is_some_and(|r| r.load(Ordering::Acquire))
+    }
+
+    fn mark_repairing(&self, node: &str, on: bool) {
+        if let Some(i) = self.nodes.iter().position(|n| n == node) {
+            self.under_repair[i].store(on, Ordering::Release);
+        }
+    }
+
+    fn spawn(&self, gateway: Arc<Gateway>, running: Arc<Running>) {
+        self.mark_repairing(&running.lock().job.node, true);
+        self.arbiter.spawn_fn(move || {
+            actix::spawn(run::run(gateway, running));
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Running>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Repairs {
+    fn drop(&mut self) {
+        self.arbiter.stop();
+    }
+}
+
+fn node_id(gateway: &Gateway, name: &str) -> Result<NodeId, Refused> {
+    gateway
+        .nodes()
+        .iter()
+        .position(|n| n.status().name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = gateway.nodes().iter().map(|n| n.status().name()).collect();
+            Refused::BadRequest(format!(
+                "unknown node {name:?} (nodes: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+/// An id that sorts by creation time: `repair-<ms since the epoch, hex>-<random>`.
+fn new_id(kind: &str) -> String {
+    format!(
+        "{kind}-{:011x}-{:04x}",
+        crate::node::queue::now_ms(),
+        fastrand::u16(..)
+    )
+}
