@@ -3,9 +3,14 @@
 
 mod common;
 
-use std::{collections::HashMap, io::Write, time::Duration, time::Instant};
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    time::Duration,
+    time::Instant,
+};
 
-use common::{eventually, get, head, post, series_values, Cluster};
+use common::{eventually, exchange, get, head, post, series_values, Cluster};
 use serde_json::json;
 
 const POINTS: &str =
@@ -205,6 +210,52 @@ fn reads_avoid_a_replica_known_to_lack_data() {
             "read {i}"
         );
     }
+}
+
+#[test]
+fn a_read_answered_database_not_found_by_a_wiped_replica_is_sent_to_the_next_one() {
+    // Nothing has flagged influx3 yet (no write since, no automatic repair): only the answer
+    // itself tells.
+    let mut cluster = Cluster::start(3, "repair:\n  auto: false\n");
+    cluster.create_database("db");
+    cluster.gateway.write_ok("db=db&consistency=all", POINTS);
+    cluster.nodes[2].wipe_and_restart();
+    for i in 0..30 {
+        let reply = cluster.gateway.query_ok("db", "SELECT host, v FROM cpu");
+        assert_eq!(
+            series_values(&reply.json()),
+            expected_rows(),
+            "read {i}: {}",
+            reply.body
+        );
+        assert_ne!(
+            reply.header("x-influx-gateway-node"),
+            Some("influx3"),
+            "read {i}"
+        );
+    }
+    // Compressed answers too, and a database that no node has is still reported as missing.
+    for i in 0..6 {
+        let url = format!(
+            "{}/query?db=db&q=SELECT+host,v+FROM+cpu",
+            cluster.gateway.url()
+        );
+        let reply = exchange("GET", &url, &[("accept-encoding", "gzip")], b"");
+        assert_eq!(reply.status, 200, "read {i}");
+        assert_eq!(reply.header("content-encoding"), Some("gzip"), "read {i}");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&reply.body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(series_values(&answer), expected_rows(), "read {i}: {text}");
+    }
+    let reply = cluster.gateway.query("nowhere", "SELECT * FROM cpu");
+    assert!(
+        reply.body.contains("database not found: nowhere"),
+        "{}",
+        reply.body
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 pub mod broadcast;
 pub mod deny;
 pub mod merge;
+pub mod peek;
 pub mod planner;
 pub mod read;
 pub mod scatter;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::peek::{self, Peeked};
 use crate::node::{client, ForwardedQuery, NodeError, NodeHandle, NodeId, NodeState};
 
 /// No node could answer a read.
@@ -59,7 +60,22 @@ pub async fn read(
         match client::query_streaming(http, status.url(), query, timeout).await {
             Ok(response) => {
                 status.mark_up(None);
-                return Ok((node, response));
+                let last = failures.len() + 1 == order.len();
+                if last || !response.status().is_success() {
+                    return Ok((node, response));
+                }
+                match peek::missing_database(response).await {
+                    Peeked::Answer(response) => return Ok((node, response)),
+                    Peeked::MissingDatabase(message) => {
+                        // Wiped or replaced: its peers may hold the database. `repair.auto`
+                        // finds such a node and repairs it.
+                        log::debug!(
+                            "{} answered {message:?}; trying the next node",
+                            status.name()
+                        );
+                        failures.push(format!("{}: {message}", status.name()));
+                    }
+                }
             }
             Err(e) => {
                 note_failure(status, &e);
