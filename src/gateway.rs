@@ -94,7 +94,11 @@ impl Gateway {
         )?;
         let mut nodes = Vec::with_capacity(config.nodes.len());
         for node in &config.nodes {
-            let queue = store.node(&node.name, config.queue.max_bytes)?;
+            let queue = store.node(
+                &node.name,
+                config.queue.max_bytes,
+                config.queue.max_dead_letter_bytes,
+            )?;
             let settings = node_settings(&config, crate::tls::node_client_config(node)?);
             nodes.push(NodeHandle::spawn(&node.name, &node.url, settings, queue)?);
         }

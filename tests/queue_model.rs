@@ -101,7 +101,7 @@ fn open(dir: &std::path::Path) -> (QueueStore, NodeQueue) {
             Err(e) => panic!("open store: {e:?}"),
         }
     };
-    let queue = store.node("n1", LIMIT).expect("open queue");
+    let queue = store.node("n1", LIMIT, u64::MAX).expect("open queue");
     (store, queue)
 }
 

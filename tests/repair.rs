@@ -320,3 +320,142 @@ fn bad_repair_requests_get_clear_errors_and_a_cancelled_job_says_so() {
     assert_eq!(reply.status, 409, "{}", reply.body);
     assert!(reply.error().contains("is down"), "{}", reply.body);
 }
+
+/// Drops `demo` on `node` directly, so that it refuses what its peers accept.
+fn drop_database_behind_the_gateways_back(node: &Influxd) {
+    let dropped = post_form(
+        &format!("{}/query", node.url()),
+        &[("q", "DROP DATABASE demo")],
+    );
+    assert_eq!(dropped.status, 200, "{}", dropped.body);
+}
+
+fn refused_writes(cluster: &Cluster, n: u64) {
+    for i in 0..n {
+        let reply = cluster.gateway.write_ok(
+            "db=demo",
+            &format!("refused,case=c{i} v={i}i {}\n", hours_ago(1) + i as i64),
+        );
+        assert_eq!(
+            reply.header("x-influx-gateway-missing-replicas"),
+            Some("influx3"),
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn dead_letters_can_be_listed_replayed_in_order_and_purged() {
+    let cluster = Cluster::start(3, "repair:\n  auto: false\n");
+    cluster.create_database("demo");
+    drop_database_behind_the_gateways_back(&cluster.nodes[2]);
+    refused_writes(&cluster, 5);
+    let url = format!(
+        "{}/cluster/nodes/influx3/dead-letters",
+        cluster.gateway.url()
+    );
+
+    let listed = common::get(&url).json();
+    assert_eq!(listed["total"], 5, "{listed}");
+    assert_eq!(listed["needs_resync"], true, "{listed}");
+    let first = &listed["dead_letters"][0];
+    assert_eq!(first["kind"], "write", "{listed}");
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .contains("database not found"),
+        "{listed}"
+    );
+    assert!(
+        first["target"].as_str().unwrap().contains("db=demo"),
+        "{listed}"
+    );
+    assert_eq!(first["points"], 1, "{listed}");
+    assert!(
+        first["first_lines"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("refused,case=c0 v=0i"),
+        "{listed}"
+    );
+    assert!(first["age_seconds"].is_u64(), "{listed}");
+    let limited = common::get(&format!("{url}?limit=2")).json();
+    assert_eq!(limited["dead_letters"].as_array().unwrap().len(), 2);
+
+    // Still refused: they stay.
+    let replay = common::post(&format!("{url}/replay"), b"", &[]);
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.json()["replayed"], 0, "{}", replay.body);
+    assert_eq!(replay.json()["remaining"], 5, "{}", replay.body);
+
+    // The database is back: all of them reach the node, in their order.
+    let created = post_form(
+        &format!("{}/query", cluster.nodes[2].url()),
+        &[("q", "CREATE DATABASE demo")],
+    );
+    assert_eq!(created.status, 200);
+    let replay = common::post(&format!("{url}/replay"), b"", &[]);
+    assert_eq!(replay.json()["replayed"], 5, "{}", replay.body);
+    assert_eq!(replay.json()["remaining"], 0, "{}", replay.body);
+    let values = cluster.nodes[2].values("demo", "SELECT v FROM refused");
+    assert_eq!(values.len(), 5, "{values:?}");
+
+    // Purged: counted, and the node stays flagged (a repair clears it).
+    drop_database_behind_the_gateways_back(&cluster.nodes[2]);
+    refused_writes(&cluster, 3);
+    let purged = exchange("DELETE", &url, &[], b"");
+    assert_eq!(purged.status, 200);
+    let purged: Value = serde_json::from_slice(&purged.body).unwrap();
+    assert_eq!(purged["purged"], 3, "{purged}");
+    assert_eq!(purged["needs_resync"], true, "{purged}");
+    assert_eq!(common::get(&url).json()["total"], 0);
+    let missing = common::get(&format!(
+        "{}/cluster/nodes/influx9/dead-letters",
+        cluster.gateway.url()
+    ));
+    assert_eq!(missing.status, 404, "{}", missing.body);
+}
+
+#[test]
+fn dead_letters_are_bounded_oldest_dropped_first() {
+    let cluster = Cluster::start(
+        3,
+        "repair:\n  auto: false\nqueue:\n  max_dead_letter_bytes: 1KiB\n",
+    );
+    cluster.create_database("demo");
+    drop_database_behind_the_gateways_back(&cluster.nodes[2]);
+    refused_writes(&cluster, 20);
+    let listed = common::get(&format!(
+        "{}/cluster/nodes/influx3/dead-letters",
+        cluster.gateway.url()
+    ))
+    .json();
+    assert!(listed["bytes"].as_u64().unwrap() <= 1024, "{listed}");
+    let (total, dropped) = (
+        listed["total"].as_u64().unwrap(),
+        listed["dropped"].as_u64().unwrap(),
+    );
+    assert!(
+        total > 0 && dropped > 0 && total + dropped == 20,
+        "{listed}"
+    );
+    // The newest are the ones kept.
+    let last = listed["dead_letters"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["first_lines"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("refused,case=c19 "),
+        "{listed}"
+    );
+    assert_eq!(
+        cluster.gateway.node_health("influx3")["queue"]["dead_letters_dropped"],
+        dropped
+    );
+}

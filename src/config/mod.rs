@@ -287,6 +287,10 @@ pub struct QueueConfig {
     /// remove what it replays (0 turns the check off).
     #[serde(deserialize_with = "units::size")]
     pub min_free_disk: u64,
+    /// Most bytes each node's dead letters may hold; beyond it the oldest are dropped (counted,
+    /// logged; the node is flagged `needs_resync` already, and a repair copies what they held).
+    #[serde(deserialize_with = "units::size")]
+    pub max_dead_letter_bytes: u64,
 }
 
 /// `repair:` — copying what a replica lacks from its shard's other replicas.
@@ -385,6 +389,7 @@ impl Default for QueueConfig {
             replay_batch_size: 4 * 1024 * 1024,
             // Room for sled's log segments, snapshot and the records of removals while replaying.
             min_free_disk: 64 * 1024 * 1024,
+            max_dead_letter_bytes: 1024 * 1024 * 1024,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `/cluster/...`: repair jobs, started, followed and cancelled over HTTP. Admin-only when the
-//! gateway has its own users.
+//! `/cluster/...`: repair jobs, started, followed and cancelled over HTTP, and each node's dead
+//! letters, listed, replayed or purged. Admin-only when the gateway has its own users.
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +9,12 @@ use serde::Deserialize;
 use super::{params, required, ApiError};
 use crate::{
     gateway::Gateway,
+    node::{client::GatewayError, Delivery, NodeError, NodeHandle},
     repair::{Refused, Scope},
 };
+
+/// Dead letters listed when `limit` is not given.
+const LETTERS_SHOWN: usize = 100;
 
 /// How long `DELETE /cluster/jobs/ID` waits for the job to stop before answering.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -119,6 +123,113 @@ pub async fn cancel(
     Ok(HttpResponse::Accepted().json(gateway.repairs().get(&id).map(|r| r.job())))
 }
 
+#[derive(Deserialize)]
+struct LetterParams {
+    limit: Option<usize>,
+}
+
+/// The node named in the path.
+fn node<'g>(gateway: &'g Gateway, name: &str) -> Result<&'g NodeHandle, ApiError> {
+    gateway
+        .nodes()
+        .iter()
+        .find(|n| n.status().name() == name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name:?} not found")))
+}
+
+fn storage(e: crate::node::QueueError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("queue: {e}"))
+}
+
+/// Handles `GET /cluster/nodes/NAME/dead-letters[?limit=N]`: the oldest letters, described.
+pub async fn dead_letters(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let node = node(&gateway, &name)?;
+    let limit = params::<LetterParams>(&req)?.limit.unwrap_or(LETTERS_SHOWN);
+    let (letters, total) = node.queue().describe_dead_letters(limit).map_err(storage)?;
+    let stats = node.queue().stats();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "node": node.status().name(),
+        "total": total,
+        "bytes": stats.dead_letter_bytes,
+        "dropped": stats.dead_letters_dropped,
+        "needs_resync": stats.needs_resync,
+        "dead_letters": letters,
+    })))
+}
+
+/// Handles `POST /cluster/nodes/NAME/dead-letters/replay`: hands every letter back to the node's
+/// actor, oldest first, so that it is sent or queued in order with live traffic; a letter is
+/// removed once the actor has it, and one the node refuses again stays.
+pub async fn replay_dead_letters(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let node = node(&gateway, &name)?;
+    let (letters, unreadable) = node.queue().dead_letter_ops().map_err(storage)?;
+    let (mut replayed, mut refused) = (0u64, Vec::new());
+    for letter in letters {
+        loop {
+            match node.deliver(letter.op.clone()).await {
+                Delivery::Accepted(_) | Delivery::Queued(_) => {
+                    node.queue()
+                        .remove_dead_letter(letter.seq)
+                        .map_err(storage)?;
+                    replayed += 1;
+                    break;
+                }
+                Delivery::Rejected(answer) => {
+                    refused.push(serde_json::json!({"seq": letter.seq, "error": answer.refusal()}));
+                    break;
+                }
+                Delivery::Failed(NodeError::Gateway(GatewayError::Busy(_))) => {
+                    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                }
+                Delivery::Failed(e) => {
+                    return Err(ApiError::unavailable(format!(
+                        "{replayed} dead letters replayed, then: {e}"
+                    )))
+                }
+            }
+        }
+    }
+    log::warn!(
+        "node {name}: {replayed} dead letters replayed by request, {} refused again",
+        refused.len()
+    );
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "node": node.status().name(),
+        "replayed": replayed,
+        "refused": refused,
+        "unreadable": unreadable,
+        "remaining": node.queue().stats().dead_letters_held,
+    })))
+}
+
+/// Handles `DELETE /cluster/nodes/NAME/dead-letters`: purges them (counted and logged); the node
+/// stays flagged `needs_resync`.
+pub async fn purge_dead_letters(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let node = node(&gateway, &name)?;
+    let purged = node.queue().purge_dead_letters().map_err(storage)?;
+    log::warn!("node {name}: {purged} dead letters purged by request");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "node": node.status().name(),
+        "purged": purged,
+        "needs_resync": node.queue().needs_resync(),
+    })))
+}
+
 fn unknown(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("job {id:?} not found"))
 }
@@ -158,6 +269,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/cluster/jobs")
             .route(web::get().to(jobs))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/cluster/nodes/{name}/dead-letters")
+            .route(web::get().to(dead_letters))
+            .route(web::delete().to(purge_dead_letters))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/cluster/nodes/{name}/dead-letters/replay")
+            .route(web::post().to(replay_dead_letters))
             .default_service(web::to(super::method_not_allowed)),
     )
     .service(

@@ -29,7 +29,10 @@
 
 mod chunks;
 mod commit;
+mod dead_letters;
 pub mod record;
+
+pub use dead_letters::{DeadLetter, Letter};
 mod resync;
 mod space;
 
@@ -123,10 +126,20 @@ impl QueueStore {
         })
     }
 
-    /// The queue of node `name`, reopened with whatever it held.
-    pub fn node(&self, name: &str, max_bytes: u64) -> Result<NodeQueue, QueueError> {
+    /// The queue of node `name`, reopened with whatever it held; `max_bytes` bounds what waits,
+    /// `max_dead_letter_bytes` its dead letters.
+    pub fn node(
+        &self,
+        name: &str,
+        max_bytes: u64,
+        max_dead_letter_bytes: u64,
+    ) -> Result<NodeQueue, QueueError> {
         let pending = self.db.open_tree(format!("queue:{name}"))?;
         let dead = self.db.open_tree(format!("dead:{name}"))?;
+        let mut dead_bytes = 0;
+        for letter in dead.iter() {
+            dead_bytes += letter?.1.len() as u64;
+        }
         let (mut entries, mut bytes) = (0, 0);
         for record in chunks::records(pending.iter()) {
             let (_, raw) = record?;
@@ -142,6 +155,9 @@ impl QueueStore {
                 name: name.to_owned(),
                 pending,
                 dead_letters: AtomicU64::new(dead.len() as u64),
+                dead_bytes: AtomicU64::new(dead_bytes),
+                max_dead_letter_bytes,
+                dead_letters_dropped: AtomicU64::new(0),
                 dead,
                 meta: self.meta.clone(),
                 commit: Arc::clone(&self.commit),
@@ -225,6 +241,11 @@ struct Inner {
     bytes: AtomicU64,
     max_bytes: u64,
     dead_letters: AtomicU64,
+    /// Bytes the dead letters hold, bounded by `max_dead_letter_bytes`.
+    dead_bytes: AtomicU64,
+    max_dead_letter_bytes: u64,
+    /// Dead letters dropped to keep that bound.
+    dead_letters_dropped: AtomicU64,
     refused: AtomicU64,
     needs_resync: AtomicBool,
     /// Counts flaggings, so that a repair clears only a flag raised before it started.
@@ -253,6 +274,12 @@ pub struct QueueStats {
     pub oldest_age_seconds: Option<u64>,
     /// Entries moved to dead letters, ever.
     pub dead_letters: u64,
+    /// Dead letters held now, and their bytes.
+    pub dead_letters_held: u64,
+    /// Bytes the dead letters hold.
+    pub dead_letter_bytes: u64,
+    /// Dead letters dropped, oldest first, to keep `queue.max_dead_letter_bytes`.
+    pub dead_letters_dropped: u64,
     /// Copies that could not be stored: the queue or its disk was full, or the disk failed.
     pub refused_full: u64,
     /// Whether a copy never reached the node (refused, not stored, dead-lettered), so the node
@@ -390,6 +417,7 @@ impl NodeQueue {
             self.inner.entries.fetch_sub(1, Ordering::AcqRel);
         }
         self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
+        self.stored_dead_letter(letter.len() as u64);
         // Its replicas applied what the node now never will: at the first dead letter, not later.
         let first = self.mark_resync().unwrap_or_else(|e| {
             log::error!(
@@ -430,10 +458,16 @@ impl NodeQueue {
             .disk
             .admit(letter.len() as u64)
             .map_err(QueueError::from)
-            .and_then(|()| Ok(self.inner.dead.insert(seq.to_be_bytes(), letter)?));
+            .and_then(|()| {
+                Ok(self
+                    .inner
+                    .dead
+                    .insert(seq.to_be_bytes(), letter.as_slice())?)
+            });
         match stored {
             Ok(_) => {
                 self.inner.dead_letters.fetch_add(1, Ordering::AcqRel);
+                self.stored_dead_letter(letter.len() as u64);
                 log::warn!(
                     "node {name}: refused a write its replicas accepted ({reason}); kept as dead letter {seq}, node needs a resync"
                 );
@@ -514,23 +548,6 @@ impl NodeQueue {
         cleared.map_err(QueueError::Flags)
     }
 
-    /// Dead letters: `(seq, reason)` of each, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<(u64, String)>, QueueError> {
-        let mut letters = Vec::new();
-        for item in self.inner.dead.iter() {
-            let (key, value) = item?;
-            let len = value
-                .get(..4)
-                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-            let reason = value
-                .get(4..4 + len)
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            letters.push((key_seq(&key), reason.into_owned()));
-        }
-        Ok(letters)
-    }
-
     /// Counters for `/health`.
     pub fn stats(&self) -> QueueStats {
         // The first chunk holds the record's header.
@@ -545,6 +562,9 @@ impl NodeQueue {
             bytes: self.inner.bytes.load(Ordering::Acquire),
             oldest_age_seconds,
             dead_letters: self.inner.dead_letters.load(Ordering::Acquire),
+            dead_letters_held: self.inner.dead.len() as u64,
+            dead_letter_bytes: self.inner.dead_bytes.load(Ordering::Acquire),
+            dead_letters_dropped: self.inner.dead_letters_dropped.load(Ordering::Acquire),
             refused_full: self.inner.refused.load(Ordering::Acquire),
             needs_resync: self.inner.needs_resync.load(Ordering::Acquire),
         }
