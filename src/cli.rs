@@ -52,6 +52,28 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Asks a running gateway to compare every shard's replicas chunk by chunk, and follows the
+    /// job; exits 0 when they are consistent, 3 when they differ, 1 if the job fails.
+    Verify {
+        /// Only this shard.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Only this database.
+        #[arg(long)]
+        db: Option<String>,
+        /// Compare every point rather than influxd's aggregates of them.
+        #[arg(long)]
+        exact: bool,
+        /// Settle what differs: copy what a replica lacks, and the majority's value where values
+        /// differ.
+        #[arg(long)]
+        repair: bool,
+        /// Start the job and return without following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Lists a running gateway's jobs, or shows one; `--follow` follows it to its end.
     Jobs {
         /// The job to show (all when absent).

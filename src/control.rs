@@ -32,28 +32,27 @@ pub enum ControlError {
     },
 }
 
-/// What `repair` asks for.
-pub struct RepairRequest {
-    /// The node.
-    pub node: String,
-    /// Query parameters beside it (`db`, `since`, `until`, `source`).
+/// Exit code of `verify` when the replicas differ.
+pub const INCONSISTENT: u8 = 3;
+
+/// What `repair` or `verify` asks for.
+pub struct JobRequest {
+    /// Query parameters (`node`, `db`, `since`, …).
     pub params: Vec<(&'static str, String)>,
     /// Return once started.
     pub detach: bool,
 }
 
-/// `repair`: starts the job, then follows it unless detached.
-pub fn repair(admin: &AdminArgs, request: RepairRequest) -> ExitCode {
+/// `repair` or `verify` (`kind`): starts the job, then follows it unless detached.
+pub fn start(admin: &AdminArgs, kind: &str, request: JobRequest) -> ExitCode {
     run(async move {
         let client = Client::new(admin);
-        let mut params = vec![("node", request.node.clone())];
-        params.extend(request.params);
-        let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+        let query = serde_urlencoded::to_string(&request.params).unwrap_or_default();
         let job = client
-            .send("POST", &format!("/cluster/repair?{query}"))
+            .send("POST", &format!("/cluster/{kind}?{query}"))
             .await?;
         let id = text(&job, "id");
-        println!("job {id}: repairing {}", request.node);
+        println!("job {id}: {kind} started");
         if request.detach {
             return Ok(ExitCode::SUCCESS);
         }
@@ -158,10 +157,30 @@ async fn follow(client: &Client, id: &str) -> Result<ExitCode, ControlError> {
     if let Some(error) = job["error"].as_str() {
         eprintln!("influx-gateway: job {id} {state}: {error}");
     }
-    Ok(if state == "done" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let report = &job["report"];
+    for shard in report["shards"].as_array().into_iter().flatten() {
+        let divergent = shard["divergent"].as_array().map_or(0, Vec::len);
+        println!(
+            "shard {}: {} chunks compared, {} not compared (a replica down), {divergent} divergent",
+            text(shard, "shard"),
+            shard["chunks_compared"],
+            shard["chunks_not_compared"]
+        );
+        for chunk in shard["divergent"].as_array().into_iter().flatten() {
+            println!("  differs: {chunk}");
+        }
+    }
+    Ok(match (state.as_str(), report["consistent"].as_bool()) {
+        ("done", Some(false)) => {
+            println!("replicas are NOT consistent");
+            ExitCode::from(INCONSISTENT)
+        }
+        ("done", Some(true)) => {
+            println!("replicas are consistent");
+            ExitCode::SUCCESS
+        }
+        ("done", None) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     })
 }
 

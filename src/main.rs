@@ -34,12 +34,27 @@ fn main() -> ExitCode {
             .into_iter()
             .filter_map(|(key, value)| value.map(|v| (key, v)))
             .collect();
-            let request = control::RepairRequest {
-                node,
-                params,
-                detach,
-            };
-            return control::repair(&admin, request);
+            let mut params: Vec<(&'static str, String)> = params;
+            params.insert(0, ("node", node));
+            let request = control::JobRequest { params, detach };
+            return control::start(&admin, "repair", request);
+        }
+        Some(Command::Verify {
+            shard,
+            db,
+            exact,
+            repair,
+            detach,
+            admin,
+        }) => {
+            let mut params: Vec<(&'static str, String)> = [("shard", shard), ("db", db)]
+                .into_iter()
+                .filter_map(|(key, value)| value.map(|v| (key, v)))
+                .collect();
+            params.extend(exact.then(|| ("exact", "true".to_owned())));
+            params.extend(repair.then(|| ("repair", "true".to_owned())));
+            let request = control::JobRequest { params, detach };
+            return control::start(&admin, "verify", request);
         }
         Some(Command::Jobs {
             id,

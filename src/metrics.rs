@@ -282,13 +282,13 @@ fn encode_repairs(
     let jobs: Vec<_> = gateway.repairs().list().iter().map(|j| j.job()).collect();
     let copied = |node: &str| -> u64 {
         jobs.iter()
-            .filter(|j| j.node == node)
+            .filter(|j| j.node.as_deref() == Some(node))
             .map(|j| j.points_copied)
             .sum()
     };
     let remaining = |node: &str| -> u64 {
         jobs.iter()
-            .filter(|j| j.node == node && j.is_running())
+            .filter(|j| j.repairs(node))
             .map(|j| j.chunks_total.saturating_sub(j.chunks_done))
             .sum()
     };
@@ -306,7 +306,33 @@ fn encode_repairs(
         None,
         gauge(nodes, &|h, _| remaining(&h.status.name)),
     )?;
+    let divergent = gateway
+        .repairs()
+        .last_verify()
+        .and_then(|job| job.report)
+        .map(|report| report.shards)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|shard| {
+            let left = shard.divergent.iter().filter(|d| !d.repaired).count();
+            (
+                ShardLabels { shard: shard.shard },
+                ConstGauge::new(i64::try_from(left).unwrap_or(i64::MAX)),
+            )
+        });
+    family(
+        e,
+        "verify_divergent_chunks",
+        "Chunks the last verify found different between the shard's replicas, and left so.",
+        None,
+        divergent,
+    )?;
     Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: String,
 }
 
 /// One sample per node, labelled with its name.

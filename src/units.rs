@@ -77,6 +77,16 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, 
     deserialize_text(deserializer, parse_duration)
 }
 
+/// `#[serde(deserialize_with = "units::optional_duration")]`: a duration, or `off` for none.
+pub fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    deserialize_text(deserializer, |text| match text.trim() {
+        "off" => Ok(None),
+        text => parse_duration(text).map(Some),
+    })
+}
+
 /// `#[serde(deserialize_with = "units::size")]` for byte counts.
 pub fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     deserialize_text(deserializer, parse_size)

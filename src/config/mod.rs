@@ -108,6 +108,9 @@ pub struct Config {
     /// Repair of replicas that lack data their peers hold.
     #[serde(default)]
     pub repair: RepairConfig,
+    /// Comparison of replicas with each other (anti-entropy).
+    #[serde(default)]
+    pub verify: VerifyConfig,
     /// The most detailed log level written: error, warn, info, debug or trace.
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
@@ -305,6 +308,16 @@ pub struct RepairConfig {
     pub chunk: Duration,
     /// Most points a repair copies per second, so that live traffic keeps its share (0: no limit).
     pub max_points_per_second: u64,
+}
+
+/// `verify:` — comparing replicas with each other.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// How often a verify runs by itself, repairing what differs (anti-entropy); `off` (the
+    /// default): only when asked.
+    #[serde(deserialize_with = "units::optional_duration")]
+    pub interval: Option<Duration>,
 }
 
 impl Default for RepairConfig {
@@ -523,6 +536,9 @@ impl Config {
             }
         }
         positive("repair.chunk", self.repair.chunk)?;
+        if let Some(interval) = self.verify.interval {
+            positive("verify.interval", interval)?;
+        }
         self.auth.validate()?;
         if self.log_level.parse::<log::LevelFilter>().is_err() {
             return Err(ConfigError::invalid(

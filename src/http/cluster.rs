@@ -62,6 +62,7 @@ pub async fn repair(
             .map(|t| instant("until", t))
             .transpose()?,
         source: p.source.filter(|s| !s.is_empty()),
+        ..Scope::default()
     };
     if let (Some(since), Some(until)) = (scope.since, scope.until) {
         if since >= until {
@@ -74,6 +75,47 @@ pub async fn repair(
         .repair(&arc, node, "requested", scope)
         .map_err(refused)?;
     Ok(HttpResponse::Accepted().json(job))
+}
+
+#[derive(Deserialize)]
+struct VerifyParams {
+    shard: Option<String>,
+    db: Option<String>,
+    exact: Option<String>,
+    repair: Option<String>,
+}
+
+/// Handles `POST /cluster/verify[?shard=&db=&exact=true&repair=true]`: 202 with the job.
+pub async fn verify(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let p: VerifyParams = params(&req)?;
+    let scope = Scope {
+        shard: p.shard.filter(|s| !s.is_empty()),
+        db: p.db.filter(|db| !db.is_empty()),
+        exact: flag("exact", p.exact.as_deref())?,
+        repair: flag("repair", p.repair.as_deref())?,
+        ..Scope::default()
+    };
+    let arc = gateway.clone().into_inner();
+    let job = gateway
+        .repairs()
+        .verify(&arc, "requested", scope)
+        .map_err(refused)?;
+    Ok(HttpResponse::Accepted().json(job))
+}
+
+/// A `true`/`false` parameter (absent: false).
+fn flag(what: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("" | "false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{what}: {other:?} is neither true nor false"
+        ))),
+    }
 }
 
 /// Handles `GET /cluster/jobs`: every job, oldest first.
@@ -264,6 +306,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/cluster/repair")
             .route(web::post().to(repair))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/cluster/verify")
+            .route(web::post().to(verify))
             .default_service(web::to(super::method_not_allowed)),
     )
     .service(

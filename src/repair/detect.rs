@@ -102,6 +102,25 @@ pub async fn watch(gateway: Arc<Gateway>) {
     }
 }
 
+/// `verify.interval`: a verify that repairs what differs, every interval, for as long as the
+/// gateway runs (the next waits for the last to end).
+pub async fn anti_entropy(gateway: Arc<Gateway>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if gateway.repairs().stopping() {
+            return;
+        }
+        let scope = Scope {
+            repair: true,
+            ..Scope::default()
+        };
+        match gateway.repairs().verify(&gateway, "verify.interval", scope) {
+            Ok(job) => log::info!("job {}: periodic verify started", job.id),
+            Err(e) => log::info!("periodic verify not started: {e}"),
+        }
+    }
+}
+
 fn start(gateway: &Arc<Gateway>, node: &str, reason: &str) {
     let repairs = gateway.repairs();
     if let Some((failures, at)) = repairs.auto_failure(node) {

@@ -355,6 +355,11 @@ impl Influx {
         Ok(answer.results)
     }
 
+    /// The series `q` answers in `db` (a small answer: aggregates, not points).
+    pub async fn select(&self, db: &str, q: &str) -> Result<Vec<SeriesPart>, InfluxError> {
+        self.series(Some(db), q).await
+    }
+
     async fn series(&self, db: Option<&str>, q: &str) -> Result<Vec<SeriesPart>, InfluxError> {
         Ok(self
             .results(db, q)

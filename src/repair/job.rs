@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum Kind {
     /// Copies what a node lacks from its shards' other replicas.
     Repair,
+    /// Compares the replicas of each shard, chunk by chunk, and settles what differs if asked.
+    Verify,
 }
 
 /// Where a job stands.
@@ -36,8 +38,17 @@ pub struct Scope {
     pub since: Option<i64>,
     /// Only points before this time (ns since the epoch).
     pub until: Option<i64>,
-    /// Read from this replica only.
+    /// Read from this replica only (repair).
     pub source: Option<String>,
+    /// Only this shard (verify).
+    #[serde(default)]
+    pub shard: Option<String>,
+    /// Compare every point, not influxd's aggregates (verify).
+    #[serde(default)]
+    pub exact: bool,
+    /// Settle what differs (verify).
+    #[serde(default)]
+    pub repair: bool,
 }
 
 /// A chunk that still differs between the source and the target after repeated copies.
@@ -56,8 +67,54 @@ pub struct Divergence {
     /// Points each replica holds in it.
     pub replicas: BTreeMap<String, ReplicaCount>,
     /// What the target said when it refused a copy, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// Points whose replicas disagree with no majority, left for an operator (verify with
+    /// repair; at most [`CONFLICTS_SHOWN`] per chunk).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
+    /// Whether a verify with repair made the replicas equal.
+    #[serde(default)]
+    pub repaired: bool,
+}
+
+/// Conflicting points listed per chunk.
+pub const CONFLICTS_SHOWN: usize = 10;
+
+/// One point whose replicas hold different values and no majority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Its series key, as line protocol writes it.
+    pub series: String,
+    /// Its timestamp (ns).
+    pub time: i64,
+    /// Each replica's field set (`null`: it lacks the point).
+    pub values: BTreeMap<String, Option<String>>,
+}
+
+/// What a verify found, per shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Every chunk compared was equal on every replica (or made equal), and no replica was
+    /// left out.
+    pub consistent: bool,
+    /// Per shard.
+    pub shards: Vec<ShardReport>,
+}
+
+/// What a verify found in one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardReport {
+    /// The shard.
+    pub shard: String,
+    /// Its replicas.
+    pub replicas: Vec<String>,
+    /// Chunks compared on at least two replicas.
+    pub chunks_compared: u64,
+    /// Chunks some replica could not be compared in (down).
+    pub chunks_not_compared: u64,
+    /// Chunks that differ.
+    pub divergent: Vec<Divergence>,
 }
 
 /// What one replica holds of a chunk.
@@ -76,8 +133,8 @@ pub struct Job {
     pub kind: Kind,
     /// Where it stands.
     pub state: State,
-    /// The node it repairs.
-    pub node: String,
+    /// The node it repairs (a verify has none).
+    pub node: Option<String>,
     /// Why it was started: `requested` or what the gateway detected.
     pub reason: String,
     /// What it covers.
@@ -107,16 +164,30 @@ pub struct Job {
     pub warnings: Vec<String>,
     /// Times the job was resumed after a gateway restart.
     pub resumed: u32,
+    /// What a verify found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
 }
 
 impl Job {
     /// A new repair of `node`, running.
     pub fn repair(id: String, node: &str, reason: &str, scope: Scope) -> Job {
+        Job::new(id, Kind::Repair, Some(node.to_owned()), reason, scope)
+    }
+
+    /// A new verify, running.
+    pub fn verify(id: String, reason: &str, scope: Scope) -> Job {
+        let mut job = Job::new(id, Kind::Verify, None, reason, scope);
+        job.report = Some(Report::default());
+        job
+    }
+
+    fn new(id: String, kind: Kind, node: Option<String>, reason: &str, scope: Scope) -> Job {
         Job {
             id,
-            kind: Kind::Repair,
+            kind,
             state: State::Running,
-            node: node.to_owned(),
+            node,
             reason: reason.to_owned(),
             scope,
             chunks_done: 0,
@@ -131,7 +202,13 @@ impl Job {
             divergent: Vec::new(),
             warnings: Vec::new(),
             resumed: 0,
+            report: None,
         }
+    }
+
+    /// Whether it is a running repair of `node`.
+    pub fn repairs(&self, node: &str) -> bool {
+        self.is_running() && self.kind == Kind::Repair && self.node.as_deref() == Some(node)
     }
 
     /// Whether it is still under way.

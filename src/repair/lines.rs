@@ -5,7 +5,7 @@
 //! comes from `SHOW FIELD KEYS`. Floats go out in Rust's shortest form that reads back to the same
 //! bits; names and values are escaped as line protocol requires.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -43,7 +43,7 @@ impl FieldType {
 /// The field types of one measurement in one retention policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schema {
-    fields: HashMap<String, FieldType>,
+    fields: BTreeMap<String, FieldType>,
 }
 
 impl Schema {
@@ -51,6 +51,13 @@ impl Schema {
     /// when shard groups disagree, and JSON cannot tell which a number had).
     pub fn insert(&mut self, field: &str, kind: FieldType) {
         self.fields.entry(field.to_owned()).or_insert(kind);
+    }
+
+    /// Every field and its type, by name.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, FieldType)> {
+        self.fields
+            .iter()
+            .map(|(name, kind)| (name.as_str(), *kind))
     }
 
     /// The type of `field`, if known.
@@ -113,7 +120,8 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    fn add(&mut self, time: i64) {
+    /// Counts a point at `time`.
+    pub fn add(&mut self, time: i64) {
         self.points += 1;
         self.span = Some(match self.span {
             Some((first, last)) => (first.min(time), last.max(time)),
@@ -139,6 +147,26 @@ pub fn encode(
     schema: &Schema,
     out: &mut Vec<u8>,
 ) -> Result<Encoded, EncodeError> {
+    let mut encoded = Encoded::default();
+    for_each_point(part, schema, |key, time, fields| {
+        out.extend_from_slice(key);
+        out.push(b' ');
+        out.extend_from_slice(fields);
+        out.push(b' ');
+        out.extend_from_slice(time.to_string().as_bytes());
+        out.push(b'\n');
+        encoded.add(time);
+    })?;
+    Ok(encoded)
+}
+
+/// Calls `point` with the escaped series key, the timestamp and the escaped field set of each row
+/// of `part` that holds a field.
+pub fn for_each_point(
+    part: &SeriesPart,
+    schema: &Schema,
+    mut point: impl FnMut(&[u8], i64, &[u8]),
+) -> Result<(), EncodeError> {
     if part.columns.first().map(String::as_str) != Some("time") {
         return Err(EncodeError::Shape(format!(
             "first column is {:?}, not time",
@@ -165,35 +193,30 @@ pub fn encode(
         key.push(b'=');
         escape(value, KEY, &mut key);
     }
-    let mut encoded = Encoded::default();
+    let mut set = Vec::with_capacity(64);
     for row in &part.values {
         let time = row
             .first()
             .and_then(Value::as_i64)
             .ok_or_else(|| EncodeError::Shape(format!("time {:?} is not epoch=ns", row.first())))?;
-        let start = out.len();
-        out.extend_from_slice(&key);
-        let mut separator = b' ';
+        set.clear();
         for ((name, kind), value) in fields.iter().zip(&row[1..]) {
             if value.is_null() {
                 continue;
             }
-            out.push(separator);
-            separator = b',';
-            escape(name, KEY, out);
-            out.push(b'=');
-            field_value(name, *kind, value, out)?;
+            if !set.is_empty() {
+                set.push(b',');
+            }
+            escape(name, KEY, &mut set);
+            set.push(b'=');
+            field_value(name, *kind, value, &mut set)?;
         }
-        if separator == b' ' {
-            out.truncate(start); // no field in this row: no point
-            continue;
+        // A row without a field is no point.
+        if !set.is_empty() {
+            point(&key, time, &set);
         }
-        out.push(b' ');
-        out.extend_from_slice(time.to_string().as_bytes());
-        out.push(b'\n');
-        encoded.add(time);
     }
-    Ok(encoded)
+    Ok(())
 }
 
 /// Characters escaped in a measurement name.

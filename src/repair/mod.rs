@@ -31,7 +31,10 @@ pub mod influx;
 pub mod job;
 pub mod lines;
 mod run;
+mod settle;
 pub mod store;
+mod verify;
+mod worker;
 
 use std::{
     collections::HashMap,
@@ -136,9 +139,10 @@ impl Repairs {
             let job = running.job();
             if job.is_running() {
                 log::info!(
-                    "job {}: resuming the repair of {} at chunk {} of {}",
+                    "job {}: resuming ({:?} {}) at chunk {} of {}",
                     job.id,
-                    job.node,
+                    job.kind,
+                    job.node.as_deref().unwrap_or("of every shard"),
                     job.chunks_done,
                     job.chunks_total
                 );
@@ -150,6 +154,12 @@ impl Repairs {
             let gateway = Arc::clone(&gateway);
             self.arbiter.spawn_fn(move || {
                 actix::spawn(detect::watch(gateway));
+            });
+        }
+        if let Some(interval) = gateway.config().verify.interval {
+            let gateway = Arc::clone(&gateway);
+            self.arbiter.spawn_fn(move || {
+                actix::spawn(detect::anti_entropy(gateway, interval));
             });
         }
     }
@@ -191,8 +201,14 @@ impl Repairs {
         if let Some(other) = jobs
             .iter()
             .map(|j| j.job())
-            .find(|j| j.is_running() && j.node == node)
+            .find(|j| j.is_running() && j.kind == Kind::Verify && j.scope.repair)
         {
+            return Err(Refused::Conflict(format!(
+                "verify {} is repairing what differs: a repair waits for it to end",
+                other.id
+            )));
+        }
+        if let Some(other) = jobs.iter().map(|j| j.job()).find(|j| j.repairs(node)) {
             return Err(Refused::Conflict(format!(
                 "job {} is already repairing {node:?}",
                 other.id
@@ -210,6 +226,71 @@ impl Repairs {
         log::warn!("job {}: repairing {node} ({reason})", job.id);
         self.spawn(Arc::clone(gateway), running);
         Ok(job)
+    }
+
+    /// Starts a verify of the shards in `scope` (all when it names none).
+    pub fn verify(
+        &self,
+        gateway: &Arc<Gateway>,
+        reason: &str,
+        scope: Scope,
+    ) -> Result<Job, Refused> {
+        if let Some(shard) = &scope.shard {
+            if !gateway.router().shards().iter().any(|s| &s.name == shard) {
+                let names: Vec<&str> = gateway
+                    .router()
+                    .shards()
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect();
+                return Err(Refused::BadRequest(format!(
+                    "unknown shard {shard:?} (shards: {})",
+                    names.join(", ")
+                )));
+            }
+        }
+        let mut jobs = self.lock();
+        let running: Vec<Job> = jobs
+            .iter()
+            .map(|j| j.job())
+            .filter(Job::is_running)
+            .collect();
+        if let Some(other) = running.iter().find(|j| j.kind == Kind::Verify) {
+            return Err(Refused::Conflict(format!(
+                "verify {} is already running",
+                other.id
+            )));
+        }
+        if scope.repair {
+            if let Some(other) = running.iter().find(|j| j.kind == Kind::Repair) {
+                return Err(Refused::Conflict(format!(
+                    "job {} is repairing {}: a verify that repairs waits for it to end",
+                    other.id,
+                    other.node.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        let job = Job::verify(new_id("verify"), reason, scope);
+        let record = Record {
+            job: job.clone(),
+            plan: None,
+        };
+        self.store.put(&record)?;
+        let running = Running::new(record);
+        jobs.push(Arc::clone(&running));
+        drop(jobs);
+        log::info!("job {}: verify ({reason})", job.id);
+        self.spawn(Arc::clone(gateway), running);
+        Ok(job)
+    }
+
+    /// The last verify that ended, if any.
+    pub fn last_verify(&self) -> Option<Job> {
+        self.lock()
+            .iter()
+            .rev()
+            .map(|j| j.job())
+            .find(|j| j.kind == Kind::Verify && !j.is_running())
     }
 
     /// Every job, oldest first.
@@ -234,7 +315,7 @@ impl Repairs {
         self.lock()
             .iter()
             .map(|j| j.job())
-            .find(|j| j.is_running() && j.node == node)
+            .find(|j| j.repairs(node))
     }
 
     /// Has every job stop where it stands, still `running`, to be resumed at the next start.
@@ -260,7 +341,9 @@ impl Repairs {
     }
 
     fn spawn(&self, gateway: Arc<Gateway>, running: Arc<Running>) {
-        self.mark_repairing(&running.lock().job.node, true);
+        if let Some(node) = running.lock().job.node.clone() {
+            self.mark_repairing(&node, true);
+        }
         self.arbiter.spawn_fn(move || {
             actix::spawn(run::run(gateway, running));
         });
@@ -291,10 +374,10 @@ fn node_id(gateway: &Gateway, name: &str) -> Result<NodeId, Refused> {
         })
 }
 
-/// An id that sorts by creation time: `repair-<ms since the epoch, hex>-<random>`.
+/// An id that sorts by creation time: `<ms since the epoch, hex>-<kind>-<random>`.
 fn new_id(kind: &str) -> String {
     format!(
-        "{kind}-{:011x}-{:04x}",
+        "{:011x}-{kind}-{:04x}",
         crate::node::queue::now_ms(),
         fastrand::u16(..)
     )

@@ -1,0 +1,356 @@
+//! One verify: every shard's replicas compared chunk by chunk, through influxd's own aggregates
+//! (quick) or every point (exact), and with `repair`, what differs settled ([`super::settle`]).
+
+use std::collections::BTreeMap;
+
+use super::{
+    influx::InfluxError,
+    job::{
+        self, Conflict, Divergence, Plan, ReplicaCount, Report, ShardReport, Task, CONFLICTS_SHOWN,
+    },
+    lines::{Digest, Schema},
+    run::Ending,
+    settle::settle,
+    worker::{Batch, Compare, Piece, Stop, Worker},
+    Running,
+};
+use crate::{
+    gateway::Gateway,
+    node::{NodeId, NodeState},
+    router::ShardId,
+};
+
+/// Most points per replica a chunk may hold to be settled in memory; a larger one is reported
+/// for a repair of the node that lacks data.
+const SETTLE_LIMIT: usize = 200_000;
+
+/// Runs a verify to its end.
+pub async fn run(gateway: &Gateway, running: &Running) -> Result<Ending, Stop> {
+    let scope = running.lock().job.scope.clone();
+    let mut verify = Verify {
+        w: Worker::new(gateway, running),
+        compare: if scope.exact {
+            Compare::Exact
+        } else {
+            Compare::Quick
+        },
+        repair: scope.repair,
+    };
+    verify.run().await
+}
+
+struct Verify<'g> {
+    w: Worker<'g>,
+    compare: Compare,
+    repair: bool,
+}
+
+impl Verify<'_> {
+    async fn run(&mut self) -> Result<Ending, Stop> {
+        let stored = self.w.running.lock().plan.clone();
+        let mut plan = match stored {
+            Some(plan) => plan,
+            None => {
+                let (plan, report) = self.plan().await?;
+                let record = {
+                    let mut record = self.w.running.lock();
+                    record.job.chunks_total = plan.chunks_total();
+                    record.job.report = Some(report);
+                    record.plan = Some(plan.clone());
+                    record.clone()
+                };
+                self.w.save(&record).await?;
+                plan
+            }
+        };
+        let mut schemas: BTreeMap<usize, Schema> = BTreeMap::new();
+        while let Some((task, start, end)) = plan.current() {
+            let task = task.clone();
+            let schema = schemas.entry(plan.task).or_default();
+            let outcome = self.chunk(&task, start, end, schema).await?;
+            plan.advance();
+            schemas.retain(|&t, _| t >= plan.task);
+            let position = plan.clone();
+            self.w
+                .chunk_done(|record| {
+                    record.job.points_copied += outcome.written;
+                    if let Some(shard) = record
+                        .job
+                        .report
+                        .get_or_insert_with(Report::default)
+                        .shards
+                        .iter_mut()
+                        .find(|s| s.shard == task.shard)
+                    {
+                        shard.chunks_compared += u64::from(outcome.compared);
+                        shard.chunks_not_compared += u64::from(outcome.left_out);
+                        shard.divergent.extend(outcome.divergence);
+                    }
+                    record.plan = Some(position);
+                })
+                .await?;
+        }
+        let mut record = self.w.running.lock();
+        let report = record.job.report.get_or_insert_with(Report::default);
+        report.consistent = report
+            .shards
+            .iter()
+            .all(|s| s.chunks_not_compared == 0 && s.divergent.iter().all(|d| d.repaired));
+        Ok(Ending::Done)
+    }
+
+    /// Every stretch any replica of a shard in scope holds.
+    async fn plan(&mut self) -> Result<(Plan, Report), Stop> {
+        self.w.activity(Some("planning".to_owned()));
+        let scope = self.w.running.lock().job.scope.clone();
+        let router = self.w.gateway.router();
+        let mut report = Report::default();
+        let mut spans: BTreeMap<(String, String, String, String), (i64, i64)> = BTreeMap::new();
+        for (shard, config) in router.shards().iter().enumerate() {
+            if scope
+                .shard
+                .as_deref()
+                .is_some_and(|only| only != config.name)
+            {
+                continue;
+            }
+            report.shards.push(ShardReport {
+                shard: config.name.clone(),
+                replicas: self
+                    .w
+                    .gateway
+                    .replica_names(config)
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+                ..ShardReport::default()
+            });
+            if config.replicas.len() < 2 {
+                continue; // nothing to compare with
+            }
+            for &node in &config.replicas {
+                if self.w.gateway.nodes()[node].status().state() == NodeState::Down {
+                    continue;
+                }
+                self.holdings(node, shard, &config.name, &scope, &mut spans)
+                    .await?;
+            }
+        }
+        let tasks = spans
+            .into_iter()
+            .filter_map(|((shard, db, rp, measurement), (first, last))| {
+                let (start, end) = job::span(first, last, self.w.chunk, &scope)?;
+                Some(Task {
+                    shard,
+                    db,
+                    rp,
+                    measurement,
+                    start,
+                    end,
+                })
+            })
+            .collect();
+        self.w.activity(None);
+        Ok((Plan::new(self.w.chunk, tasks), report))
+    }
+
+    /// Adds what `node` holds of `shard` to `spans`.
+    async fn holdings(
+        &self,
+        node: NodeId,
+        shard: ShardId,
+        name: &str,
+        scope: &job::Scope,
+        spans: &mut BTreeMap<(String, String, String, String), (i64, i64)>,
+    ) -> Result<(), InfluxError> {
+        let influx = self.w.influx(node);
+        for db in influx.databases().await? {
+            if scope.db.as_deref().is_some_and(|only| only != db) {
+                continue;
+            }
+            let measurements = influx.measurements(&db).await?;
+            for rp in influx.retention_policies(&db).await? {
+                for m in &measurements {
+                    let placement = self.w.gateway.router().placement(&db, m);
+                    if !placement.shards().contains(&shard) {
+                        continue;
+                    }
+                    let Some((first, last)) = influx.bounds(&db, &rp.name, m).await? else {
+                        continue;
+                    };
+                    let key = (name.to_owned(), db.clone(), rp.name.clone(), m.clone());
+                    let span = spans.entry(key).or_insert((first, last));
+                    *span = (span.0.min(first), span.1.max(last));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares one chunk on every replica that is up, and settles it if asked and it differs.
+    async fn chunk(
+        &mut self,
+        task: &Task,
+        start: i64,
+        end: i64,
+        schema: &mut Schema,
+    ) -> Result<Outcome, Stop> {
+        let gateway = self.w.gateway;
+        let Some(shard) = gateway
+            .router()
+            .shards()
+            .iter()
+            .position(|s| s.name == task.shard)
+        else {
+            return Err(Stop::Failed(format!(
+                "shard {} is no longer configured",
+                task.shard
+            )));
+        };
+        let piece = Piece {
+            task,
+            shard,
+            start,
+            end,
+        };
+        let replicas = &gateway.router().shards()[shard].replicas;
+        let up: Vec<NodeId> = replicas
+            .iter()
+            .copied()
+            .filter(|&n| gateway.nodes()[n].status().state() != NodeState::Down)
+            .collect();
+        let mut outcome = Outcome {
+            left_out: up.len() < replicas.len(),
+            ..Outcome::default()
+        };
+        if up.len() < 2 {
+            return Ok(outcome);
+        }
+        outcome.compared = true;
+        let digests = self.digests(&up, &piece, schema, self.compare).await?;
+        if digests.windows(2).all(|w| w[0].finish() == w[1].finish()) {
+            return Ok(outcome);
+        }
+        let mut divergence = self.divergence(&piece, &up, &digests);
+        if self.repair {
+            outcome.written = self.settle(&piece, &up, schema, &mut divergence).await?;
+        }
+        outcome.divergence = Some(divergence);
+        Ok(outcome)
+    }
+
+    async fn digests(
+        &self,
+        nodes: &[NodeId],
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+        compare: Compare,
+    ) -> Result<Vec<Digest>, Stop> {
+        let mut digests = Vec::with_capacity(nodes.len());
+        for &node in nodes {
+            digests.push(self.w.digest(node, piece, schema, compare).await?);
+        }
+        Ok(digests)
+    }
+
+    fn divergence(&self, piece: &Piece<'_>, nodes: &[NodeId], digests: &[Digest]) -> Divergence {
+        Divergence {
+            db: piece.task.db.clone(),
+            rp: piece.task.rp.clone(),
+            measurement: piece.task.measurement.clone(),
+            start: job::rfc3339_ns(piece.start),
+            end: job::rfc3339_ns(piece.end),
+            replicas: nodes
+                .iter()
+                .zip(digests)
+                .map(|(&n, d)| {
+                    (
+                        self.w.node_name(n).to_owned(),
+                        ReplicaCount {
+                            points: d.finish().0,
+                        },
+                    )
+                })
+                .collect(),
+            refusal: None,
+            conflicts: Vec::new(),
+            repaired: false,
+        }
+    }
+
+    /// Writes to each replica what the majority (or the union) says it lacks, then compares the
+    /// chunk again, point by point; returns the points written.
+    async fn settle(
+        &mut self,
+        piece: &Piece<'_>,
+        nodes: &[NodeId],
+        schema: &mut Schema,
+        divergence: &mut Divergence,
+    ) -> Result<u64, Stop> {
+        let mut held = Vec::with_capacity(nodes.len());
+        for &node in nodes {
+            match self.w.points(node, piece, schema, SETTLE_LIMIT).await? {
+                Some(points) => held.push(points),
+                None => {
+                    divergence.refusal = Some(format!(
+                        "more than {SETTLE_LIMIT} points on {}: too many to settle here; repair the replica that lacks them",
+                        self.w.node_name(node)
+                    ));
+                    return Ok(0);
+                }
+            }
+        }
+        let settlement = settle(&held);
+        let mut written = 0;
+        for (&node, (body, encoded)) in nodes.iter().zip(settlement.writes) {
+            if encoded.points == 0 {
+                continue;
+            }
+            written += encoded.points;
+            let batch = Batch { body, encoded };
+            if let Some(refusal) =
+                self.w
+                    .deliver(node, piece.task, batch)
+                    .await
+                    .map_err(|e| match e {
+                        super::worker::CopyError::Stop(stop) => stop,
+                        super::worker::CopyError::Source(e) => e.into(),
+                    })?
+            {
+                divergence.refusal = Some(format!("{}: {refusal}", self.w.node_name(node)));
+            }
+        }
+        divergence.conflicts = settlement
+            .conflicts
+            .iter()
+            .take(CONFLICTS_SHOWN)
+            .map(|conflict| Conflict {
+                series: String::from_utf8_lossy(&conflict.key).into_owned(),
+                time: conflict.time,
+                values: nodes
+                    .iter()
+                    .zip(&conflict.values)
+                    .map(|(&n, v)| {
+                        let value = v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+                        (self.w.node_name(n).to_owned(), value)
+                    })
+                    .collect(),
+            })
+            .collect();
+        for &node in nodes {
+            self.w.wait_applied(node).await?;
+        }
+        let digests = self.digests(nodes, piece, schema, Compare::Exact).await?;
+        divergence.repaired = digests.windows(2).all(|w| w[0].finish() == w[1].finish());
+        Ok(written)
+    }
+}
+
+/// What comparing one chunk found.
+#[derive(Default)]
+struct Outcome {
+    compared: bool,
+    left_out: bool,
+    written: u64,
+    divergence: Option<Divergence>,
+}

@@ -1,0 +1,508 @@
+//! What every job does with the nodes, whatever its kind: read a chunk of a replica (its points,
+//! their digest, or influxd's own aggregates of them), hand line protocol to a node's actor at the
+//! configured rate, wait until a node has applied what it was handed, and store the job's progress.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix_web::http::header::HeaderValue;
+use bytes::Bytes;
+
+use super::{
+    influx::{ident, Influx, InfluxError},
+    job::{RunProgress, Task},
+    lines::{self, Digest, EncodeError, Encoded, FieldType, Schema, SeriesPart},
+    store::Record,
+    Running,
+};
+use crate::{
+    gateway::Gateway,
+    line_protocol::TimeSpan,
+    node::{
+        client::{self, GatewayError},
+        Delivery, NodeError, NodeId, NodeWrite, Op, WriteTarget,
+    },
+    router::{Placement, ShardId},
+};
+
+/// A piece of a chunk handed to a node at once.
+pub const BATCH_POINTS: u64 = 5_000;
+/// The same, in bytes.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+
+/// How often a job waiting for a node looks again.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// Times a read that failed for want of an answer is tried again before the job fails.
+pub const READ_ATTEMPTS: u32 = 10;
+
+/// Connections the job thread keeps per node.
+const CONNECTIONS: usize = 4;
+
+/// Why a job stopped before its end.
+pub enum Stop {
+    /// `DELETE /cluster/jobs/ID`.
+    Cancelled,
+    /// The gateway is stopping: the job stays `running`, to resume at the next start.
+    ShuttingDown,
+    /// Anything else: the job fails with this.
+    Failed(String),
+}
+
+impl From<InfluxError> for Stop {
+    fn from(e: InfluxError) -> Self {
+        Stop::Failed(e.to_string())
+    }
+}
+
+/// A read that failed: the node's fault (maybe passing), or the job's end.
+pub enum CopyError {
+    /// The node did not answer as hoped.
+    Source(InfluxError),
+    /// The job must stop.
+    Stop(Stop),
+}
+
+impl From<InfluxError> for CopyError {
+    fn from(e: InfluxError) -> Self {
+        CopyError::Source(e)
+    }
+}
+
+impl From<Stop> for CopyError {
+    fn from(stop: Stop) -> Self {
+        CopyError::Stop(stop)
+    }
+}
+
+/// One chunk of one task, on the shard whose series it covers.
+#[derive(Clone, Copy)]
+pub struct Piece<'t> {
+    /// The task.
+    pub task: &'t Task,
+    /// The shard (its index under the current routes).
+    pub shard: ShardId,
+    /// First instant (ns).
+    pub start: i64,
+    /// Instant after the last (ns).
+    pub end: i64,
+}
+
+/// A piece of a chunk, as line protocol.
+#[derive(Default)]
+pub struct Batch {
+    /// The lines.
+    pub body: Vec<u8>,
+    /// Their points and span.
+    pub encoded: Encoded,
+}
+
+/// How replicas are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// Every point, read and hashed.
+    Exact,
+    /// influxd's `count` of every field and `sum` of numeric ones, per series: no point read.
+    Quick,
+}
+
+/// A chunk's points on one replica: `(series key, time)` to field set, all escaped.
+pub type Points = BTreeMap<(Vec<u8>, i64), Vec<u8>>;
+
+/// The shared machinery of a job under way.
+pub struct Worker<'g> {
+    /// The gateway.
+    pub gateway: &'g Gateway,
+    /// The job.
+    pub running: &'g Running,
+    http: awc::Client,
+    authorization: Option<HeaderValue>,
+    /// Chunk length (ns).
+    pub chunk: i64,
+    /// When this run started.
+    pub started: Instant,
+    /// What this run did.
+    pub run: RunProgress,
+}
+
+impl<'g> Worker<'g> {
+    /// For `running`, on the job thread.
+    pub fn new(gateway: &'g Gateway, running: &'g Running) -> Self {
+        let config = gateway.config();
+        Worker {
+            gateway,
+            running,
+            http: client::http_client(gateway.query_tls(), CONNECTIONS),
+            authorization: config
+                .auth
+                .node_credentials
+                .as_ref()
+                .and_then(crate::auth::basic),
+            chunk: i64::try_from(config.repair.chunk.as_nanos()).unwrap_or(i64::MAX),
+            started: Instant::now(),
+            run: RunProgress::default(),
+        }
+    }
+
+    /// Stores `record` (flushed before this returns).
+    pub async fn save(&self, record: &Record) -> Result<(), Stop> {
+        self.gateway
+            .repairs()
+            .store
+            .save(record)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot store progress: {e}")))
+    }
+
+    /// Counts a chunk done and stores the job with `update` applied.
+    pub async fn chunk_done(&mut self, update: impl FnOnce(&mut Record)) -> Result<(), Stop> {
+        self.run.chunks += 1;
+        let record = {
+            let mut record = self.running.lock();
+            record.job.chunks_done += 1;
+            update(&mut record);
+            record
+                .job
+                .measure(&self.run, self.started.elapsed().as_secs_f64());
+            record.clone()
+        };
+        self.save(&record).await
+    }
+
+    /// The node's name.
+    pub fn node_name(&self, node: NodeId) -> &str {
+        self.gateway.nodes()[node].status().name()
+    }
+
+    /// The node, as jobs query it.
+    pub fn influx(&self, node: NodeId) -> Influx {
+        Influx::new(
+            self.http.clone(),
+            self.gateway.nodes()[node].status().url(),
+            self.authorization.clone(),
+            self.gateway.config().query.timeout,
+        )
+    }
+
+    /// Whether the job must stop now.
+    pub fn check(&self) -> Result<(), Stop> {
+        if self.gateway.repairs().stopping() {
+            Err(Stop::ShuttingDown)
+        } else if self.running.cancelled() {
+            Err(Stop::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Says what the job waits for (`None`: nothing).
+    pub fn activity(&self, what: Option<String>) {
+        self.running.lock().job.activity = what;
+    }
+
+    /// Whether a series read from a replica belongs to `shard` under the current routes.
+    pub fn keeps(&self, db: &str, shard: ShardId, part: &SeriesPart) -> bool {
+        match self.gateway.router().placement(db, &part.name) {
+            Placement::Shard(s) => s == shard,
+            Placement::ByTag { key, shards } => {
+                let value = part.tag(key.name()).unwrap_or("");
+                self.gateway.router().shard_for_tag(shards, value) == shard
+            }
+        }
+    }
+
+    /// After a failed read from `node`: waits for the node (and for what was handed to it) and
+    /// says to read again, at most [`READ_ATTEMPTS`] times, or says why the job stops.
+    async fn after_failure(
+        &self,
+        node: NodeId,
+        error: CopyError,
+        failures: &mut u32,
+    ) -> Result<(), Stop> {
+        match error {
+            CopyError::Stop(stop) => Err(stop),
+            CopyError::Source(e) if e.is_retryable() && *failures < READ_ATTEMPTS => {
+                *failures += 1;
+                log::debug!(
+                    "reading from {} failed, trying again: {e}",
+                    self.node_name(node)
+                );
+                self.wait_applied(node).await?;
+                tokio::time::sleep(POLL).await;
+                Ok(())
+            }
+            CopyError::Source(e) => Err(e.into()),
+        }
+    }
+
+    /// `node`'s digest of the chunk, of the series placed on the piece's shard.
+    pub async fn digest(
+        &self,
+        node: NodeId,
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+        compare: Compare,
+    ) -> Result<Digest, Stop> {
+        let influx = self.influx(node);
+        let mut failures = 0;
+        loop {
+            self.check()?;
+            let read = match compare {
+                Compare::Exact => self.exact_digest(&influx, piece, schema).await,
+                Compare::Quick => self.quick_digest(&influx, piece, schema).await,
+            };
+            match read {
+                Ok(digest) => return Ok(digest),
+                Err(e) => self.after_failure(node, e, &mut failures).await?,
+            }
+        }
+    }
+
+    async fn exact_digest(
+        &self,
+        influx: &Influx,
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+    ) -> Result<Digest, CopyError> {
+        let task = piece.task;
+        let mut digest = Digest::default();
+        let mut lines = Vec::new();
+        let mut reader = influx
+            .chunk(
+                &task.db,
+                &task.rp,
+                &task.measurement,
+                piece.start,
+                piece.end,
+            )
+            .await?;
+        while let Some(part) = reader.next().await? {
+            if !self.keeps(&task.db, piece.shard, &part) {
+                continue;
+            }
+            lines.clear();
+            let encoded = encode(influx, task, &part, schema, &mut lines).await?;
+            digest.update(&lines, encoded.points);
+        }
+        Ok(digest)
+    }
+
+    /// `count` of every field and `sum` of the numeric ones, per series, hashed; its point count
+    /// is the largest field count of each series, summed.
+    async fn quick_digest(
+        &self,
+        influx: &Influx,
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+    ) -> Result<Digest, CopyError> {
+        let task = piece.task;
+        *schema = influx.schema(&task.db, &task.rp, &task.measurement).await?;
+        let mut aggregates = vec!["count(*)".to_owned()];
+        for (field, kind) in schema.fields() {
+            if matches!(
+                kind,
+                FieldType::Float | FieldType::Integer | FieldType::Unsigned
+            ) {
+                aggregates.push(format!("sum({})", ident(field)));
+            }
+        }
+        let q = format!(
+            "SELECT {} FROM {}.{} WHERE time >= {} AND time < {} GROUP BY *",
+            aggregates.join(", "),
+            ident(&task.rp),
+            ident(&task.measurement),
+            piece.start,
+            piece.end
+        );
+        let mut digest = Digest::default();
+        for part in influx.select(&task.db, &q).await? {
+            if !self.keeps(&task.db, piece.shard, &part) {
+                continue;
+            }
+            let counted = part.columns.iter().position(|c| c.starts_with("count_"));
+            for row in &part.values {
+                let points = part
+                    .columns
+                    .iter()
+                    .zip(row)
+                    .filter(|(c, _)| c.starts_with("count_"))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .max()
+                    .unwrap_or(0);
+                if counted.is_some() && points == 0 {
+                    continue;
+                }
+                let mut text = serde_json::to_vec(&(&part.name, &part.tags, &part.columns))
+                    .unwrap_or_default();
+                text.extend_from_slice(&serde_json::to_vec(&row[1..]).unwrap_or_default());
+                digest.update(&text, points);
+            }
+        }
+        Ok(digest)
+    }
+
+    /// `node`'s points of the chunk placed on the piece's shard, at most `limit` of them; `None`
+    /// when there are more.
+    pub async fn points(
+        &self,
+        node: NodeId,
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+        limit: usize,
+    ) -> Result<Option<Points>, Stop> {
+        let influx = self.influx(node);
+        let mut failures = 0;
+        loop {
+            self.check()?;
+            match self.read_points(&influx, piece, schema, limit).await {
+                Ok(points) => return Ok(points),
+                Err(e) => self.after_failure(node, e, &mut failures).await?,
+            }
+        }
+    }
+
+    async fn read_points(
+        &self,
+        influx: &Influx,
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+        limit: usize,
+    ) -> Result<Option<Points>, CopyError> {
+        let task = piece.task;
+        let mut points = Points::new();
+        let mut reader = influx
+            .chunk(
+                &task.db,
+                &task.rp,
+                &task.measurement,
+                piece.start,
+                piece.end,
+            )
+            .await?;
+        while let Some(part) = reader.next().await? {
+            if !self.keeps(&task.db, piece.shard, &part) {
+                continue;
+            }
+            // Field types first, so that the walk below knows every column.
+            encode(influx, task, &part, schema, &mut Vec::new()).await?;
+            let walked = lines::for_each_point(&part, schema, |key, time, fields| {
+                points.insert((key.to_vec(), time), fields.to_vec());
+            });
+            walked.map_err(|e| CopyError::Stop(Stop::Failed(e.to_string())))?;
+            if points.len() > limit {
+                return Ok(None);
+            }
+        }
+        Ok(Some(points))
+    }
+
+    /// Hands a piece to `node`'s actor, so that it is ordered with live writes and queued if
+    /// the node fails; returns the node's refusal, if it refused it. Sleeps as long as the job
+    /// is ahead of `repair.max_points_per_second`.
+    pub async fn deliver(
+        &mut self,
+        node: NodeId,
+        task: &Task,
+        batch: Batch,
+    ) -> Result<Option<String>, CopyError> {
+        let query = format!(
+            "db={}&rp={}&precision=ns",
+            url::form_urlencoded::byte_serialize(task.db.as_bytes()).collect::<String>(),
+            url::form_urlencoded::byte_serialize(task.rp.as_bytes()).collect::<String>()
+        );
+        let span = match batch.encoded.span {
+            Some((first, last)) => TimeSpan::Range { first, last },
+            None => TimeSpan::Nothing,
+        };
+        let write = NodeWrite {
+            target: Arc::new(WriteTarget {
+                query,
+                authorization: self.authorization.clone(),
+            }),
+            body: Bytes::from(batch.body),
+            span,
+            points: batch.encoded.points,
+            ends_cleanly: true,
+        };
+        let handle = &self.gateway.nodes()[node];
+        loop {
+            self.check()?;
+            match handle.deliver(Op::Write(write.clone())).await {
+                Delivery::Accepted(_) | Delivery::Queued(_) => break,
+                Delivery::Rejected(answer) => return Ok(Some(answer.refusal())),
+                Delivery::Failed(NodeError::Gateway(GatewayError::Busy(_))) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Delivery::Failed(e) => {
+                    self.check()?;
+                    return Err(CopyError::Stop(Stop::Failed(format!(
+                        "cannot hand a piece to {}: {e}",
+                        self.node_name(node)
+                    ))));
+                }
+            }
+        }
+        self.run.points += write.points;
+        self.throttle().await;
+        Ok(None)
+    }
+
+    async fn throttle(&self) {
+        let rate = self.gateway.config().repair.max_points_per_second;
+        if rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.run.points as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+
+    /// Waits until `node`'s queue is empty: whatever was queued for it has been applied (or
+    /// dead-lettered, which a comparison then finds).
+    pub async fn wait_applied(&self, node: NodeId) -> Result<(), Stop> {
+        let handle = &self.gateway.nodes()[node];
+        while !handle.queue().is_empty() {
+            self.check()?;
+            self.activity(Some(format!(
+                "waiting for {}'s queue to be replayed ({})",
+                handle.status().name(),
+                handle.status().state().as_str()
+            )));
+            tokio::time::sleep(POLL).await;
+        }
+        self.activity(None);
+        Ok(())
+    }
+}
+
+/// Encodes `part`, reading the measurement's field types again once if a field is unknown (it
+/// was created after they were read).
+pub async fn encode(
+    node: &Influx,
+    task: &Task,
+    part: &SeriesPart,
+    schema: &mut Schema,
+    out: &mut Vec<u8>,
+) -> Result<Encoded, CopyError> {
+    let mark = out.len();
+    let failed = |e: EncodeError| {
+        CopyError::Stop(Stop::Failed(format!(
+            "{}.{}.{}: {e}",
+            task.db, task.rp, task.measurement
+        )))
+    };
+    match lines::encode(part, schema, out) {
+        Ok(encoded) => Ok(encoded),
+        Err(EncodeError::UnknownField(_)) => {
+            out.truncate(mark);
+            *schema = node.schema(&task.db, &task.rp, &task.measurement).await?;
+            lines::encode(part, schema, out).map_err(failed)
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
