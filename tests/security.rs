@@ -207,6 +207,16 @@ fn gateway_users_are_checked_before_any_node_is_asked() {
     assert_eq!(vars(""), 401);
     assert_eq!(vars("?u=grafana&p=r3ad"), 403);
     assert_eq!(vars("?u=root&p=adm1n+pass"), 200);
+    // And so are jobs and dead letters.
+    for path in ["/cluster/jobs", "/cluster/nodes/influx1/dead-letters"] {
+        let get = |creds: &str| common::get(&format!("{gw}{path}{creds}")).status;
+        assert_eq!(get(""), 401, "{path}");
+        assert_eq!(get("?u=grafana&p=r3ad"), 403, "{path}");
+        assert_eq!(get("?u=root&p=adm1n+pass"), 200, "{path}");
+    }
+    let start = |creds: &str| common::post(&format!("{gw}/cluster/verify{creds}"), b"", &[]).status;
+    assert_eq!(start(""), 401);
+    assert_eq!(start("?u=telegraf&p=wr1te"), 403);
 }
 
 fn urlencode(text: &str) -> String {
