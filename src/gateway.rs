@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     auth::Users,
+    data_dir::DataDirLock,
     blueprint::Blueprint,
     config::{Config, LimitsConfig},
     node::{
@@ -38,6 +39,9 @@ pub enum StartError {
     /// The gateway's users could not be set up.
     #[error("auth: {0}")]
     Auth(String),
+    /// `data_dir` is another gateway's, or cannot be used.
+    #[error("data_dir: {0}")]
+    DataDir(#[from] crate::data_dir::DataDirError),
 }
 
 /// Everything the HTTP handlers need.
@@ -55,6 +59,8 @@ pub struct Gateway {
     /// `limits`, swapped whole when the configuration is reloaded.
     limits: Arc<ArcSwap<LimitsConfig>>,
     repairs: Repairs,
+    /// Held for as long as the gateway runs.
+    _lock: DataDirLock,
 }
 
 impl Gateway {
@@ -74,6 +80,7 @@ impl Gateway {
             .transpose()
             .map_err(StartError::Auth)?;
         let query_tls = crate::tls::shared_client_config(&config.nodes)?;
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let dir = config.data_dir.join("queue");
         std::fs::create_dir_all(&dir).map_err(|e| QueueError::Storage(e.into()))?;
         let store = QueueStore::open(&dir, config.queue.min_free_disk)?;
@@ -115,6 +122,7 @@ impl Gateway {
             store,
             orphans,
             repairs,
+            _lock: lock,
         })
     }
 

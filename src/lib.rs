@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod consistency;
 pub mod control;
+pub mod data_dir;
 pub mod gateway;
 pub mod http;
 pub mod influxql;

@@ -69,11 +69,14 @@ fn main() -> ExitCode {
     // Everything is let through to `log`'s own level, which `log_level` sets and a reload changes;
     // RUST_LOG, when set, filters further (per module too).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace")).init();
+    // Until the configuration says otherwise: the runtime logs at trace level as it starts.
+    log::set_max_level(log::LevelFilter::Info);
     let blueprint = match Blueprint::load(&cli.config) {
         Ok(blueprint) => blueprint,
         Err(e @ ConfigError::Read { .. }) => return fail(&e),
         Err(e) => return fail(&format!("{}: {e}", cli.config.display())),
     };
+    log::set_max_level(blueprint.config.log_filter());
     match actix_web::rt::System::new().block_on(influx_gateway::serve::run(blueprint, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -32,13 +32,15 @@ pub fn format_duration(duration: Duration) -> String {
 /// errors raised while it is visiting the value.
 struct TextVisitor<T> {
     parse: fn(&str) -> Result<T, String>,
+    /// The unit suggested for a bare number: `s` for a duration, `MiB` for a size.
+    unit: &'static str,
 }
 
 impl<T> de::Visitor<'_> for TextVisitor<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a string with a unit, e.g. \"5s\" or \"512MiB\"")
+        write!(f, "a string with a unit, e.g. \"5{}\"", self.unit)
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
@@ -46,8 +48,9 @@ impl<T> de::Visitor<'_> for TextVisitor<T> {
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+        let unit = self.unit;
         Err(E::custom(format!(
-            "{n} has no unit (write it with one, e.g. \"{n}s\" or \"{n}MiB\")"
+            "{n} has no unit (write it with one, e.g. \"{n}{unit}\")"
         )))
     }
 
@@ -56,8 +59,9 @@ impl<T> de::Visitor<'_> for TextVisitor<T> {
     }
 
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
+        let unit = self.unit;
         Err(E::custom(format!(
-            "{n} has no unit (write it with one, e.g. \"{n}s\")"
+            "{n} has no unit (write it with one, e.g. \"{n}{unit}\")"
         )))
     }
 }
@@ -65,31 +69,36 @@ impl<T> de::Visitor<'_> for TextVisitor<T> {
 fn deserialize_text<'de, D, T>(
     deserializer: D,
     parse: fn(&str) -> Result<T, String>,
+    unit: &'static str,
 ) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
-    deserializer.deserialize_any(TextVisitor { parse })
+    deserializer.deserialize_any(TextVisitor { parse, unit })
 }
 
 /// `#[serde(deserialize_with = "units::duration")]` for [`Duration`] fields.
 pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    deserialize_text(deserializer, parse_duration)
+    deserialize_text(deserializer, parse_duration, "s")
 }
 
 /// `#[serde(deserialize_with = "units::optional_duration")]`: a duration, or `off` for none.
 pub fn optional_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
-    deserialize_text(deserializer, |text| match text.trim() {
-        "off" => Ok(None),
-        text => parse_duration(text).map(Some),
-    })
+    deserialize_text(
+        deserializer,
+        |text| match text.trim() {
+            "off" => Ok(None),
+            text => parse_duration(text).map(Some),
+        },
+        "s",
+    )
 }
 
 /// `#[serde(deserialize_with = "units::size")]` for byte counts.
 pub fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    deserialize_text(deserializer, parse_size)
+    deserialize_text(deserializer, parse_size, "MiB")
 }
 
 #[cfg(test)]

@@ -62,14 +62,30 @@ fn each_bad_config_names_its_key() {
         ),
         (
             "listen: \"0.0.0.0:8080\"\n".to_owned(),
-            "missing field `nodes`",
+            "nodes: required, but missing",
         ),
         (
             "nodes:\n  - name: a\n    url: \"http://h:1\"\n  - name: a\n    url: \"http://h:2\"\n"
                 .to_owned(),
             r#"nodes[1].name: duplicate node name "a" (also nodes[0])"#,
         ),
-        (format!("{NODE}colour: blue\n"), "unknown field `colour`"),
+        (format!("{NODE}colour: blue\n"), "colour: unknown key"),
+        (
+            format!("{NODE}retry:\n  max_backof: 1s\n"),
+            "retry.max_backof: unknown key; expected one of initial_backoff, max_backoff",
+        ),
+        (
+            format!("{NODE}retry:\n  max_attempts_4xx: lots\n"),
+            r#"retry.max_attempts_4xx: "lots" is not a whole number"#,
+        ),
+        (
+            format!("{NODE}health:\n  interval: 5\n"),
+            r#"health.interval: 5 has no unit (write it with one, e.g. "5s")"#,
+        ),
+        (
+            format!("{NODE}queue:\n  max_bytes: 5\n"),
+            r#"queue.max_bytes: 5 has no unit (write it with one, e.g. "5MiB")"#,
+        ),
         (
             format!("{NODE}health:\n  interval: soon\n"),
             r#"health.interval: "soon" is not a duration"#,

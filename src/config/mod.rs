@@ -433,10 +433,9 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         // From the text, not from a parsed Value: only then do serde_yaml's errors name the key's
         // path (`health: unknown field ...`).
-        let mut config: Config =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        config.source =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let syntax = |e: serde_yaml::Error| ConfigError::Syntax(readable(&e.to_string()));
+        let mut config: Config = serde_yaml::from_str(text).map_err(syntax)?;
+        config.source = serde_yaml::from_str(text).map_err(syntax)?;
         config.validate()?;
         Ok(config)
     }
@@ -560,6 +559,63 @@ fn nonzero(key: &str, value: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// serde_yaml's message in the configuration's own words: an unknown key named by its whole path
+/// (`retry.max_backof`, not `retry: unknown field`), and Rust's type names (`u32`) replaced by
+/// what to write.
+fn readable(message: &str) -> String {
+    let message = match message.find("unknown field `") {
+        Some(at) => {
+            let path = message[..at].trim_end_matches(": ");
+            let after = &message[at + "unknown field `".len()..];
+            let (field, rest) = after.split_once('`').unwrap_or((after, ""));
+            let key = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            let rest = rest.trim_start_matches(',').trim_start().replace('`', "");
+            format!("{key}: unknown key; {rest}")
+        }
+        None => match message.find("missing field `") {
+            Some(at) => {
+                let path = message[..at].trim_end_matches(": ");
+                let after = &message[at + "missing field `".len()..];
+                let (field, rest) = after.split_once('`').unwrap_or((after, ""));
+                let key = if path.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                };
+                format!("{key}: required, but missing{rest}")
+            }
+            None => message.to_owned(),
+        },
+    };
+    let whole = "(?:u8|u16|u32|u64|u128|usize|i8|i16|i32|i64|i128|isize)";
+    let rules = [
+        (
+            format!(r"invalid type: (?:string|integer|floating point) (.+?), expected {whole}\b"),
+            "$1 is not a whole number",
+        ),
+        (format!(r"expected {whole}\b"), "expected a whole number"),
+        (
+            r"invalid type: (?:string|integer) (.+?), expected (?:f32|f64)\b".to_owned(),
+            "$1 is not a number",
+        ),
+        (r"expected (?:f32|f64)\b".to_owned(), "expected a number"),
+        (
+            r"invalid value: integer `(-\d+)`, expected a whole number".to_owned(),
+            "$1 is negative: expected a whole number",
+        ),
+    ];
+    rules.iter().fold(message, |text, (pattern, replacement)| {
+        match regex::Regex::new(pattern) {
+            Ok(re) => re.replace_all(&text, *replacement).into_owned(),
+            Err(_) => text,
+        }
+    })
+}
+
 fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(ConfigError::invalid(key, "must be greater than zero"));
@@ -620,5 +676,38 @@ mod tests {
         let config =
             Config::from_yaml("nodes:\n  - name: a\n    url: http://127.0.0.1:8086/\n").unwrap();
         assert_eq!(config.nodes[0].url, "http://127.0.0.1:8086");
+    }
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::readable;
+
+    #[test]
+    fn serde_yaml_messages_are_put_in_the_configurations_words() {
+        assert_eq!(
+            readable("retry: unknown field `max_backof`, expected one of `initial_backoff`, `max_backoff` at line 5 column 3"),
+            "retry.max_backof: unknown key; expected one of initial_backoff, max_backoff at line 5 column 3"
+        );
+        assert_eq!(
+            readable("unknown field `nodes2`, expected `nodes` at line 4 column 1"),
+            "nodes2: unknown key; expected nodes at line 4 column 1"
+        );
+        assert_eq!(
+            readable("retry.max_attempts_4xx: invalid type: string \"lots\", expected u32 at line 5 column 21"),
+            "retry.max_attempts_4xx: \"lots\" is not a whole number at line 5 column 21"
+        );
+        assert_eq!(
+            readable("limits.max_statements: invalid type: floating point `2.5`, expected usize at line 5 column 19"),
+            "limits.max_statements: `2.5` is not a whole number at line 5 column 19"
+        );
+        assert_eq!(
+            readable("retry.max_attempts_4xx: invalid value: integer `-3`, expected u32 at line 5 column 21"),
+            "retry.max_attempts_4xx: -3 is negative: expected a whole number at line 5 column 21"
+        );
+        assert_eq!(
+            readable("nodes[0]: missing field `url` at line 2 column 5"),
+            "nodes[0].url: required, but missing at line 2 column 5"
+        );
     }
 }
