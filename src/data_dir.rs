@@ -87,7 +87,10 @@ mod tests {
         // flock is per open file description: a second open in this process conflicts too.
         let error = DataDirLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(
-            error.contains(&format!("in use by another gateway (pid {})", std::process::id())),
+            error.contains(&format!(
+                "in use by another gateway (pid {})",
+                std::process::id()
+            )),
             "{error}"
         );
         drop(held);

@@ -12,9 +12,9 @@ use arc_swap::ArcSwap;
 
 use crate::{
     auth::Users,
-    data_dir::DataDirLock,
     blueprint::Blueprint,
     config::{Config, LimitsConfig},
+    data_dir::DataDirLock,
     node::{
         queue::OrphanQueue, NodeHandle, NodeId, NodeSettings, NodeState, QueueError, QueueStore,
         Retune,

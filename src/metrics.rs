@@ -281,10 +281,11 @@ fn encode_repairs(
 ) -> Result<(), std::fmt::Error> {
     let jobs: Vec<_> = gateway.repairs().list().iter().map(|j| j.job()).collect();
     let copied = |node: &str| -> u64 {
-        jobs.iter()
-            .filter(|j| j.node.as_deref() == Some(node))
-            .map(|j| j.points_copied)
-            .sum()
+        gateway
+            .nodes()
+            .iter()
+            .position(|n| n.status().name() == node)
+            .map_or(0, |id| gateway.repairs().copied(id))
     };
     let remaining = |node: &str| -> u64 {
         jobs.iter()
@@ -295,7 +296,7 @@ fn encode_repairs(
     family(
         e,
         "repair_points",
-        "Points copied to the node by repair jobs.",
+        "Points repair and verify jobs wrote to the node since the gateway started.",
         None,
         counter(nodes, &|h, _| copied(&h.status.name)),
     )?;

@@ -204,12 +204,23 @@ fn a_wiped_node_is_found_flagged_and_repaired_by_itself_and_a_kill_mid_repair_re
     assert_eq!(job["state"], "done", "{job}");
     assert_same(&cluster.nodes[0], &cluster.nodes[2]);
     assert_same(&cluster.nodes[1], &cluster.nodes[2]);
-    let health = cluster.gateway.node_health("influx3");
-    assert_eq!(
-        health["queue"]["needs_resync"], false,
-        "cleared by the repair: {health}"
+    // A job resumed after a kill -9 cannot vouch for copies refused while the gateway was down:
+    // it leaves the flag, and the automatic repair that follows clears it.
+    assert!(
+        job["incomplete"]
+            .as_str()
+            .is_some_and(|why| why.contains("resumed after the gateway was killed")),
+        "{job}"
     );
-    assert_eq!(health["mode"], "direct", "{health}");
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            let health = cluster.gateway.node_health("influx3");
+            health["queue"]["needs_resync"] == false && health["mode"] == "direct"
+        }),
+        "{}",
+        cluster.gateway.node_health("influx3")
+    );
+    assert_same(&cluster.nodes[0], &cluster.nodes[2]);
 }
 
 #[test]

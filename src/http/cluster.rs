@@ -13,6 +13,9 @@ use crate::{
     repair::{Refused, Scope},
 };
 
+/// Dead letters read from disk at a time while replaying.
+const REPLAY_PAGE: usize = 100;
+
 /// Dead letters listed when `limit` is not given.
 const LETTERS_SHOWN: usize = 100;
 
@@ -204,9 +207,10 @@ pub async fn dead_letters(
     })))
 }
 
-/// Handles `POST /cluster/nodes/NAME/dead-letters/replay`: hands every letter back to the node's
-/// actor, oldest first, so that it is sent or queued in order with live traffic; a letter is
-/// removed once the actor has it, and one the node refuses again stays.
+/// Handles `POST /cluster/nodes/NAME/dead-letters/replay`: flags the node `needs_resync`, then
+/// hands every letter back to the node's actor, oldest first, so that it is sent or queued in
+/// order with live traffic; a letter is removed once the actor has it, and one the node refuses
+/// again stays.
 pub async fn replay_dead_letters(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -214,29 +218,44 @@ pub async fn replay_dead_letters(
 ) -> Result<HttpResponse, ApiError> {
     admin(&gateway, &req).await?;
     let node = node(&gateway, &name)?;
-    let (letters, unreadable) = node.queue().dead_letter_ops().map_err(storage)?;
-    let (mut replayed, mut refused) = (0u64, Vec::new());
-    for letter in letters {
-        loop {
-            match node.deliver(letter.op.clone()).await {
-                Delivery::Accepted(_) | Delivery::Queued(_) => {
-                    node.queue()
-                        .remove_dead_letter(letter.seq)
-                        .map_err(storage)?;
-                    replayed += 1;
-                    break;
-                }
-                Delivery::Rejected(answer) => {
-                    refused.push(serde_json::json!({"seq": letter.seq, "error": answer.refusal()}));
-                    break;
-                }
-                Delivery::Failed(NodeError::Gateway(GatewayError::Busy(_))) => {
-                    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-                }
-                Delivery::Failed(e) => {
-                    return Err(ApiError::unavailable(format!(
-                        "{replayed} dead letters replayed, then: {e}"
-                    )))
+    // Letters go after what the node got since: an older value may land over a newer one, or a
+    // statement apply after writes it preceded. Flagged first, so that reads avoid the node and a
+    // repair (automatic with `repair.auto`) checks it against its peers afterwards.
+    node.queue().flag_resync().map_err(storage)?;
+    let (mut replayed, mut refused, mut unreadable) = (0u64, Vec::new(), 0);
+    let mut after = None;
+    loop {
+        let (letters, last, bad) = node
+            .queue()
+            .dead_letter_ops(after, REPLAY_PAGE)
+            .map_err(storage)?;
+        unreadable += bad;
+        let Some(last) = last else { break };
+        after = Some(last);
+        for letter in letters {
+            loop {
+                match node.deliver(letter.op.clone()).await {
+                    Delivery::Accepted(_) | Delivery::Queued(_) => {
+                        node.queue()
+                            .remove_dead_letter(letter.seq)
+                            .map_err(storage)?;
+                        replayed += 1;
+                        break;
+                    }
+                    Delivery::Rejected(answer) => {
+                        refused.push(
+                            serde_json::json!({"seq": letter.seq, "error": answer.refusal()}),
+                        );
+                        break;
+                    }
+                    Delivery::Failed(NodeError::Gateway(GatewayError::Busy(_))) => {
+                        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Delivery::Failed(e) => {
+                        return Err(ApiError::unavailable(format!(
+                            "{replayed} dead letters replayed, then: {e}"
+                        )))
+                    }
                 }
             }
         }

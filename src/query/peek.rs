@@ -5,7 +5,7 @@
 //! Only a short answer can be that error, so at most [`PEEK_LIMIT`] bytes are read; a longer
 //! answer is passed on whole, those bytes first, without waiting for the rest.
 
-use std::io::Read;
+use std::{io::Read, time::Duration};
 
 use actix_web::{dev::Payload, error::PayloadError, http::header};
 use bytes::{Bytes, BytesMut};
@@ -34,33 +34,47 @@ pub enum Peeked {
 }
 
 /// Reads up to [`PEEK_LIMIT`] bytes of `response` to tell whether it only says that a database
-/// is missing (in JSON, CSV or msgpack, gzip-compressed or not).
-pub async fn missing_database(mut response: awc::ClientResponse) -> Peeked {
+/// is missing (in JSON, CSV or msgpack, gzip-compressed or not). A JSON answer is judged by its
+/// first line, which is a whole document (a chunked answer's first chunk): its later chunks are
+/// not waited for. Reading stops at `timeout`, and the answer is then passed on as it is.
+pub async fn missing_database(mut response: awc::ClientResponse, timeout: Duration) -> Peeked {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let gzip = response
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let json = !gzip
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let mut read = BytesMut::new();
-    let mut ended = false;
+    let mut rest = Rest::More;
     while read.len() <= PEEK_LIMIT {
-        match response.next().await {
-            Some(Ok(bytes)) => read.extend_from_slice(&bytes),
-            Some(Err(e)) => {
-                // Passed on as it is: the client sees the answer break off where it did.
-                return Peeked::Answer(put_back(response, read.freeze(), Rest::Failed(e)));
+        if json && memchr::memchr(b'\n', &read).is_some() {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, response.next()).await {
+            Ok(Some(Ok(bytes))) => read.extend_from_slice(&bytes),
+            // Passed on as it is: the client sees the answer break off where it did.
+            Ok(Some(Err(e))) => {
+                return Peeked::Answer(put_back(response, read.freeze(), Rest::Failed(e)))
             }
-            None => {
-                ended = true;
+            Ok(None) => {
+                rest = Rest::Ended;
                 break;
             }
+            Err(_) => return Peeked::Answer(put_back(response, read.freeze(), Rest::More)),
         }
     }
-    if ended {
-        let gzip = response
-            .headers()
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        if let Some(message) = database_not_found(&read, gzip) {
-            return Peeked::MissingDatabase(message);
-        }
+    let judged = match (json, memchr::memchr(b'\n', &read)) {
+        (true, Some(end)) => Some(&read[..end]),
+        _ if matches!(rest, Rest::Ended) => Some(&read[..]),
+        _ => None,
+    };
+    if let Some(message) = judged.and_then(|body| database_not_found(body, gzip)) {
+        return Peeked::MissingDatabase(message);
     }
-    let rest = if ended { Rest::Ended } else { Rest::More };
     Peeked::Answer(put_back(response, read.freeze(), rest))
 }
 

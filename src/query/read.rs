@@ -64,7 +64,7 @@ pub async fn read(
                 if last || !response.status().is_success() {
                     return Ok((node, response));
                 }
-                match peek::missing_database(response).await {
+                match peek::missing_database(response, timeout).await {
                     Peeked::Answer(response) => return Ok((node, response)),
                     Peeked::MissingDatabase(message) => {
                         // Wiped or replaced: its peers may hold the database. `repair.auto`

@@ -146,10 +146,12 @@ impl super::Repairs {
             .copied()
     }
 
-    /// Notes how a job on `node` ended, for the delay before the next automatic one.
-    pub(super) fn note_end(&self, node: &str, state: State) {
+    /// Notes how a job on `node` ended, for the delay before the next automatic one: a repair
+    /// done while the node was flagged again waits as a failed one does, so that a node flagged
+    /// at every write is not repaired back to back.
+    pub(super) fn note_end(&self, node: &str, state: State, flagged_again: bool) {
         let mut failures = self.auto_failures.lock().unwrap_or_else(|p| p.into_inner());
-        if state == State::Done {
+        if state == State::Done && !flagged_again {
             failures.remove(node);
         } else {
             let entry = failures

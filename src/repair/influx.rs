@@ -290,6 +290,7 @@ impl Influx {
         ];
         let response = self.send(&form).await?;
         Ok(ChunkReader {
+            idle: self.timeout,
             node: self.url.clone(),
             statement: q,
             response,
@@ -402,6 +403,8 @@ impl Influx {
 
 /// A chunk's points, read from a chunked answer one series part at a time.
 pub struct ChunkReader {
+    /// Longest wait for the next bytes of the answer.
+    idle: Duration,
     node: String,
     statement: String,
     response: awc::ClientResponse,
@@ -430,15 +433,25 @@ impl ChunkReader {
                 self.parse(&rest)?;
                 continue;
             }
-            match self.response.next().await {
-                Some(Ok(bytes)) => self.buffer.extend_from_slice(bytes.chunk()),
-                Some(Err(e)) => {
+            let next = tokio::time::timeout(self.idle, self.response.next()).await;
+            match next {
+                Ok(Some(Ok(bytes))) => self.buffer.extend_from_slice(bytes.chunk()),
+                Ok(Some(Err(e))) => {
                     return Err(InfluxError::Unreachable {
                         node: self.node.clone(),
                         message: format!("answer broke off: {e}"),
                     })
                 }
-                None => self.done = true,
+                Ok(None) => self.done = true,
+                Err(_) => {
+                    return Err(InfluxError::Unreachable {
+                        node: self.node.clone(),
+                        message: format!(
+                            "answer stalled for {}",
+                            crate::units::format_duration(self.idle)
+                        ),
+                    })
+                }
             }
         }
     }

@@ -167,6 +167,10 @@ pub struct Job {
     /// What a verify found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+    /// Why this repair, even done, does not clear the node's `needs_resync` (it covers part of
+    /// the data, or cannot vouch for what happened while the gateway was down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 impl Job {
@@ -203,7 +207,13 @@ impl Job {
             warnings: Vec::new(),
             resumed: 0,
             report: None,
+            incomplete: None,
         }
+    }
+
+    /// Notes why this repair will not clear `needs_resync` (the first reason stays).
+    pub fn mark_incomplete(&mut self, why: impl Into<String>) {
+        self.incomplete.get_or_insert_with(|| why.into());
     }
 
     /// Whether it is a running repair of `node`.

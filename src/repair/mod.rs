@@ -39,7 +39,7 @@ mod worker;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
 };
@@ -111,7 +111,12 @@ pub struct Repairs {
     /// without a lock.
     nodes: Vec<String>,
     under_repair: Vec<AtomicBool>,
+    /// Points handed to each node by jobs, since start.
+    copied: Vec<AtomicU64>,
 }
+
+/// Ended jobs kept for `GET /cluster/jobs`; older ones are forgotten.
+const ENDED_KEPT: usize = 100;
 
 impl Repairs {
     /// The jobs stored in `store`; none runs until [`Repairs::start_background`].
@@ -123,6 +128,7 @@ impl Repairs {
         let jobs = store.load()?.into_iter().map(Running::new).collect();
         Ok(Repairs {
             under_repair: nodes.iter().map(|_| AtomicBool::new(false)).collect(),
+            copied: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
             nodes,
             config,
             store,
@@ -146,7 +152,18 @@ impl Repairs {
                     job.chunks_done,
                     job.chunks_total
                 );
-                running.lock().job.resumed += 1;
+                let mut record = running.lock();
+                record.job.resumed += 1;
+                if !record.stopped_cleanly && record.job.kind == Kind::Repair {
+                    // A copy for the node refused between the last stored chunk and the kill
+                    // left no trace this job can see.
+                    record.job.mark_incomplete(
+                        "resumed after the gateway was killed: a copy refused meanwhile may be \
+                         missing, so another repair follows",
+                    );
+                }
+                record.stopped_cleanly = false;
+                drop(record);
                 self.spawn(Arc::clone(&gateway), running);
             }
         }
@@ -218,10 +235,12 @@ impl Repairs {
         let record = Record {
             job: job.clone(),
             plan: None,
+            stopped_cleanly: false,
         };
         self.store.put(&record)?;
         let running = Running::new(record);
         jobs.push(Arc::clone(&running));
+        self.prune(&mut jobs);
         drop(jobs);
         log::warn!("job {}: repairing {node} ({reason})", job.id);
         self.spawn(Arc::clone(gateway), running);
@@ -274,10 +293,12 @@ impl Repairs {
         let record = Record {
             job: job.clone(),
             plan: None,
+            stopped_cleanly: false,
         };
         self.store.put(&record)?;
         let running = Running::new(record);
         jobs.push(Arc::clone(&running));
+        self.prune(&mut jobs);
         drop(jobs);
         log::info!("job {}: verify ({reason})", job.id);
         self.spawn(Arc::clone(gateway), running);
@@ -312,10 +333,41 @@ impl Repairs {
 
     /// The running job repairing `node`, if any.
     pub fn repairing(&self, node: &str) -> Option<Job> {
-        self.lock()
+        self.lock().iter().find_map(|j| {
+            let record = j.lock();
+            record.job.repairs(node).then(|| record.job.clone())
+        })
+    }
+
+    /// Counts points a job handed to node `node` (for `influx_gateway_repair_points_total`).
+    pub fn count_copied(&self, node: NodeId, points: u64) {
+        if let Some(counter) = self.copied.get(node) {
+            counter.fetch_add(points, Ordering::Relaxed);
+        }
+    }
+
+    /// Points jobs handed to node `node` since the gateway started.
+    pub fn copied(&self, node: NodeId) -> u64 {
+        self.copied
+            .get(node)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Keeps the newest [`ENDED_KEPT`] ended jobs, in memory and on disk.
+    fn prune(&self, jobs: &mut Vec<Arc<Running>>) {
+        let ended: Vec<String> = jobs
             .iter()
-            .map(|j| j.job())
-            .find(|j| j.repairs(node))
+            .map(|j| j.lock())
+            .filter(|r| !r.job.is_running())
+            .map(|r| r.job.id.clone())
+            .collect();
+        let excess = ended.len().saturating_sub(ENDED_KEPT);
+        for id in &ended[..excess] {
+            if let Err(e) = self.store.remove(id) {
+                log::warn!("job {id}: cannot forget it: {e}");
+            }
+        }
+        jobs.retain(|j| !ended[..excess].contains(&j.lock().job.id));
     }
 
     /// Has every job stop where it stands, still `running`, to be resumed at the next start.

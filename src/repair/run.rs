@@ -21,6 +21,9 @@ use crate::{
     router::ShardId,
 };
 
+/// Why a repair does not clear a flag raised while it ran.
+const FLAGGED_AGAIN: &str = "the node was flagged again while it was repaired";
+
 /// Times a chunk is copied before it is listed as divergent.
 pub const COPIES: u32 = 3;
 
@@ -60,7 +63,8 @@ pub async fn run(gateway: Arc<Gateway>, running: Arc<Running>) {
         log::error!("job {}: cannot store its end: {e}", job.id);
     }
     if let Some(node) = &job.node {
-        gateway.repairs().note_end(node, state);
+        let flagged_again = job.incomplete.as_deref() == Some(FLAGGED_AGAIN);
+        gateway.repairs().note_end(node, state, flagged_again);
     }
     let what = match &job.node {
         Some(node) => format!("{:?} of {node}", job.kind),
@@ -109,12 +113,40 @@ async fn repair(gateway: &Gateway, running: &Running, node: &str) -> Result<Endi
     };
     let queue = gateway.nodes()[target].queue();
     let generation = queue.resync_generation();
-    Repair::new(gateway, running, target).run().await?;
-    let divergent = running.lock().job.divergent.len();
-    if divergent > 0 {
+    {
+        let mut record = running.lock();
+        let scope = &record.job.scope;
+        if scope.db.is_some() || scope.since.is_some() || scope.until.is_some() {
+            record
+                .job
+                .mark_incomplete("limited to part of the data (db, since or until)");
+        }
+    }
+    let outcome = Repair::new(gateway, running, target).run().await;
+    if queue.resync_generation() != generation {
+        running.lock().job.mark_incomplete(FLAGGED_AGAIN);
+    }
+    if let Err(Stop::ShuttingDown) = outcome {
+        let record = {
+            let mut record = running.lock();
+            record.stopped_cleanly = true;
+            record.clone()
+        };
+        if let Err(e) = gateway.repairs().store.save(&record).await {
+            log::error!("job {}: cannot store its stop: {e}", record.job.id);
+        }
+    }
+    outcome?;
+    let job = running.job();
+    if !job.divergent.is_empty() {
         return Ok(Ending::Differs(format!(
-            "{divergent} chunks still differ after {COPIES} copies: see `divergent`"
+            "{} chunks still differ after {COPIES} copies: see `divergent`",
+            job.divergent.len()
         )));
+    }
+    if let Some(why) = &job.incomplete {
+        log::warn!("node {node}: repaired, but needs_resync stays: {why}");
+        return Ok(Ending::Done);
     }
     match queue.clear_resync(generation) {
         Ok(true) => log::warn!("node {node}: needs_resync cleared"),
@@ -142,12 +174,23 @@ impl<'g> Repair<'g> {
     }
 
     async fn run(&mut self) -> Result<(), Stop> {
-        self.meta().await?;
+        let mut failures = 0;
+        while let Err(e) = self.meta().await {
+            self.w
+                .patience("creating what the node lacks", e, &mut failures)
+                .await?;
+        }
         let plan = self.w.running.lock().plan.clone();
         let mut plan = match plan {
             Some(plan) => plan,
             None => {
-                let plan = self.plan().await?;
+                let mut failures = 0;
+                let plan = loop {
+                    match self.plan().await {
+                        Ok(plan) => break plan,
+                        Err(e) => self.w.patience("planning", e, &mut failures).await?,
+                    }
+                };
                 let record = {
                     let mut record = self.w.running.lock();
                     record.job.chunks_total = plan.chunks_total();
@@ -184,7 +227,7 @@ impl<'g> Repair<'g> {
             Some(shard) => self.w.gateway.shard_read_order(shard),
             None => self.w.gateway.next_read_order(),
         };
-        order
+        let mut sources = order
             .into_iter()
             .filter(|&n| n != self.target)
             .filter(|&n| {
@@ -197,14 +240,12 @@ impl<'g> Repair<'g> {
                 let node = &self.w.gateway.nodes()[n];
                 node.status().state() != NodeState::Down
                     && !node.queue().needs_resync()
-                    && self
-                        .w
-                        .gateway
-                        .repairs()
-                        .repairing(node.status().name())
-                        .is_none()
+                    && !self.w.gateway.repairs().is_repairing(n)
             })
-            .collect()
+            .collect::<Vec<_>>();
+        // A replica with writes still queued for it lacks them yet: one without, first.
+        sources.sort_by_key(|&n| !self.w.gateway.nodes()[n].queue().is_empty());
+        sources
     }
 
     /// A replica to read from, waiting a while for one to be up.
@@ -229,7 +270,7 @@ impl<'g> Repair<'g> {
     }
 
     /// Creates on the target the databases, retention policies and continuous queries it lacks.
-    async fn meta(&mut self) -> Result<(), Stop> {
+    async fn meta(&mut self) -> Result<(), CopyError> {
         let source_id = self.source(None).await?;
         let (source, target) = (self.w.influx(source_id), self.w.influx(self.target));
         let scope = self.w.running.lock().job.scope.clone();
@@ -242,10 +283,10 @@ impl<'g> Repair<'g> {
             .collect();
         if let Some(db) = &scope.db {
             if !databases.contains(db) {
-                return Err(Stop::Failed(format!(
+                return Err(CopyError::Stop(Stop::Failed(format!(
                     "database {db:?} not found on {}",
                     self.w.node_name(source_id)
-                )));
+                ))));
             }
         }
         let present = target.databases().await?;
@@ -301,7 +342,7 @@ impl<'g> Repair<'g> {
     }
 
     /// Every stretch of data the target should hold, by shard, database, policy and measurement.
-    async fn plan(&mut self) -> Result<Plan, Stop> {
+    async fn plan(&mut self) -> Result<Plan, CopyError> {
         self.w.activity(Some("planning".to_owned()));
         let scope = self.w.running.lock().job.scope.clone();
         let mut tasks = Vec::new();
@@ -316,7 +357,9 @@ impl<'g> Repair<'g> {
             let name = self.w.gateway.router().shards()[shard].name.clone();
             if self.w.gateway.router().shards()[shard].replicas.len() < 2 {
                 let warning = format!("shard {name} has no other replica: nothing to copy from");
-                self.w.running.lock().job.warnings.push(warning);
+                let mut record = self.w.running.lock();
+                record.job.warnings.push(warning.clone());
+                record.job.mark_incomplete(warning);
                 continue;
             }
             let source = self.w.influx(self.source(Some(shard)).await?);
@@ -373,22 +416,33 @@ impl<'g> Repair<'g> {
                 task.shard
             )));
         };
+        // A repair limited in time copies only that part of a chunk.
+        let scope = self.w.running.lock().job.scope.clone();
         let piece = Piece {
             task,
             shard,
-            start,
-            end,
+            start: start.max(scope.since.unwrap_or(i64::MIN)),
+            end: end.min(scope.until.unwrap_or(i64::MAX)),
         };
         let mut copied = Copied::default();
         for _ in 0..COPIES {
-            let (source_id, source_digest, refusal) =
-                self.copy(&piece, schema, &mut copied).await?;
+            let (source_id, refusal) = self.copy(&piece, schema, &mut copied).await?;
+            // Both replicas read once every copy handed to them is applied, the source after
+            // the target: a live write or delete that raced the copy is then seen on both, so a
+            // value the copy brought back over a newer one shows as a difference, and the next
+            // copy reads the newer one.
             self.w.wait_applied(self.target).await?;
+            self.w.wait_applied(source_id).await?;
             let target_digest = self
                 .w
                 .digest(self.target, &piece, schema, Compare::Exact)
                 .await?;
+            let source_digest = self
+                .w
+                .digest(source_id, &piece, schema, Compare::Exact)
+                .await?;
             if source_digest.finish() == target_digest.finish() {
+                copied.divergence = None;
                 return Ok(copied);
             }
             let refused = refusal.is_some();
@@ -441,18 +495,18 @@ impl<'g> Repair<'g> {
     }
 
     /// Reads the chunk from a source replica and hands it to the target's actor; returns the
-    /// source, its digest of the chunk, and the target's refusal if it refused a piece.
+    /// source and the target's refusal if it refused a piece.
     async fn copy(
         &mut self,
         piece: &Piece<'_>,
         schema: &mut Schema,
         copied: &mut Copied,
-    ) -> Result<(NodeId, Digest, Option<String>), Stop> {
+    ) -> Result<(NodeId, Option<String>), Stop> {
         let mut failures = 0;
         loop {
             let source_id = self.source(Some(piece.shard)).await?;
             match self.copy_from(source_id, piece, schema, copied).await {
-                Ok((digest, refusal)) => return Ok((source_id, digest, refusal)),
+                Ok(refusal) => return Ok((source_id, refusal)),
                 Err(CopyError::Stop(stop)) => return Err(stop),
                 Err(CopyError::Source(e)) if e.is_retryable() && failures < 10 => {
                     failures += 1;
@@ -474,7 +528,7 @@ impl<'g> Repair<'g> {
         piece: &Piece<'_>,
         schema: &mut Schema,
         copied: &mut Copied,
-    ) -> Result<(Digest, Option<String>), CopyError> {
+    ) -> Result<Option<String>, CopyError> {
         let Piece {
             task,
             shard,
@@ -485,16 +539,13 @@ impl<'g> Repair<'g> {
         let mut reader = source
             .chunk(&task.db, &task.rp, &task.measurement, start, end)
             .await?;
-        let mut digest = Digest::default();
         let mut batch = Batch::default();
         let mut refusal = None;
         while let Some(part) = reader.next().await? {
             if !self.w.keeps(&task.db, shard, &part) {
                 continue;
             }
-            let before = batch.body.len();
             let encoded = encode(&source, task, &part, schema, &mut batch.body).await?;
-            digest.update(&batch.body[before..], encoded.points);
             batch.encoded.merge(encoded);
             if batch.encoded.points >= BATCH_POINTS || batch.body.len() >= BATCH_BYTES {
                 let full = std::mem::take(&mut batch);
@@ -506,7 +557,7 @@ impl<'g> Repair<'g> {
             copied.points += batch.encoded.points;
             refusal = refusal.or(self.w.deliver(self.target, task, batch).await?);
         }
-        Ok((digest, refusal))
+        Ok(refusal)
     }
 }
 

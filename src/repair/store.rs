@@ -13,6 +13,9 @@ pub struct Record {
     pub job: Job,
     /// Where it stands (`None` until the plan is made).
     pub plan: Option<Plan>,
+    /// Whether its last run stopped with the gateway (SIGTERM), not killed.
+    #[serde(default)]
+    pub stopped_cleanly: bool,
 }
 
 /// The `jobs` tree.
@@ -39,6 +42,12 @@ impl JobStore {
         let bytes = serde_json::to_vec(record)
             .map_err(|e| QueueError::Storage(sled::Error::Unsupported(e.to_string())))?;
         self.tree.insert(record.job.id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Forgets job `id`.
+    pub fn remove(&self, id: &str) -> Result<(), QueueError> {
+        self.tree.remove(id.as_bytes())?;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use super::{
     lines::{Digest, Schema},
     run::Ending,
     settle::settle,
-    worker::{Batch, Compare, Piece, Stop, Worker},
+    worker::{Batch, Compare, CopyError, Piece, Stop, Worker, BATCH_POINTS},
     Running,
 };
 use crate::{
@@ -19,6 +19,9 @@ use crate::{
     node::{NodeId, NodeState},
     router::ShardId,
 };
+
+/// How long a divergent chunk must hold still before it is settled.
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most points per replica a chunk may hold to be settled in memory; a larger one is reported
 /// for a repair of the node that lacks data.
@@ -51,7 +54,13 @@ impl Verify<'_> {
         let mut plan = match stored {
             Some(plan) => plan,
             None => {
-                let (plan, report) = self.plan().await?;
+                let mut failures = 0;
+                let (plan, report) = loop {
+                    match self.plan().await {
+                        Ok(planned) => break planned,
+                        Err(e) => self.w.patience("planning", e, &mut failures).await?,
+                    }
+                };
                 let record = {
                     let mut record = self.w.running.lock();
                     record.job.chunks_total = plan.chunks_total();
@@ -100,7 +109,7 @@ impl Verify<'_> {
     }
 
     /// Every stretch any replica of a shard in scope holds.
-    async fn plan(&mut self) -> Result<(Plan, Report), Stop> {
+    async fn plan(&mut self) -> Result<(Plan, Report), CopyError> {
         self.w.activity(Some("planning".to_owned()));
         let scope = self.w.running.lock().job.scope.clone();
         let router = self.w.gateway.router();
@@ -214,11 +223,16 @@ impl Verify<'_> {
             end,
         };
         let replicas = &gateway.router().shards()[shard].replicas;
-        let up: Vec<NodeId> = replicas
+        let mut up: Vec<NodeId> = replicas
             .iter()
             .copied()
             .filter(|&n| gateway.nodes()[n].status().state() != NodeState::Down)
             .collect();
+        // What was handed to a replica and not applied yet is not a difference.
+        for &node in &up {
+            self.w.wait_applied(node).await?;
+        }
+        let digests = self.digests(&mut up, &piece, schema, self.compare).await?;
         let mut outcome = Outcome {
             left_out: up.len() < replicas.len(),
             ..Outcome::default()
@@ -227,29 +241,52 @@ impl Verify<'_> {
             return Ok(outcome);
         }
         outcome.compared = true;
-        let digests = self.digests(&up, &piece, schema, self.compare).await?;
-        if digests.windows(2).all(|w| w[0].finish() == w[1].finish()) {
+        if same(&digests) {
             return Ok(outcome);
         }
         let mut divergence = self.divergence(&piece, &up, &digests);
         if self.repair {
-            outcome.written = self.settle(&piece, &up, schema, &mut divergence).await?;
+            // Settled only if it holds still: a chunk live writes are changing is compared
+            // again by the next verify rather than settled from a moving picture.
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            let again = self
+                .digests(&mut up.clone(), &piece, schema, self.compare)
+                .await?;
+            let still = again.len() == digests.len()
+                && again
+                    .iter()
+                    .zip(&digests)
+                    .all(|(a, b)| a.finish() == b.finish());
+            if still {
+                outcome.written = self.settle(&piece, &up, schema, &mut divergence).await?;
+            } else {
+                divergence.refusal = Some(
+                    "changing under live writes: not settled, compared again next time".to_owned(),
+                );
+            }
         }
         outcome.divergence = Some(divergence);
         Ok(outcome)
     }
 
+    /// The digests of the replicas in `nodes`; a replica that cannot be read now is left out
+    /// of `nodes` (and of the comparison).
     async fn digests(
         &self,
-        nodes: &[NodeId],
+        nodes: &mut Vec<NodeId>,
         piece: &Piece<'_>,
         schema: &mut Schema,
         compare: Compare,
     ) -> Result<Vec<Digest>, Stop> {
         let mut digests = Vec::with_capacity(nodes.len());
-        for &node in nodes {
-            digests.push(self.w.digest(node, piece, schema, compare).await?);
+        let mut read = Vec::with_capacity(nodes.len());
+        for &node in nodes.iter() {
+            if let Some(digest) = self.w.try_digest(node, piece, schema, compare).await? {
+                digests.push(digest);
+                read.push(node);
+            }
         }
+        *nodes = read;
         Ok(digests)
     }
 
@@ -307,17 +344,15 @@ impl Verify<'_> {
                 continue;
             }
             written += encoded.points;
-            let batch = Batch { body, encoded };
-            if let Some(refusal) =
-                self.w
-                    .deliver(node, piece.task, batch)
-                    .await
-                    .map_err(|e| match e {
-                        super::worker::CopyError::Stop(stop) => stop,
-                        super::worker::CopyError::Source(e) => e.into(),
-                    })?
-            {
-                divergence.refusal = Some(format!("{}: {refusal}", self.w.node_name(node)));
+            for batch in pieces(&body) {
+                let delivered = self.w.deliver(node, piece.task, batch).await;
+                let refusal = delivered.map_err(|e| match e {
+                    CopyError::Stop(stop) => stop,
+                    CopyError::Source(e) => e.into(),
+                })?;
+                if let Some(refusal) = refusal {
+                    divergence.refusal = Some(format!("{}: {refusal}", self.w.node_name(node)));
+                }
             }
         }
         divergence.conflicts = settlement
@@ -340,10 +375,42 @@ impl Verify<'_> {
         for &node in nodes {
             self.w.wait_applied(node).await?;
         }
-        let digests = self.digests(nodes, piece, schema, Compare::Exact).await?;
-        divergence.repaired = digests.windows(2).all(|w| w[0].finish() == w[1].finish());
+        let mut read = nodes.to_vec();
+        let digests = self
+            .digests(&mut read, piece, schema, Compare::Exact)
+            .await?;
+        divergence.repaired = read.len() == nodes.len() && same(&digests);
         Ok(written)
     }
+}
+
+/// `body` cut at line ends into pieces of at most [`BATCH_POINTS`] lines, each with its span.
+fn pieces(body: &[u8]) -> Vec<Batch> {
+    let mut batches = Vec::new();
+    let mut batch = Batch::default();
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let time = line
+            .rsplit(|&b| b == b' ')
+            .next()
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.trim_end().parse::<i64>().ok());
+        batch.body.extend_from_slice(line);
+        if let Some(time) = time {
+            batch.encoded.add(time);
+        }
+        if batch.encoded.points >= BATCH_POINTS {
+            batches.push(std::mem::take(&mut batch));
+        }
+    }
+    if !batch.body.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+/// Whether every digest is the same.
+fn same(digests: &[Digest]) -> bool {
+    digests.windows(2).all(|w| w[0].finish() == w[1].finish())
 }
 
 /// What comparing one chunk found.

@@ -39,6 +39,9 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// Times a read that failed for want of an answer is tried again before the job fails.
 pub const READ_ATTEMPTS: u32 = 10;
 
+/// Tries of a read whose node may simply be gone (verify leaves it out then).
+const QUICK_ATTEMPTS: u32 = 3;
+
 /// Connections the job thread keeps per node.
 const CONNECTIONS: usize = 4;
 
@@ -214,6 +217,27 @@ impl<'g> Worker<'g> {
         }
     }
 
+    /// After `what` failed for want of an answer from some node: waits a little longer each time
+    /// and says to try again, at most [`READ_ATTEMPTS`] times, or says why the job stops.
+    pub async fn patience(
+        &self,
+        what: &str,
+        error: CopyError,
+        failures: &mut u32,
+    ) -> Result<(), Stop> {
+        match error {
+            CopyError::Stop(stop) => Err(stop),
+            CopyError::Source(e) if e.is_retryable() && *failures < READ_ATTEMPTS => {
+                *failures += 1;
+                log::warn!("{what}: {e}; trying again");
+                self.activity(Some(format!("{what}: waiting for a node ({e})")));
+                tokio::time::sleep(POLL * 4 * *failures).await;
+                self.check()
+            }
+            CopyError::Source(e) => Err(e.into()),
+        }
+    }
+
     /// After a failed read from `node`: waits for the node (and for what was handed to it) and
     /// says to read again, at most [`READ_ATTEMPTS`] times, or says why the job stops.
     async fn after_failure(
@@ -259,6 +283,38 @@ impl<'g> Worker<'g> {
                 Err(e) => self.after_failure(node, e, &mut failures).await?,
             }
         }
+    }
+
+    /// Like [`Self::digest`], but a node that cannot be read after a few quick tries is `None`
+    /// rather than waited for: a verify leaves it out of the comparison.
+    pub async fn try_digest(
+        &self,
+        node: NodeId,
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+        compare: Compare,
+    ) -> Result<Option<Digest>, Stop> {
+        let influx = self.influx(node);
+        for attempt in 0..QUICK_ATTEMPTS {
+            self.check()?;
+            let read = match compare {
+                Compare::Exact => self.exact_digest(&influx, piece, schema).await,
+                Compare::Quick => self.quick_digest(&influx, piece, schema).await,
+            };
+            match read {
+                Ok(digest) => return Ok(Some(digest)),
+                Err(CopyError::Stop(stop)) => return Err(stop),
+                Err(CopyError::Source(e)) if e.is_retryable() => {
+                    log::debug!(
+                        "{} left out of a comparison for now: {e}",
+                        self.node_name(node)
+                    );
+                    tokio::time::sleep(POLL * (attempt + 1)).await;
+                }
+                Err(CopyError::Source(e)) => return Err(e.into()),
+            }
+        }
+        Ok(None)
     }
 
     async fn exact_digest(
@@ -446,6 +502,7 @@ impl<'g> Worker<'g> {
             }
         }
         self.run.points += write.points;
+        self.gateway.repairs().count_copied(node, write.points);
         self.throttle().await;
         Ok(None)
     }

@@ -299,7 +299,10 @@ mod tests {
             "routes: routes need shards: define `shards:` first"
         );
         let typo = error_of(&format!("{TWO}routes:\n  - measurment: cpu\n"));
-        assert!(typo.starts_with("routes[0].measurment: unknown key"), "{typo}");
+        assert!(
+            typo.starts_with("routes[0].measurment: unknown key"),
+            "{typo}"
+        );
         // A node may serve several shards.
         let overlapping = router("shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx2, influx3, influx4]\n");
         assert_eq!(overlapping.shards()[1].replicas, vec![1, 2, 3]);

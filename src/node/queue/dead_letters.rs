@@ -105,24 +105,29 @@ impl NodeQueue {
             }
             shown.push(letter);
         }
-        Ok((shown, self.inner.dead.len() as u64))
+        Ok((shown, self.inner.dead_held.load(Ordering::Acquire)))
     }
 
-    /// Every dead letter that can be read back, oldest first, for replay; unreadable ones are
-    /// left where they are and counted.
-    pub fn dead_letter_ops(&self) -> Result<(Vec<Letter>, u64), QueueError> {
-        let (mut letters, mut unreadable) = (Vec::new(), 0);
-        for item in self.inner.dead.iter() {
+    /// Up to `limit` dead letters after `after` (from the oldest when `None`), oldest first, for
+    /// replay, with the key of the last one looked at; unreadable ones are left where they are
+    /// and counted.
+    pub fn dead_letter_ops(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Letter>, Option<u64>, u64), QueueError> {
+        let (mut letters, mut last, mut unreadable) = (Vec::new(), None, 0);
+        let start = after.map_or(0, |seq| seq.saturating_add(1));
+        for item in self.inner.dead.range(start.to_be_bytes()..).take(limit) {
             let (key, value) = item?;
+            let seq = key_seq(&key);
+            last = Some(seq);
             match Record::decode(split(&value).1) {
-                Ok(record) => letters.push(Letter {
-                    seq: key_seq(&key),
-                    op: record.op,
-                }),
+                Ok(record) => letters.push(Letter { seq, op: record.op }),
                 Err(_) => unreadable += 1,
             }
         }
-        Ok((letters, unreadable))
+        Ok((letters, last, unreadable))
     }
 
     /// Removes dead letter `seq` (replayed or purged).
@@ -132,6 +137,7 @@ impl NodeQueue {
             self.inner
                 .dead_bytes
                 .fetch_sub(value.len() as u64, Ordering::AcqRel);
+            self.inner.dead_held.fetch_sub(1, Ordering::AcqRel);
         }
         Ok(removed.is_some())
     }
@@ -152,6 +158,7 @@ impl NodeQueue {
     /// Counts a letter just stored and drops the oldest while they hold more than
     /// `queue.max_dead_letter_bytes`.
     pub(super) fn stored_dead_letter(&self, bytes: u64) {
+        self.inner.dead_held.fetch_add(1, Ordering::AcqRel);
         let held = self.inner.dead_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
         if held <= self.inner.max_dead_letter_bytes {
             return;

@@ -136,8 +136,9 @@ impl QueueStore {
     ) -> Result<NodeQueue, QueueError> {
         let pending = self.db.open_tree(format!("queue:{name}"))?;
         let dead = self.db.open_tree(format!("dead:{name}"))?;
-        let mut dead_bytes = 0;
+        let (mut dead_held, mut dead_bytes) = (0, 0);
         for letter in dead.iter() {
+            dead_held += 1;
             dead_bytes += letter?.1.len() as u64;
         }
         let (mut entries, mut bytes) = (0, 0);
@@ -154,7 +155,8 @@ impl QueueStore {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 pending,
-                dead_letters: AtomicU64::new(dead.len() as u64),
+                dead_letters: AtomicU64::new(dead_held),
+                dead_held: AtomicU64::new(dead_held),
                 dead_bytes: AtomicU64::new(dead_bytes),
                 max_dead_letter_bytes,
                 dead_letters_dropped: AtomicU64::new(0),
@@ -241,6 +243,8 @@ struct Inner {
     bytes: AtomicU64,
     max_bytes: u64,
     dead_letters: AtomicU64,
+    /// Dead letters held now (sled's `len` counts by reading them all).
+    dead_held: AtomicU64,
     /// Bytes the dead letters hold, bounded by `max_dead_letter_bytes`.
     dead_bytes: AtomicU64,
     max_dead_letter_bytes: u64,
@@ -562,7 +566,7 @@ impl NodeQueue {
             bytes: self.inner.bytes.load(Ordering::Acquire),
             oldest_age_seconds,
             dead_letters: self.inner.dead_letters.load(Ordering::Acquire),
-            dead_letters_held: self.inner.dead.len() as u64,
+            dead_letters_held: self.inner.dead_held.load(Ordering::Acquire),
             dead_letter_bytes: self.inner.dead_bytes.load(Ordering::Acquire),
             dead_letters_dropped: self.inner.dead_letters_dropped.load(Ordering::Acquire),
             refused_full: self.inner.refused.load(Ordering::Acquire),
