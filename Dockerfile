@@ -16,6 +16,12 @@ COPY examples ./examples
 RUN cargo build --release --locked --bin influx-gateway
 
 FROM ${RUNTIME_IMAGE}
+# The system's roots, for `https://` nodes without a `ca_file` (slim images ship none).
+RUN if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \
+      apt-get update \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /var/lib/influx-gateway influx-gateway \
  && mkdir -p /etc/influx-gateway /var/lib/influx-gateway \
  && chown influx-gateway:influx-gateway /var/lib/influx-gateway

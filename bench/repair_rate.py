@@ -9,7 +9,7 @@
    `repair.max_points_per_second: 0` (no limit), sampling the gateway's RSS throughout.
 3. Times a quick verify (influxd's aggregates: no point read) and an exact one of the 3 replicas.
 4. Measures the live write rate through the gateway for --live seconds with nothing else running,
-   then again while C is wiped and repaired at the default limit (200,000 points/s).
+   then again while C is wiped and repaired at the default `repair.max_points_per_second`.
 Prints each figure and the ratios. Everything runs on 127.0.0.1 with temporary directories; every
 loop is bounded.
 """
@@ -101,6 +101,8 @@ def main():
         request(f"{c.url}/query", data=b"q=DROP DATABASE direct", method="POST")
 
         def start_gateway(rate):
+            """A gateway in front of a, b, c; `rate` None: the default repair rate."""
+            limit = "" if rate is None else f"  max_points_per_second: {rate}\n"
             port = free_port()
             config = os.path.join(root, f"gateway-{rate}.yaml")
             with open(config, "w") as f:
@@ -117,8 +119,7 @@ health:
   interval: 1s
 repair:
   auto: false
-  max_points_per_second: {rate}
-""")
+{limit}""")
             log = open(os.path.join(root, f"gateway-{rate}.log"), "w")
             proc = subprocess.Popen([GATEWAY, "--config", config], stdout=log, stderr=log,
                                     stdin=subprocess.DEVNULL)
@@ -147,7 +148,7 @@ repair:
         gateway.terminate()
         gateway.wait(30)
 
-        gateway, gw = start_gateway(200_000)
+        gateway, gw = start_gateway(None)
         idle = live_rate(gw, args.live, args.batch)
         wipe(c)
         time.sleep(1.5)

@@ -53,12 +53,52 @@ fn bad_requests_get_influxdb_shaped_errors() {
         413,
         "too large",
     );
-    check(get(&format!("{base}/nowhere")), 404, "/nowhere not found");
-    check(
+    // Unknown paths and methods: influxd's (Go's) plain-text answers, byte for byte.
+    let plain = |reply: common::Reply, status: u16, body: &str| {
+        assert_eq!(reply.status, status, "{}", reply.body);
+        assert_eq!(reply.body, body);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        reply
+    };
+    plain(get(&format!("{base}/nowhere")), 404, "404 page not found\n");
+    let refused = plain(
         get(&format!("{base}/write?db=db")),
         405,
-        "/write does not allow GET",
+        "Method Not Allowed\n",
     );
+    assert_eq!(refused.header("allow"), Some("POST"));
+    let refused = plain(
+        post(&format!("{base}/health"), b"", &[]),
+        405,
+        "Method Not Allowed\n",
+    );
+    assert_eq!(refused.header("allow"), Some("GET"));
+
+    // A client that accepts msgpack (the Python `influxdb` client) gets errors in msgpack, as
+    // influxd gives them: {"error": "..."} as a one-entry map.
+    let msgpack = [("accept", "application/x-msgpack")];
+    let reply = common::exchange("POST", &format!("{base}/write"), &msgpack, b"cpu v=1");
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("content-type"), Some("application/x-msgpack"));
+    let mut expected = vec![0x81, 0xa5];
+    expected.extend_from_slice(b"error");
+    expected.push(0xa0 | "database is required".len() as u8);
+    expected.extend_from_slice(b"database is required");
+    assert_eq!(reply.body, expected);
+    let reply = common::exchange(
+        "POST",
+        &format!("{base}/write?db=nope"),
+        &msgpack,
+        b"cpu v=1",
+    );
+    assert_eq!(reply.status, 404, "a node's JSON error, passed on");
+    assert_eq!(reply.header("content-type"), Some("application/x-msgpack"));
+    assert!(reply.body.starts_with(&[0x81, 0xa5, b'e']));
+    assert!(String::from_utf8_lossy(&reply.body).contains("database not found: \"nope\""));
 
     // Answered by influxd and passed on as it was.
     check(

@@ -178,7 +178,13 @@ fn the_python_influxdb_2x_client_writes_through_api_v2_write() {
     cluster.create_database("pyv2");
 
     let printed = run_script(&python, "influxdb_v2.py", &cluster, "pyv2");
-    assert_eq!(printed, json!({"written": 4}));
+    assert_eq!(
+        printed,
+        json!({
+            "written": 4,
+            "health": ["influx-gateway", "pass", ["influx1", "influx2", "influx3"]]
+        })
+    );
 
     // Columns: time, door, floor, people, temp.
     let expected = vec![

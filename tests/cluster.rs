@@ -583,3 +583,41 @@ fn a_replica_that_refuses_what_its_peers_accept_is_flagged_not_fatal() {
         reply.body
     );
 }
+
+#[test]
+fn health_says_when_a_node_last_failed_and_that_it_recovered_since() {
+    let mut cluster = Cluster::start(2, "health:\n  interval: 200ms\n");
+    cluster.nodes[1].kill();
+    assert!(eventually(Duration::from_secs(10), || cluster
+        .gateway
+        .node_state("influx2")
+        == "down"));
+    let down = cluster.gateway.node_health("influx2");
+    assert!(
+        down["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{down}"
+    );
+    assert!(down["last_error_at"].is_string(), "{down}");
+    assert_eq!(down["recovered_since_error"], false, "{down}");
+    cluster.nodes[1].restart();
+    assert!(eventually(Duration::from_secs(10), || cluster
+        .gateway
+        .node_state("influx2")
+        == "up"));
+    let up = cluster.gateway.node_health("influx2");
+    assert_eq!(
+        up["last_error"], down["last_error"],
+        "kept, as history: {up}"
+    );
+    assert_eq!(up["recovered_since_error"], true, "{up}");
+    // InfluxDB's own shape beside the gateway's detail.
+    let (status, health) = cluster.gateway.health();
+    assert_eq!(status, 200);
+    assert_eq!(health["name"], "influx-gateway");
+    assert_eq!(health["status"], "pass");
+    assert_eq!(health["checks"][1]["name"], "influx2", "{health}");
+    assert_eq!(health["checks"][1]["status"], "pass", "{health}");
+}

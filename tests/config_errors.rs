@@ -127,3 +127,52 @@ fn a_busy_port_is_reported() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_gateway_on_one_data_dir_is_told_which_process_holds_it_and_the_first_logs_no_trace() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let yaml = |port: u16| {
+        format!(
+            "listen: \"127.0.0.1:{port}\"\ndata_dir: \"{}\"\n{NODE}",
+            data.display()
+        )
+    };
+    let first_config = dir.path().join("first.yaml");
+    fs::write(&first_config, yaml(0)).unwrap();
+    // No RUST_LOG: what a user sees at the default `log_level: info`.
+    let mut first = gateway()
+        .arg("-c")
+        .arg(&first_config)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let listening = line.contains("listening on");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let (code, stderr) = run_with(&yaml(0));
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "is in use by another gateway (pid {}): each gateway needs a data_dir of its own",
+            first.id()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        seen.iter()
+            .all(|l| !l.contains("TRACE") && !l.contains("DEBUG")),
+        "{seen:#?}"
+    );
+}

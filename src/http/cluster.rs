@@ -325,33 +325,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/cluster/repair")
             .route(web::post().to(repair))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::only("POST")),
     )
     .service(
         web::resource("/cluster/verify")
             .route(web::post().to(verify))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::only("POST")),
     )
     .service(
         web::resource("/cluster/jobs")
             .route(web::get().to(jobs))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::only("GET")),
     )
     .service(
         web::resource("/cluster/nodes/{name}/dead-letters")
             .route(web::get().to(dead_letters))
             .route(web::delete().to(purge_dead_letters))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::only("GET, DELETE")),
     )
     .service(
         web::resource("/cluster/nodes/{name}/dead-letters/replay")
             .route(web::post().to(replay_dead_letters))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::only("POST")),
     )
     .service(
         web::resource("/cluster/jobs/{id}")
             .route(web::get().to(job))
             .route(web::delete().to(cancel))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::only("GET, DELETE")),
     );
 }

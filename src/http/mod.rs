@@ -6,6 +6,7 @@ mod cluster;
 mod error;
 mod limits;
 mod metrics;
+mod msgpack;
 mod page;
 mod query;
 mod route;
@@ -15,9 +16,7 @@ mod write;
 
 use std::{io, sync::Arc};
 
-use actix_web::{
-    dev::Server, http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer, ResponseError,
-};
+use actix_web::{dev::Server, http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::de::DeserializeOwned;
 
 pub use body::gunzip;
@@ -56,6 +55,7 @@ pub fn server(gateway: Arc<Gateway>) -> io::Result<Server> {
         App::new()
             .wrap_fn(limits::admit)
             .wrap_fn(status::influxdb_headers)
+            .wrap_fn(msgpack::errors)
             .wrap_fn(metrics::observe)
             .app_data(data.clone())
             .app_data(admission.clone())
@@ -92,62 +92,78 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/ping")
             .route(web::get().to(status::ping))
             .route(web::head().to(status::ping))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET, HEAD")),
     )
     .service(
         web::resource("/write")
             .route(web::post().to(write::write))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("POST")),
     )
     .service(
         web::resource("/api/v2/write")
             .route(web::post().to(write::write_v2))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("POST")),
     )
     .service(web::resource("/api/v2/query").to(query::query_v2))
     .service(
         web::resource("/")
             .route(web::get().to(page::status_page))
             .route(web::head().to(page::status_page))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET, HEAD")),
     )
     .service(
         web::resource("/metrics")
             .route(web::get().to(metrics::metrics))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .service(
         web::resource("/debug/vars")
             .route(web::get().to(vars::debug_vars))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .service(
         web::resource("/query")
             .route(web::get().to(query::query))
             .route(web::post().to(query::query))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET, POST")),
     )
     .service(
         web::resource("/route")
             .route(web::get().to(route::route))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .service(
         web::resource("/health")
             .route(web::get().to(status::health))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .configure(cluster::routes)
     .default_service(web::to(not_found));
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::new(StatusCode::NOT_FOUND, format!("{} not found", req.path())).error_response()
+/// A path nobody serves: influxd's (Go's) plain-text answer.
+async fn not_found() -> HttpResponse {
+    plain(StatusCode::NOT_FOUND, "404 page not found\n")
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    let message = format!("{} does not allow {}", req.path(), req.method());
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).error_response()
+/// The answer to a method a path does not take, naming those it does, in influxd's words.
+pub fn only(allowed: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allowed) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::ALLOW, value);
+        }
+        response
+    })
+}
+
+fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(body)
 }
 
 /// Parses the query string into `T`; a malformed one is a 400.

@@ -103,16 +103,28 @@ fn request_id() -> String {
     )
 }
 
+/// `/health`: InfluxDB's own shape (`name`, `message`, `status`, `checks`, `version`, as influxd
+/// 1.8 and 2.x answer, which clients such as `influxdb-client` read), the gateway's detail beside.
 #[derive(Serialize)]
 struct Health<'a> {
-    status: &'static str,
+    name: &'static str,
     message: String,
+    status: &'static str,
+    checks: Vec<Check>,
     version: String,
     gateway_version: &'static str,
     nodes: Vec<NodeView>,
     shards: Vec<ShardHealth<'a>>,
     /// Queues on disk for nodes no longer configured: kept, never replayed or deleted.
     orphan_queues: &'a [OrphanQueue],
+}
+
+/// One node as an InfluxDB health check.
+#[derive(Serialize)]
+struct Check {
+    name: String,
+    status: &'static str,
+    message: String,
 }
 
 /// A node in `/health`: its health, and the repair under way on it.
@@ -229,7 +241,25 @@ pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
                 .count(),
         })
         .collect();
+    let checks = nodes
+        .iter()
+        .map(|n| Check {
+            name: n.health.status.name.clone(),
+            status: if n.health.status.state == NodeState::Up {
+                "pass"
+            } else {
+                "fail"
+            },
+            message: match (&n.health.status.state, &n.health.status.last_error) {
+                (NodeState::Up, _) => format!("up ({})", n.health.mode),
+                (state, Some(error)) => format!("{}: {error}", state.as_str()),
+                (state, None) => state.as_str().to_owned(),
+            },
+        })
+        .collect();
     HttpResponse::build(code).json(Health {
+        name: "influx-gateway",
+        checks,
         status,
         message: health_message(up, &nodes),
         version: gateway.reported_version(),

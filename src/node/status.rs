@@ -54,6 +54,7 @@ struct Detail {
     last_error: Option<String>,
     version: Option<String>,
     since: Option<SystemTime>,
+    last_error_at: Option<SystemTime>,
 }
 
 /// Shared health and load of one node; the actor, the health probe and the query path update it.
@@ -83,6 +84,10 @@ pub struct NodeSnapshot {
     pub state_age_seconds: Option<u64>,
     /// The last failure seen talking to it, if any.
     pub last_error: Option<String>,
+    /// When that failure happened, RFC 3339.
+    pub last_error_at: Option<String>,
+    /// Whether the node has been up since that failure: the error is history, not its state.
+    pub recovered_since_error: bool,
     /// InfluxDB version from its last `/ping`.
     pub version: Option<String>,
     /// Requests the gateway has on the wire to it.
@@ -155,6 +160,7 @@ impl NodeStatus {
     pub fn mark_down(&self, reason: &str) {
         let mut detail = self.detail();
         detail.last_error = Some(reason.to_owned());
+        detail.last_error_at = Some(SystemTime::now());
         if self.state.swap(NodeState::Down as u8, Ordering::AcqRel) != NodeState::Down as u8 {
             detail.since = Some(SystemTime::now());
             log::warn!("node {} is down ({}): {reason}", self.name, self.url);
@@ -163,7 +169,9 @@ impl NodeStatus {
 
     /// Records a failure that says nothing about reachability (a 5xx, a timeout, a full mailbox).
     pub fn record_error(&self, error: &str) {
-        self.detail().last_error = Some(error.to_owned());
+        let mut detail = self.detail();
+        detail.last_error = Some(error.to_owned());
+        detail.last_error_at = Some(SystemTime::now());
     }
 
     /// The version the node reported, if it has answered a probe.
@@ -204,6 +212,11 @@ impl NodeStatus {
                 .and_then(|since| since.elapsed().ok())
                 .map(|age| age.as_secs()),
             last_error: detail.last_error.clone(),
+            last_error_at: detail
+                .last_error_at
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+            recovered_since_error: self.state() == NodeState::Up
+                && matches!((detail.since, detail.last_error_at), (Some(up), Some(error)) if up >= error),
             version: detail.version.clone(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
@@ -245,6 +258,12 @@ mod tests {
         let snap = status.snapshot();
         assert_eq!(snap.state, NodeState::Down);
         assert_eq!(snap.last_error.as_deref(), Some("connection refused"));
+        assert!(snap.last_error_at.is_some());
+        assert!(!snap.recovered_since_error);
+        status.mark_up(None);
+        let snap = status.snapshot();
+        assert_eq!(snap.last_error.as_deref(), Some("connection refused"));
+        assert!(snap.recovered_since_error, "up again since the error");
         {
             let _a = status.start_request();
             let _b = status.start_request();

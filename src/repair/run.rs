@@ -433,14 +433,15 @@ impl<'g> Repair<'g> {
             // copy reads the newer one.
             self.w.wait_applied(self.target).await?;
             self.w.wait_applied(source_id).await?;
-            let target_digest = self
-                .w
-                .digest(self.target, &piece, schema, Compare::Exact)
-                .await?;
-            let source_digest = self
-                .w
-                .digest(source_id, &piece, schema, Compare::Exact)
-                .await?;
+            // Two nodes read at once: the comparison costs the slower read, not both.
+            let mut source_schema = schema.clone();
+            let (target_digest, source_digest) = futures_util::future::join(
+                self.w.digest(self.target, &piece, schema, Compare::Exact),
+                self.w
+                    .digest(source_id, &piece, &mut source_schema, Compare::Exact),
+            )
+            .await;
+            let (target_digest, source_digest) = (target_digest?, source_digest?);
             if source_digest.finish() == target_digest.finish() {
                 copied.divergence = None;
                 return Ok(copied);
