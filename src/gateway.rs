@@ -20,7 +20,6 @@ use crate::{
         Retune,
     },
     query::{deny::DenyRule, Candidate},
-    repair::{store::JobStore, Repairs},
     router::{Router, Shard, ShardId},
 };
 
@@ -58,7 +57,6 @@ pub struct Gateway {
     query_tls: Option<Arc<rustls::ClientConfig>>,
     /// `limits`, swapped whole when the configuration is reloaded.
     limits: Arc<ArcSwap<LimitsConfig>>,
-    repairs: Repairs,
     /// Held for as long as the gateway runs.
     _lock: DataDirLock,
 }
@@ -94,11 +92,6 @@ impl Gateway {
                 orphan.bytes
             );
         }
-        let repairs = Repairs::open(
-            config.repair.clone(),
-            JobStore::new(store.tree("jobs")?),
-            names.iter().map(|n| (*n).to_owned()).collect(),
-        )?;
         let mut nodes = Vec::with_capacity(config.nodes.len());
         for node in &config.nodes {
             let queue = store.node(
@@ -121,7 +114,6 @@ impl Gateway {
             order: Mutex::new(()),
             store,
             orphans,
-            repairs,
             _lock: lock,
         })
     }
@@ -186,9 +178,9 @@ impl Gateway {
         &self.orphans
     }
 
-    /// Repair jobs.
-    pub fn repairs(&self) -> &Repairs {
-        &self.repairs
+    /// The tree of the queues' database that keeps repair jobs.
+    pub fn jobs_tree(&self) -> Result<sled::Tree, QueueError> {
+        self.store.tree("jobs")
     }
 
     /// The nodes to try for the next read, best first; successive reads rotate.
@@ -222,7 +214,7 @@ impl Gateway {
         let node = &self.nodes[n];
         Candidate {
             state: node.status().state(),
-            lacks_data: node.queue().needs_resync() || self.repairs.is_repairing(n),
+            lacks_data: node.queue().needs_resync() || node.status().is_repairing(),
         }
     }
 

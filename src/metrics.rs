@@ -27,11 +27,11 @@ use prometheus_client::{
 };
 
 use crate::{
-    gateway::Gateway,
     node::{
         traffic::{Cause, TrafficSnapshot},
         NodeHealth, NodeState,
     },
+    repair::Repairs,
 };
 
 /// The endpoints labelled by name; any other path is `other`, so that scanners cannot make label
@@ -117,8 +117,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; the node metrics read `gateway` at each scrape.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    /// Registers every metric; the node and job metrics read `repairs` (and its gateway) at each
+    /// scrape.
+    pub fn new(repairs: Arc<Repairs>) -> Self {
         let mut registry = Registry::with_prefix("influx_gateway");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -146,7 +147,7 @@ impl Metrics {
             "Statements of queries scattered over shards, whose answers the gateway merged",
             merged_statements.clone(),
         );
-        registry.register_collector(Box::new(NodeCollector { gateway }));
+        registry.register_collector(Box::new(NodeCollector { repairs }));
         Metrics {
             registry,
             requests,
@@ -204,7 +205,7 @@ impl Metrics {
 
 /// Reads every node's status, traffic and queue at scrape time.
 struct NodeCollector {
-    gateway: Arc<Gateway>,
+    repairs: Arc<Repairs>,
 }
 
 impl std::fmt::Debug for NodeCollector {
@@ -258,7 +259,8 @@ type Reader<'a> = &'a dyn Fn(&NodeHealth, &TrafficSnapshot) -> u64;
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let nodes: Vec<NodeReading> = self
-            .gateway
+            .repairs
+            .gateway()
             .nodes()
             .iter()
             .map(|n| (n.health(), n.status().traffic().snapshot()))
@@ -268,7 +270,7 @@ impl Collector for NodeCollector {
         encode_sent(e, &nodes)?;
         encode_answers(e, &nodes)?;
         encode_queues(e, &nodes)?;
-        encode_repairs(e, &self.gateway, &nodes)?;
+        encode_repairs(e, &self.repairs, &nodes)?;
         Ok(())
     }
 }
@@ -276,16 +278,17 @@ impl Collector for NodeCollector {
 /// Each node's repairs: points copied by every job so far, and chunks left in the one under way.
 fn encode_repairs(
     e: &mut DescriptorEncoder,
-    gateway: &Gateway,
+    repairs: &Repairs,
     nodes: &[NodeReading],
 ) -> Result<(), std::fmt::Error> {
-    let jobs: Vec<_> = gateway.repairs().list().iter().map(|j| j.job()).collect();
+    let gateway = repairs.gateway();
+    let jobs: Vec<_> = repairs.list().iter().map(|j| j.job()).collect();
     let copied = |node: &str| -> u64 {
         gateway
             .nodes()
             .iter()
             .position(|n| n.status().name() == node)
-            .map_or(0, |id| gateway.repairs().copied(id))
+            .map_or(0, |id| repairs.copied(id))
     };
     let remaining = |node: &str| -> u64 {
         jobs.iter()
@@ -307,8 +310,7 @@ fn encode_repairs(
         None,
         gauge(nodes, &|h, _| remaining(&h.status.name)),
     )?;
-    let divergent = gateway
-        .repairs()
+    let divergent = repairs
         .last_verify()
         .and_then(|job| job.report)
         .map(|report| report.shards)

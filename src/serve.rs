@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{blueprint::Blueprint, gateway, http, node, reload};
+use crate::{blueprint::Blueprint, gateway, http, node, reload, repair};
 
 /// How long the actors get to move what they hold in memory to disk at a stop.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
@@ -41,14 +41,16 @@ pub async fn run(blueprint: Blueprint, path: std::path::PathBuf) -> Result<(), R
     let reloader = reload::Reloader::new(path, &blueprint.config);
     let gateway = Arc::new(gateway::Gateway::start(blueprint)?);
     actix_web::rt::spawn(reload_on_sighup(reloader, Arc::clone(&gateway)));
-    gateway.repairs().start_background(Arc::clone(&gateway));
-    let server = http::server(Arc::clone(&gateway))?;
+    let repairs = repair::Repairs::open(Arc::clone(&gateway))?;
+    repairs.start_background();
+    let server = http::server(Arc::clone(&gateway), Arc::clone(&repairs))?;
     let handle = server.handle();
     let stopping = Arc::clone(&gateway);
+    let jobs = Arc::clone(&repairs);
     actix_web::rt::spawn(async move {
         let signal = stop_signal().await;
         log::info!("{signal}: stopping; queueing what the node actors hold and finishing requests");
-        stopping.repairs().stop();
+        jobs.stop();
         stopping.close_nodes(SHUTDOWN_LIMIT).await;
         handle.stop(true).await;
     });

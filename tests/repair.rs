@@ -142,6 +142,14 @@ fn a_wiped_node_is_given_back_exactly_what_its_peers_hold() {
 
     let listed = common::get(&format!("{}/cluster/jobs", cluster.gateway.url())).json();
     assert_eq!(listed["jobs"][0]["id"], id.as_str());
+    let metrics = common::get(&format!("{}/metrics", cluster.gateway.url())).body;
+    for line in [
+        "influx_gateway_repair_points_total{node=\"influx3\"} 352",
+        "influx_gateway_repair_points_total{node=\"influx1\"} 0",
+        "influx_gateway_repair_chunks_remaining{node=\"influx3\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 #[test]

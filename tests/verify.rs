@@ -132,6 +132,11 @@ fn verify_finds_a_deleted_point_and_a_changed_value_and_the_majority_settles_bot
     assert_eq!(found[0]["replicas"]["influx2"]["points"], 119, "{quick}");
     assert_eq!(found[0]["replicas"]["influx1"]["points"], 120, "{quick}");
     assert!(!found[0]["repaired"].as_bool().unwrap());
+    let metrics = common::get(&format!("{}/metrics", cluster.gateway.url())).body;
+    assert!(
+        metrics.contains("influx_gateway_verify_divergent_chunks{shard=\"all\"} 2"),
+        "{metrics}"
+    );
     let (code, text) = cli(&cluster, &["verify", "--exact"]);
     assert_eq!(code, 3, "{text}");
     assert!(text.contains("NOT consistent"), "{text}");

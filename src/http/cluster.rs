@@ -10,7 +10,7 @@ use super::{params, required, ApiError};
 use crate::{
     gateway::Gateway,
     node::{client::GatewayError, Delivery, NodeError, NodeHandle},
-    repair::{Refused, Scope},
+    repair::{Refused, Repairs, Scope},
 };
 
 /// Dead letters read from disk at a time while replaying.
@@ -48,6 +48,7 @@ pub async fn admin(gateway: &web::Data<Gateway>, req: &HttpRequest) -> Result<()
 pub async fn repair(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
+    repairs: web::Data<Repairs>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&gateway, &req).await?;
     let p: RepairParams = params(&req)?;
@@ -72,10 +73,10 @@ pub async fn repair(
             return Err(ApiError::bad_request("since must be before until"));
         }
     }
-    let arc = gateway.clone().into_inner();
-    let job = gateway
-        .repairs()
-        .repair(&arc, node, "requested", scope)
+    let job = repairs
+        .clone()
+        .into_inner()
+        .repair(node, "requested", scope)
         .map_err(refused)?;
     Ok(HttpResponse::Accepted().json(job))
 }
@@ -92,6 +93,7 @@ struct VerifyParams {
 pub async fn verify(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
+    repairs: web::Data<Repairs>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&gateway, &req).await?;
     let p: VerifyParams = params(&req)?;
@@ -102,10 +104,10 @@ pub async fn verify(
         repair: flag("repair", p.repair.as_deref())?,
         ..Scope::default()
     };
-    let arc = gateway.clone().into_inner();
-    let job = gateway
-        .repairs()
-        .verify(&arc, "requested", scope)
+    let job = repairs
+        .clone()
+        .into_inner()
+        .verify("requested", scope)
         .map_err(refused)?;
     Ok(HttpResponse::Accepted().json(job))
 }
@@ -122,9 +124,13 @@ fn flag(what: &str, value: Option<&str>) -> Result<bool, ApiError> {
 }
 
 /// Handles `GET /cluster/jobs`: every job, oldest first.
-pub async fn jobs(req: HttpRequest, gateway: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn jobs(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    repairs: web::Data<Repairs>,
+) -> Result<HttpResponse, ApiError> {
     admin(&gateway, &req).await?;
-    let jobs: Vec<_> = gateway.repairs().list().iter().map(|j| j.job()).collect();
+    let jobs: Vec<_> = repairs.list().iter().map(|j| j.job()).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": jobs })))
 }
 
@@ -132,10 +138,11 @@ pub async fn jobs(req: HttpRequest, gateway: web::Data<Gateway>) -> Result<HttpR
 pub async fn job(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
+    repairs: web::Data<Repairs>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&gateway, &req).await?;
-    let running = gateway.repairs().get(&id).ok_or_else(|| unknown(&id))?;
+    let running = repairs.get(&id).ok_or_else(|| unknown(&id))?;
     Ok(HttpResponse::Ok().json(running.job()))
 }
 
@@ -144,10 +151,11 @@ pub async fn job(
 pub async fn cancel(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
+    repairs: web::Data<Repairs>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&gateway, &req).await?;
-    let job = gateway.repairs().cancel(&id).ok_or_else(|| unknown(&id))?;
+    let job = repairs.cancel(&id).ok_or_else(|| unknown(&id))?;
     if !job.is_running() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -156,7 +164,7 @@ pub async fn cancel(
     }
     let deadline = Instant::now() + CANCEL_WAIT;
     while Instant::now() < deadline {
-        if let Some(running) = gateway.repairs().get(&id) {
+        if let Some(running) = repairs.get(&id) {
             let job = running.job();
             if !job.is_running() {
                 return Ok(HttpResponse::Ok().json(job));
@@ -165,7 +173,7 @@ pub async fn cancel(
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
     // Still finishing a piece: it stops after it.
-    Ok(HttpResponse::Accepted().json(gateway.repairs().get(&id).map(|r| r.job())))
+    Ok(HttpResponse::Accepted().json(repairs.get(&id).map(|r| r.job())))
 }
 
 #[derive(Deserialize)]

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 pub use body::gunzip;
 pub use error::ApiError;
 
-use crate::{gateway::Gateway, node::NodeResponse};
+use crate::{gateway::Gateway, node::NodeResponse, repair::Repairs};
 
 /// Connections one worker thread keeps to the nodes for reads.
 const READ_CONNECTIONS: usize = 100;
@@ -32,7 +32,7 @@ pub struct QueryClient(awc::Client);
 
 /// The HTTP server, bound and ready to run; signals are left to the caller, which must stop the
 /// node actors' intake before the server drains.
-pub fn server(gateway: Arc<Gateway>) -> io::Result<Server> {
+pub fn server(gateway: Arc<Gateway>, repairs: Arc<Repairs>) -> io::Result<Server> {
     let addr = gateway
         .config()
         .listen_addr()
@@ -48,8 +48,9 @@ pub fn server(gateway: Arc<Gateway>) -> io::Result<Server> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("tls: {e}")))?;
     let admission = web::Data::new(limits::Admission::new(gateway.live_limits()));
     let started = web::Data::new(vars::Started::now());
-    let recorder = web::Data::new(crate::metrics::Metrics::new(Arc::clone(&gateway)));
+    let recorder = web::Data::new(crate::metrics::Metrics::new(Arc::clone(&repairs)));
     let data = web::Data::from(gateway);
+    let jobs = web::Data::from(repairs);
     let server = HttpServer::new(move || {
         let reads = crate::node::client::http_client(data.query_tls(), READ_CONNECTIONS);
         App::new()
@@ -58,6 +59,7 @@ pub fn server(gateway: Arc<Gateway>) -> io::Result<Server> {
             .wrap_fn(msgpack::errors)
             .wrap_fn(metrics::observe)
             .app_data(data.clone())
+            .app_data(jobs.clone())
             .app_data(admission.clone())
             .app_data(started.clone())
             .app_data(recorder.clone())

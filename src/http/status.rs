@@ -14,7 +14,7 @@ use super::params;
 use crate::{
     gateway::Gateway,
     node::{queue::OrphanQueue, NodeHealth, NodeState},
-    repair::{Job, State},
+    repair::{Job, Repairs, State},
 };
 
 /// InfluxDB's build flavour, which some clients read.
@@ -202,13 +202,13 @@ fn health_message(up: usize, nodes: &[NodeView]) -> String {
 }
 
 /// Handles `GET /health`: every node's state; 200 while a node is up, 503 when none is.
-pub async fn health(gateway: web::Data<Gateway>) -> HttpResponse {
+pub async fn health(gateway: web::Data<Gateway>, repairs: web::Data<Repairs>) -> HttpResponse {
     let nodes: Vec<NodeView> = gateway
         .nodes()
         .iter()
         .map(|n| {
             let mut health = n.health();
-            let repair = gateway.repairs().repairing(n.status().name());
+            let repair = repairs.repairing(n.status().name());
             if repair.is_some() {
                 health.mode = "repairing";
             }

@@ -2,7 +2,7 @@
 
 use super::traffic::Traffic;
 use std::sync::{
-    atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
     Arc, Mutex, MutexGuard,
 };
 use std::time::SystemTime;
@@ -67,6 +67,8 @@ pub struct NodeStatus {
     waiting: AtomicUsize,
     replayed_points: AtomicU64,
     replay_rate: AtomicU64,
+    /// A repair job is copying to it what it lacks: reads avoid it.
+    repairing: AtomicBool,
     traffic: Traffic,
     detail: Mutex<Detail>,
 }
@@ -111,6 +113,7 @@ impl NodeStatus {
             waiting: AtomicUsize::new(0),
             replayed_points: AtomicU64::new(0),
             replay_rate: AtomicU64::new(0),
+            repairing: AtomicBool::new(false),
             traffic: Traffic::default(),
             detail: Mutex::new(Detail::default()),
         }
@@ -193,6 +196,16 @@ impl NodeStatus {
     /// Counts points replayed from the queue.
     pub fn add_replayed(&self, points: u64) {
         self.replayed_points.fetch_add(points, Ordering::Relaxed);
+    }
+
+    /// Says whether a repair job is copying to the node what it lacks.
+    pub fn set_repairing(&self, repairing: bool) {
+        self.repairing.store(repairing, Ordering::Release);
+    }
+
+    /// Whether a repair job is copying to the node what it lacks (reads avoid it).
+    pub fn is_repairing(&self) -> bool {
+        self.repairing.load(Ordering::Acquire)
     }
 
     /// Publishes the current replay rate.

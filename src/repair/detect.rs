@@ -17,14 +17,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{influx::Influx, Scope, State};
-use crate::{gateway::Gateway, node::NodeState};
+use super::{influx::Influx, Repairs, Scope, State};
+use crate::node::NodeState;
 
 const FIRST_RETRY: Duration = Duration::from_secs(60);
 const LAST_RETRY: Duration = Duration::from_secs(3600);
 
 /// Watches the nodes for as long as the gateway runs.
-pub async fn watch(gateway: Arc<Gateway>) {
+pub async fn watch(repairs: Arc<Repairs>) {
+    let gateway = repairs.gateway();
     let http = crate::node::client::http_client(gateway.query_tls(), 2);
     let authorization = gateway
         .config()
@@ -41,7 +42,7 @@ pub async fn watch(gateway: Arc<Gateway>) {
     let mut suspects: HashMap<String, BTreeSet<String>> = HashMap::new();
     loop {
         tokio::time::sleep(interval).await;
-        if gateway.repairs().stopping() {
+        if repairs.stopping() {
             return;
         }
         let influx = |n: usize| {
@@ -54,13 +55,12 @@ pub async fn watch(gateway: Arc<Gateway>) {
         };
         for (id, node) in gateway.nodes().iter().enumerate() {
             let name = node.status().name();
-            if node.status().state() != NodeState::Up || gateway.repairs().repairing(name).is_some()
-            {
+            if node.status().state() != NodeState::Up || repairs.repairing(name).is_some() {
                 continue;
             }
             if node.queue().needs_resync() {
                 suspects.remove(name);
-                start(&gateway, name, "flagged needs_resync");
+                start(&repairs, name, "flagged needs_resync");
                 continue;
             }
             if !node.queue().is_empty() {
@@ -96,7 +96,7 @@ pub async fn watch(gateway: Arc<Gateway>) {
                 if let Err(e) = node.queue().flag_resync() {
                     log::error!("node {name}: cannot flag needs_resync: {e}");
                 }
-                start(&gateway, name, "lacks databases its peers hold");
+                start(&repairs, name, "lacks databases its peers hold");
             }
         }
     }
@@ -104,25 +104,24 @@ pub async fn watch(gateway: Arc<Gateway>) {
 
 /// `verify.interval`: a verify that repairs what differs, every interval, for as long as the
 /// gateway runs (the next waits for the last to end).
-pub async fn anti_entropy(gateway: Arc<Gateway>, interval: Duration) {
+pub async fn anti_entropy(repairs: Arc<Repairs>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        if gateway.repairs().stopping() {
+        if repairs.stopping() {
             return;
         }
         let scope = Scope {
             repair: true,
             ..Scope::default()
         };
-        match gateway.repairs().verify(&gateway, "verify.interval", scope) {
+        match repairs.verify("verify.interval", scope) {
             Ok(job) => log::info!("job {}: periodic verify started", job.id),
             Err(e) => log::info!("periodic verify not started: {e}"),
         }
     }
 }
 
-fn start(gateway: &Arc<Gateway>, node: &str, reason: &str) {
-    let repairs = gateway.repairs();
+fn start(repairs: &Arc<Repairs>, node: &str, reason: &str) {
     if let Some((failures, at)) = repairs.auto_failure(node) {
         let wait = FIRST_RETRY
             .saturating_mul(1 << failures.saturating_sub(1).min(6))
@@ -131,7 +130,7 @@ fn start(gateway: &Arc<Gateway>, node: &str, reason: &str) {
             return;
         }
     }
-    if let Err(e) = repairs.repair(gateway, node, reason, Scope::default()) {
+    if let Err(e) = repairs.repair(node, reason, Scope::default()) {
         log::debug!("automatic repair of {node} not started: {e}");
     }
 }

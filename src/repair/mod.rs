@@ -97,8 +97,9 @@ impl Running {
     }
 }
 
-/// Every job of this gateway, and the thread they run on.
+/// Every job of this gateway, the gateway they work on, and the thread they run on.
 pub struct Repairs {
+    gateway: Arc<Gateway>,
     config: RepairConfig,
     store: JobStore,
     jobs: Mutex<Vec<Arc<Running>>>,
@@ -107,10 +108,6 @@ pub struct Repairs {
     /// When each node's last automatic repair ended without success, so that a failing one is
     /// not restarted in a loop.
     auto_failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
-    /// The configured nodes, and whether a job is repairing each: read for every query, so
-    /// without a lock.
-    nodes: Vec<String>,
-    under_repair: Vec<AtomicBool>,
     /// Points handed to each node by jobs, since start.
     copied: Vec<AtomicU64>,
 }
@@ -119,28 +116,29 @@ pub struct Repairs {
 const ENDED_KEPT: usize = 100;
 
 impl Repairs {
-    /// The jobs stored in `store`; none runs until [`Repairs::start_background`].
-    pub fn open(
-        config: RepairConfig,
-        store: JobStore,
-        nodes: Vec<String>,
-    ) -> Result<Repairs, QueueError> {
+    /// The jobs `gateway` stored; none runs until [`Repairs::start_background`].
+    pub fn open(gateway: Arc<Gateway>) -> Result<Arc<Repairs>, QueueError> {
+        let store = JobStore::new(gateway.jobs_tree()?);
         let jobs = store.load()?.into_iter().map(Running::new).collect();
-        Ok(Repairs {
-            under_repair: nodes.iter().map(|_| AtomicBool::new(false)).collect(),
-            copied: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
-            nodes,
-            config,
+        Ok(Arc::new(Repairs {
+            copied: gateway.nodes().iter().map(|_| AtomicU64::new(0)).collect(),
+            config: gateway.config().repair.clone(),
+            gateway,
             store,
             jobs: Mutex::new(jobs),
             arbiter: Arbiter::new(),
             stopping: AtomicBool::new(false),
             auto_failures: Mutex::new(HashMap::new()),
-        })
+        }))
+    }
+
+    /// The gateway the jobs work on.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
     }
 
     /// Resumes the jobs a previous run left under way, and starts detection when `repair.auto`.
-    pub fn start_background(&self, gateway: Arc<Gateway>) {
+    pub fn start_background(self: &Arc<Self>) {
         for running in self.list() {
             let job = running.job();
             if job.is_running() {
@@ -164,31 +162,31 @@ impl Repairs {
                 }
                 record.stopped_cleanly = false;
                 drop(record);
-                self.spawn(Arc::clone(&gateway), running);
+                self.spawn(running);
             }
         }
         if self.config.auto {
-            let gateway = Arc::clone(&gateway);
+            let repairs = Arc::clone(self);
             self.arbiter.spawn_fn(move || {
-                actix::spawn(detect::watch(gateway));
+                actix::spawn(detect::watch(repairs));
             });
         }
-        if let Some(interval) = gateway.config().verify.interval {
-            let gateway = Arc::clone(&gateway);
+        if let Some(interval) = self.gateway.config().verify.interval {
+            let repairs = Arc::clone(self);
             self.arbiter.spawn_fn(move || {
-                actix::spawn(detect::anti_entropy(gateway, interval));
+                actix::spawn(detect::anti_entropy(repairs, interval));
             });
         }
     }
 
     /// Starts a repair of `node`, answering at once with the job as it starts.
     pub fn repair(
-        &self,
-        gateway: &Arc<Gateway>,
+        self: &Arc<Self>,
         node: &str,
         reason: &str,
         scope: Scope,
     ) -> Result<Job, Refused> {
+        let gateway = &self.gateway;
         let target = node_id(gateway, node)?;
         if let Some(source) = &scope.source {
             let source_id = node_id(gateway, source)?;
@@ -243,17 +241,13 @@ impl Repairs {
         self.prune(&mut jobs);
         drop(jobs);
         log::warn!("job {}: repairing {node} ({reason})", job.id);
-        self.spawn(Arc::clone(gateway), running);
+        self.spawn(running);
         Ok(job)
     }
 
     /// Starts a verify of the shards in `scope` (all when it names none).
-    pub fn verify(
-        &self,
-        gateway: &Arc<Gateway>,
-        reason: &str,
-        scope: Scope,
-    ) -> Result<Job, Refused> {
+    pub fn verify(self: &Arc<Self>, reason: &str, scope: Scope) -> Result<Job, Refused> {
+        let gateway = &self.gateway;
         if let Some(shard) = &scope.shard {
             if !gateway.router().shards().iter().any(|s| &s.name == shard) {
                 let names: Vec<&str> = gateway
@@ -301,7 +295,7 @@ impl Repairs {
         self.prune(&mut jobs);
         drop(jobs);
         log::info!("job {}: verify ({reason})", job.id);
-        self.spawn(Arc::clone(gateway), running);
+        self.spawn(running);
         Ok(job)
     }
 
@@ -379,25 +373,25 @@ impl Repairs {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Whether a job is repairing node `node` (a reader must not count on it).
-    pub fn is_repairing(&self, node: NodeId) -> bool {
-        self.under_repair
-            .get(node)
-            .is_some_and(|r| r.load(Ordering::Acquire))
-    }
-
+    /// Shows node `node` under repair or not (in its status, where reads look).
     fn mark_repairing(&self, node: &str, on: bool) {
-        if let Some(i) = self.nodes.iter().position(|n| n == node) {
-            self.under_repair[i].store(on, Ordering::Release);
+        if let Some(handle) = self
+            .gateway
+            .nodes()
+            .iter()
+            .find(|n| n.status().name() == node)
+        {
+            handle.status().set_repairing(on);
         }
     }
 
-    fn spawn(&self, gateway: Arc<Gateway>, running: Arc<Running>) {
+    fn spawn(self: &Arc<Self>, running: Arc<Running>) {
         if let Some(node) = running.lock().job.node.clone() {
             self.mark_repairing(&node, true);
         }
+        let repairs = Arc::clone(self);
         self.arbiter.spawn_fn(move || {
-            actix::spawn(run::run(gateway, running));
+            actix::spawn(run::run(repairs, running));
         });
     }
 

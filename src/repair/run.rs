@@ -11,12 +11,12 @@ use super::{
     job::{self, Divergence, Kind, Plan, ReplicaCount, State, Task},
     lines::{Digest, Schema},
     worker::{
-        encode, Batch, Compare, CopyError, Piece, Stop, Worker, BATCH_BYTES, BATCH_POINTS, POLL,
+        encode, Batch, Compare, CopyError, Ending, Piece, Stop, Worker, BATCH_BYTES, BATCH_POINTS,
+        POLL,
     },
-    Running,
+    Repairs, Running,
 };
 use crate::{
-    gateway::Gateway,
     node::{NodeId, NodeState},
     router::ShardId,
 };
@@ -31,15 +31,15 @@ pub const COPIES: u32 = 3;
 const SOURCE_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs `running` to its end (or to the gateway's stop), storing its progress after every chunk.
-pub async fn run(gateway: Arc<Gateway>, running: Arc<Running>) {
+pub async fn run(repairs: Arc<Repairs>, running: Arc<Running>) {
     let job = running.job();
     let outcome = match (job.kind, job.node.as_deref()) {
-        (Kind::Verify, _) => super::verify::run(&gateway, &running).await,
-        (Kind::Repair, Some(node)) => repair(&gateway, &running, node).await,
+        (Kind::Verify, _) => super::verify::run(&repairs, &running).await,
+        (Kind::Repair, Some(node)) => repair(&repairs, &running, node).await,
         (Kind::Repair, None) => Err(Stop::Failed("a repair names no node".to_owned())),
     };
     if let Some(node) = &job.node {
-        gateway.repairs().mark_repairing(node, false);
+        repairs.mark_repairing(node, false);
     }
     let (state, error) = match outcome {
         Ok(Ending::Done) => (State::Done, None),
@@ -59,12 +59,12 @@ pub async fn run(gateway: Arc<Gateway>, running: Arc<Running>) {
         record.clone()
     };
     let job = &record.job;
-    if let Err(e) = gateway.repairs().store.save(&record).await {
+    if let Err(e) = repairs.store.save(&record).await {
         log::error!("job {}: cannot store its end: {e}", job.id);
     }
     if let Some(node) = &job.node {
         let flagged_again = job.incomplete.as_deref() == Some(FLAGGED_AGAIN);
-        gateway.repairs().note_end(node, state, flagged_again);
+        repairs.note_end(node, state, flagged_again);
     }
     let what = match &job.node {
         Some(node) => format!("{:?} of {node}", job.kind),
@@ -91,17 +91,10 @@ pub async fn run(gateway: Arc<Gateway>, running: Arc<Running>) {
     }
 }
 
-/// How a job that ran to its end ended.
-pub enum Ending {
-    /// Complete.
-    Done,
-    /// Complete, but with chunks that still differ: failed, with this.
-    Differs(String),
-}
-
 /// Repairs `node`; when it ends complete, clears the node's `needs_resync` unless it was flagged
 /// again since the repair started.
-async fn repair(gateway: &Gateway, running: &Running, node: &str) -> Result<Ending, Stop> {
+async fn repair(repairs: &Repairs, running: &Running, node: &str) -> Result<Ending, Stop> {
+    let gateway = repairs.gateway();
     let Some(target) = gateway
         .nodes()
         .iter()
@@ -122,7 +115,7 @@ async fn repair(gateway: &Gateway, running: &Running, node: &str) -> Result<Endi
                 .mark_incomplete("limited to part of the data (db, since or until)");
         }
     }
-    let outcome = Repair::new(gateway, running, target).run().await;
+    let outcome = Repair::new(repairs, running, target).run().await;
     if queue.resync_generation() != generation {
         running.lock().job.mark_incomplete(FLAGGED_AGAIN);
     }
@@ -132,7 +125,7 @@ async fn repair(gateway: &Gateway, running: &Running, node: &str) -> Result<Endi
             record.stopped_cleanly = true;
             record.clone()
         };
-        if let Err(e) = gateway.repairs().store.save(&record).await {
+        if let Err(e) = repairs.store.save(&record).await {
             log::error!("job {}: cannot store its stop: {e}", record.job.id);
         }
     }
@@ -166,9 +159,9 @@ struct Repair<'g> {
 }
 
 impl<'g> Repair<'g> {
-    fn new(gateway: &'g Gateway, running: &'g Running, target: NodeId) -> Self {
+    fn new(repairs: &'g Repairs, running: &'g Running, target: NodeId) -> Self {
         Repair {
-            w: Worker::new(gateway, running),
+            w: Worker::new(repairs, running),
             target,
         }
     }
@@ -240,7 +233,7 @@ impl<'g> Repair<'g> {
                 let node = &self.w.gateway.nodes()[n];
                 node.status().state() != NodeState::Down
                     && !node.queue().needs_resync()
-                    && !self.w.gateway.repairs().is_repairing(n)
+                    && !node.status().is_repairing()
             })
             .collect::<Vec<_>>();
         // A replica with writes still queued for it lacks them yet: one without, first.

@@ -9,13 +9,11 @@ use super::{
         self, Conflict, Divergence, Plan, ReplicaCount, Report, ShardReport, Task, CONFLICTS_SHOWN,
     },
     lines::{Digest, Schema},
-    run::Ending,
     settle::settle,
-    worker::{Batch, Compare, CopyError, Piece, Stop, Worker, BATCH_POINTS},
-    Running,
+    worker::{Batch, Compare, CopyError, Ending, Piece, Stop, Worker, BATCH_POINTS},
+    Repairs, Running,
 };
 use crate::{
-    gateway::Gateway,
     node::{NodeId, NodeState},
     router::ShardId,
 };
@@ -28,10 +26,10 @@ const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 const SETTLE_LIMIT: usize = 200_000;
 
 /// Runs a verify to its end.
-pub async fn run(gateway: &Gateway, running: &Running) -> Result<Ending, Stop> {
+pub async fn run(repairs: &Repairs, running: &Running) -> Result<Ending, Stop> {
     let scope = running.lock().job.scope.clone();
     let mut verify = Verify {
-        w: Worker::new(gateway, running),
+        w: Worker::new(repairs, running),
         compare: if scope.exact {
             Compare::Exact
         } else {

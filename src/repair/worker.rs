@@ -16,7 +16,7 @@ use super::{
     job::{RunProgress, Task},
     lines::{self, Digest, EncodeError, Encoded, FieldType, Schema, SeriesPart},
     store::Record,
-    Running,
+    Repairs, Running,
 };
 use crate::{
     gateway::Gateway,
@@ -44,6 +44,14 @@ const QUICK_ATTEMPTS: u32 = 3;
 
 /// Connections the job thread keeps per node.
 const CONNECTIONS: usize = 4;
+
+/// How a job that ran to its end ended.
+pub enum Ending {
+    /// Complete.
+    Done,
+    /// Complete, but with chunks that still differ: failed, with this.
+    Differs(String),
+}
 
 /// Why a job stopped before its end.
 pub enum Stop {
@@ -119,6 +127,8 @@ pub type Points = BTreeMap<(Vec<u8>, i64), Vec<u8>>;
 pub struct Worker<'g> {
     /// The gateway.
     pub gateway: &'g Gateway,
+    /// The jobs.
+    pub repairs: &'g Repairs,
     /// The job.
     pub running: &'g Running,
     http: awc::Client,
@@ -133,10 +143,12 @@ pub struct Worker<'g> {
 
 impl<'g> Worker<'g> {
     /// For `running`, on the job thread.
-    pub fn new(gateway: &'g Gateway, running: &'g Running) -> Self {
+    pub fn new(repairs: &'g Repairs, running: &'g Running) -> Self {
+        let gateway = repairs.gateway();
         let config = gateway.config();
         Worker {
             gateway,
+            repairs,
             running,
             http: client::http_client(gateway.query_tls(), CONNECTIONS),
             authorization: config
@@ -152,8 +164,7 @@ impl<'g> Worker<'g> {
 
     /// Stores `record` (flushed before this returns).
     pub async fn save(&self, record: &Record) -> Result<(), Stop> {
-        self.gateway
-            .repairs()
+        self.repairs
             .store
             .save(record)
             .await
@@ -192,7 +203,7 @@ impl<'g> Worker<'g> {
 
     /// Whether the job must stop now.
     pub fn check(&self) -> Result<(), Stop> {
-        if self.gateway.repairs().stopping() {
+        if self.repairs.stopping() {
             Err(Stop::ShuttingDown)
         } else if self.running.cancelled() {
             Err(Stop::Cancelled)
@@ -502,7 +513,7 @@ impl<'g> Worker<'g> {
             }
         }
         self.run.points += write.points;
-        self.gateway.repairs().count_copied(node, write.points);
+        self.repairs.count_copied(node, write.points);
         self.throttle().await;
         Ok(None)
     }
