@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use actix_web::{
-    body::{BoxBody, MessageBody},
+    body::{EitherBody, MessageBody},
     dev::{Service, ServiceRequest, ServiceResponse},
     http::header::{self, HeaderValue},
     Error,
@@ -17,7 +17,7 @@ const MSGPACK: &str = "application/x-msgpack";
 pub fn errors<S, B>(
     req: ServiceRequest,
     service: &S,
-) -> impl Future<Output = Result<ServiceResponse<BoxBody>, Error>>
+) -> impl Future<Output = Result<ServiceResponse<EitherBody<B, Vec<u8>>>, Error>>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
     B: MessageBody + 'static,
@@ -29,9 +29,10 @@ where
         .is_some_and(|v| v.contains(MSGPACK));
     let answer = service.call(req);
     async move {
-        let response = answer.await?.map_into_boxed_body();
+        let response = answer.await?;
+        // The common case passes through untouched: no boxing, no copy.
         if !wants || response.status().as_u16() < 400 {
-            return Ok(response);
+            return Ok(response.map_into_left_body());
         }
         let json = response
             .headers()
@@ -42,9 +43,9 @@ where
             .get("x-influxdb-error")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let (true, Some(message)) = (json, message) else {
-            return Ok(response);
+            return Ok(response.map_into_left_body());
         };
-        let mut response = response.map_body(|_, _| BoxBody::new(error_map(&message)));
+        let mut response = response.map_body(|_, _| EitherBody::right(error_map(&message)));
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(MSGPACK));
