@@ -166,6 +166,8 @@ health:
 retry:
   initial_backoff: 100ms
   max_backoff: 1s
+repair:
+  auto: false                 # the baseline wrote to b behind the gateway's back
 """)
         log = open(os.path.join(root, "gateway.log"), "w")
         gateway = subprocess.Popen([GATEWAY, "--config", config], stdout=log, stderr=log, stdin=subprocess.DEVNULL)

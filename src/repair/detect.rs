@@ -7,8 +7,12 @@
 //!   a loss, and only a difference seen twice in a row counts, as a `CREATE` or `DROP` may be on
 //!   its way to one node and not yet to the other. Such a node is flagged first, so that reads
 //!   avoid it at once, then repaired. The comparison runs for a node just back up (the usual way
-//!   a wiped node returns), and otherwise once every [`COMPARE_EVERY`]: `SHOW DATABASES` every
-//!   second cost influxd a fifth of its write rate under load (bench/run.py, two cores).
+//!   a wiped node returns), and otherwise once every [`COMPARE_EVERY`]: asking every node every
+//!   second would find nothing more, only later.
+//!
+//! A database created on one node behind the gateway's back counts as a difference too: the
+//! gateway copies it to the other replicas (benchmarks that write straight to a node as their
+//! baseline turn `repair.auto` off for that reason).
 //!
 //! A node whose automatic repair failed is tried again after a delay that doubles, from a minute
 //! up to an hour.
