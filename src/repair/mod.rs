@@ -212,7 +212,7 @@ impl Repairs {
                  itself when it is back and lacks data)"
             )));
         }
-        let mut jobs = self.lock();
+        let jobs = self.lock();
         if let Some(other) = jobs
             .iter()
             .map(|j| j.job())
@@ -230,18 +230,8 @@ impl Repairs {
             )));
         }
         let job = Job::repair(new_id("repair"), node, reason, scope);
-        let record = Record {
-            job: job.clone(),
-            plan: None,
-            stopped_cleanly: false,
-        };
-        self.store.put(&record)?;
-        let running = Running::new(record);
-        jobs.push(Arc::clone(&running));
-        self.prune(&mut jobs);
-        drop(jobs);
+        let job = self.admit(jobs, job)?;
         log::warn!("job {}: repairing {node} ({reason})", job.id);
-        self.spawn(running);
         Ok(job)
     }
 
@@ -262,7 +252,7 @@ impl Repairs {
                 )));
             }
         }
-        let mut jobs = self.lock();
+        let jobs = self.lock();
         let running: Vec<Job> = jobs
             .iter()
             .map(|j| j.job())
@@ -284,6 +274,18 @@ impl Repairs {
             }
         }
         let job = Job::verify(new_id("verify"), reason, scope);
+        let job = self.admit(jobs, job)?;
+        log::info!("job {}: verify ({reason})", job.id);
+        Ok(job)
+    }
+
+    /// Stores `job`, lists it among `jobs` (whose lock the caller took for its checks, so that
+    /// no conflicting job slips in between) and starts it.
+    fn admit(
+        self: &Arc<Self>,
+        mut jobs: MutexGuard<'_, Vec<Arc<Running>>>,
+        job: Job,
+    ) -> Result<Job, Refused> {
         let record = Record {
             job: job.clone(),
             plan: None,
@@ -294,7 +296,6 @@ impl Repairs {
         jobs.push(Arc::clone(&running));
         self.prune(&mut jobs);
         drop(jobs);
-        log::info!("job {}: verify ({reason})", job.id);
         self.spawn(running);
         Ok(job)
     }

@@ -1,7 +1,6 @@
 //! One repair, from its plan to its last verified chunk.
 
 use std::{
-    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -10,9 +9,10 @@ use super::{
     influx::{ident, RetentionPolicy},
     job::{self, Divergence, Kind, Plan, ReplicaCount, State, Task},
     lines::{Digest, Schema},
+    store::Record,
     worker::{
-        encode, Batch, Compare, CopyError, Ending, Piece, Stop, Worker, BATCH_BYTES, BATCH_POINTS,
-        POLL,
+        encode, walk, Batch, Compare, CopyError, Ending, Piece, Stop, Walk, Worker, BATCH_BYTES,
+        BATCH_POINTS, POLL,
     },
     Repairs, Running,
 };
@@ -173,44 +173,7 @@ impl<'g> Repair<'g> {
                 .patience("creating what the node lacks", e, &mut failures)
                 .await?;
         }
-        let plan = self.w.running.lock().plan.clone();
-        let mut plan = match plan {
-            Some(plan) => plan,
-            None => {
-                let mut failures = 0;
-                let plan = loop {
-                    match self.plan().await {
-                        Ok(plan) => break plan,
-                        Err(e) => self.w.patience("planning", e, &mut failures).await?,
-                    }
-                };
-                let record = {
-                    let mut record = self.w.running.lock();
-                    record.job.chunks_total = plan.chunks_total();
-                    record.plan = Some(plan.clone());
-                    record.clone()
-                };
-                self.w.save(&record).await?;
-                plan
-            }
-        };
-        let mut schemas: BTreeMap<usize, Schema> = BTreeMap::new();
-        while let Some((task, start, end)) = plan.current() {
-            let task = task.clone();
-            let schema = schemas.entry(plan.task).or_default();
-            let copied = self.chunk(&task, start, end, schema).await?;
-            plan.advance();
-            schemas.retain(|&t, _| t >= plan.task);
-            let position = plan.clone();
-            self.w
-                .chunk_done(|record| {
-                    record.job.points_copied += copied.points;
-                    record.job.divergent.extend(copied.divergence);
-                    record.plan = Some(position);
-                })
-                .await?;
-        }
-        Ok(())
+        walk(self).await
     }
 
     /// The replicas to read `shard` from, best first: up, complete, not the target.
@@ -335,7 +298,7 @@ impl<'g> Repair<'g> {
     }
 
     /// Every stretch of data the target should hold, by shard, database, policy and measurement.
-    async fn plan(&mut self) -> Result<Plan, CopyError> {
+    async fn plan_tasks(&mut self) -> Result<Plan, CopyError> {
         self.w.activity(Some("planning".to_owned()));
         let scope = self.w.running.lock().job.scope.clone();
         let mut tasks = Vec::new();
@@ -389,7 +352,7 @@ impl<'g> Repair<'g> {
     }
 
     /// Copies one chunk until the target's digest equals the source's, or [`COPIES`] times.
-    async fn chunk(
+    async fn copy_chunk(
         &mut self,
         task: &Task,
         start: i64,
@@ -523,22 +486,12 @@ impl<'g> Repair<'g> {
         schema: &mut Schema,
         copied: &mut Copied,
     ) -> Result<Option<String>, CopyError> {
-        let Piece {
-            task,
-            shard,
-            start,
-            end,
-        } = *piece;
+        let task = piece.task;
         let source = self.w.influx(source_id);
-        let mut reader = source
-            .chunk(&task.db, &task.rp, &task.measurement, start, end)
-            .await?;
+        let mut parts = self.w.parts(&source, piece).await?;
         let mut batch = Batch::default();
         let mut refusal = None;
-        while let Some(part) = reader.next().await? {
-            if !self.w.keeps(&task.db, shard, &part) {
-                continue;
-            }
+        while let Some(part) = parts.next().await? {
             let encoded = encode(&source, task, &part, schema, &mut batch.body).await?;
             batch.encoded.merge(encoded);
             if batch.encoded.points >= BATCH_POINTS || batch.body.len() >= BATCH_BYTES {
@@ -552,6 +505,36 @@ impl<'g> Repair<'g> {
             refusal = refusal.or(self.w.deliver(self.target, task, batch).await?);
         }
         Ok(refusal)
+    }
+}
+
+impl<'g> Walk<'g> for Repair<'g> {
+    type Outcome = Copied;
+    type Found = ();
+
+    fn worker(&mut self) -> &mut Worker<'g> {
+        &mut self.w
+    }
+
+    async fn plan(&mut self) -> Result<(Plan, ()), CopyError> {
+        Ok((self.plan_tasks().await?, ()))
+    }
+
+    fn keep_found((): (), _: &mut Record) {}
+
+    async fn chunk(
+        &mut self,
+        task: &Task,
+        start: i64,
+        end: i64,
+        schema: &mut Schema,
+    ) -> Result<Copied, Stop> {
+        self.copy_chunk(task, start, end, schema).await
+    }
+
+    fn count(copied: Copied, _: &Task, record: &mut Record) {
+        record.job.points_copied += copied.points;
+        record.job.divergent.extend(copied.divergence);
     }
 }
 

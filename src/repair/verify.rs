@@ -10,7 +10,8 @@ use super::{
     },
     lines::{Digest, Schema},
     settle::settle,
-    worker::{Batch, Compare, CopyError, Ending, Piece, Stop, Worker, BATCH_POINTS},
+    store::Record,
+    worker::{walk, Batch, Compare, CopyError, Ending, Piece, Stop, Walk, Worker, BATCH_POINTS},
     Repairs, Running,
 };
 use crate::{
@@ -48,55 +49,7 @@ struct Verify<'g> {
 
 impl Verify<'_> {
     async fn run(&mut self) -> Result<Ending, Stop> {
-        let stored = self.w.running.lock().plan.clone();
-        let mut plan = match stored {
-            Some(plan) => plan,
-            None => {
-                let mut failures = 0;
-                let (plan, report) = loop {
-                    match self.plan().await {
-                        Ok(planned) => break planned,
-                        Err(e) => self.w.patience("planning", e, &mut failures).await?,
-                    }
-                };
-                let record = {
-                    let mut record = self.w.running.lock();
-                    record.job.chunks_total = plan.chunks_total();
-                    record.job.report = Some(report);
-                    record.plan = Some(plan.clone());
-                    record.clone()
-                };
-                self.w.save(&record).await?;
-                plan
-            }
-        };
-        let mut schemas: BTreeMap<usize, Schema> = BTreeMap::new();
-        while let Some((task, start, end)) = plan.current() {
-            let task = task.clone();
-            let schema = schemas.entry(plan.task).or_default();
-            let outcome = self.chunk(&task, start, end, schema).await?;
-            plan.advance();
-            schemas.retain(|&t, _| t >= plan.task);
-            let position = plan.clone();
-            self.w
-                .chunk_done(|record| {
-                    record.job.points_copied += outcome.written;
-                    if let Some(shard) = record
-                        .job
-                        .report
-                        .get_or_insert_with(Report::default)
-                        .shards
-                        .iter_mut()
-                        .find(|s| s.shard == task.shard)
-                    {
-                        shard.chunks_compared += u64::from(outcome.compared);
-                        shard.chunks_not_compared += u64::from(outcome.left_out);
-                        shard.divergent.extend(outcome.divergence);
-                    }
-                    record.plan = Some(position);
-                })
-                .await?;
-        }
+        walk(self).await?;
         let mut record = self.w.running.lock();
         let report = record.job.report.get_or_insert_with(Report::default);
         report.consistent = report
@@ -107,7 +60,7 @@ impl Verify<'_> {
     }
 
     /// Every stretch any replica of a shard in scope holds.
-    async fn plan(&mut self) -> Result<(Plan, Report), CopyError> {
+    async fn plan_tasks(&mut self) -> Result<(Plan, Report), CopyError> {
         self.w.activity(Some("planning".to_owned()));
         let scope = self.w.running.lock().job.scope.clone();
         let router = self.w.gateway.router();
@@ -195,7 +148,7 @@ impl Verify<'_> {
     }
 
     /// Compares one chunk on every replica that is up, and settles it if asked and it differs.
-    async fn chunk(
+    async fn compare_chunk(
         &mut self,
         task: &Task,
         start: i64,
@@ -379,6 +332,43 @@ impl Verify<'_> {
             .await?;
         divergence.repaired = read.len() == nodes.len() && same(&digests);
         Ok(written)
+    }
+}
+
+impl<'g> Walk<'g> for Verify<'g> {
+    type Outcome = Outcome;
+    type Found = Report;
+
+    fn worker(&mut self) -> &mut Worker<'g> {
+        &mut self.w
+    }
+
+    async fn plan(&mut self) -> Result<(Plan, Report), CopyError> {
+        self.plan_tasks().await
+    }
+
+    fn keep_found(report: Report, record: &mut Record) {
+        record.job.report = Some(report);
+    }
+
+    async fn chunk(
+        &mut self,
+        task: &Task,
+        start: i64,
+        end: i64,
+        schema: &mut Schema,
+    ) -> Result<Outcome, Stop> {
+        self.compare_chunk(task, start, end, schema).await
+    }
+
+    fn count(outcome: Outcome, task: &Task, record: &mut Record) {
+        record.job.points_copied += outcome.written;
+        let report = record.job.report.get_or_insert_with(Report::default);
+        if let Some(shard) = report.shards.iter_mut().find(|s| s.shard == task.shard) {
+            shard.chunks_compared += u64::from(outcome.compared);
+            shard.chunks_not_compared += u64::from(outcome.left_out);
+            shard.divergent.extend(outcome.divergence);
+        }
     }
 }
 

@@ -12,8 +12,8 @@ use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 
 use super::{
-    influx::{ident, Influx, InfluxError},
-    job::{RunProgress, Task},
+    influx::{ident, ChunkReader, Influx, InfluxError},
+    job::{Plan, RunProgress, Task},
     lines::{self, Digest, EncodeError, Encoded, FieldType, Schema, SeriesPart},
     store::Record,
     Repairs, Running,
@@ -25,7 +25,7 @@ use crate::{
         client::{self, GatewayError},
         Delivery, NodeError, NodeId, NodeWrite, Op, WriteTarget,
     },
-    router::{Placement, ShardId},
+    router::{Placement, Router, ShardId},
 };
 
 /// A piece of a chunk handed to a node at once.
@@ -219,13 +219,32 @@ impl<'g> Worker<'g> {
 
     /// Whether a series read from a replica belongs to `shard` under the current routes.
     pub fn keeps(&self, db: &str, shard: ShardId, part: &SeriesPart) -> bool {
-        match self.gateway.router().placement(db, &part.name) {
-            Placement::Shard(s) => s == shard,
-            Placement::ByTag { key, shards } => {
-                let value = part.tag(key.name()).unwrap_or("");
-                self.gateway.router().shard_for_tag(shards, value) == shard
-            }
-        }
+        keeps(self.gateway.router(), db, shard, part)
+    }
+
+    /// Opens the piece's chunk on `influx`, to be read a series part at a time, only the series
+    /// placed on the piece's shard.
+    pub async fn parts(
+        &self,
+        influx: &Influx,
+        piece: &Piece<'_>,
+    ) -> Result<Parts<'g>, InfluxError> {
+        let task = piece.task;
+        let reader = influx
+            .chunk(
+                &task.db,
+                &task.rp,
+                &task.measurement,
+                piece.start,
+                piece.end,
+            )
+            .await?;
+        Ok(Parts {
+            reader,
+            router: self.gateway.router(),
+            db: task.db.clone(),
+            shard: piece.shard,
+        })
     }
 
     /// After `what` failed for want of an answer from some node: waits a little longer each time
@@ -285,11 +304,7 @@ impl<'g> Worker<'g> {
         let mut failures = 0;
         loop {
             self.check()?;
-            let read = match compare {
-                Compare::Exact => self.exact_digest(&influx, piece, schema).await,
-                Compare::Quick => self.quick_digest(&influx, piece, schema).await,
-            };
-            match read {
+            match self.read_digest(&influx, piece, schema, compare).await {
                 Ok(digest) => return Ok(digest),
                 Err(e) => self.after_failure(node, e, &mut failures).await?,
             }
@@ -308,11 +323,7 @@ impl<'g> Worker<'g> {
         let influx = self.influx(node);
         for attempt in 0..QUICK_ATTEMPTS {
             self.check()?;
-            let read = match compare {
-                Compare::Exact => self.exact_digest(&influx, piece, schema).await,
-                Compare::Quick => self.quick_digest(&influx, piece, schema).await,
-            };
-            match read {
+            match self.read_digest(&influx, piece, schema, compare).await {
                 Ok(digest) => return Ok(Some(digest)),
                 Err(CopyError::Stop(stop)) => return Err(stop),
                 Err(CopyError::Source(e)) if e.is_retryable() => {
@@ -328,6 +339,19 @@ impl<'g> Worker<'g> {
         Ok(None)
     }
 
+    async fn read_digest(
+        &self,
+        influx: &Influx,
+        piece: &Piece<'_>,
+        schema: &mut Schema,
+        compare: Compare,
+    ) -> Result<Digest, CopyError> {
+        match compare {
+            Compare::Exact => self.exact_digest(influx, piece, schema).await,
+            Compare::Quick => self.quick_digest(influx, piece, schema).await,
+        }
+    }
+
     async fn exact_digest(
         &self,
         influx: &Influx,
@@ -337,19 +361,8 @@ impl<'g> Worker<'g> {
         let task = piece.task;
         let mut digest = Digest::default();
         let mut lines = Vec::new();
-        let mut reader = influx
-            .chunk(
-                &task.db,
-                &task.rp,
-                &task.measurement,
-                piece.start,
-                piece.end,
-            )
-            .await?;
-        while let Some(part) = reader.next().await? {
-            if !self.keeps(&task.db, piece.shard, &part) {
-                continue;
-            }
+        let mut parts = self.parts(influx, piece).await?;
+        while let Some(part) = parts.next().await? {
             lines.clear();
             let encoded = encode(influx, task, &part, schema, &mut lines).await?;
             digest.update(&lines, encoded.points);
@@ -440,19 +453,8 @@ impl<'g> Worker<'g> {
     ) -> Result<Option<Points>, CopyError> {
         let task = piece.task;
         let mut points = Points::new();
-        let mut reader = influx
-            .chunk(
-                &task.db,
-                &task.rp,
-                &task.measurement,
-                piece.start,
-                piece.end,
-            )
-            .await?;
-        while let Some(part) = reader.next().await? {
-            if !self.keeps(&task.db, piece.shard, &part) {
-                continue;
-            }
+        let mut parts = self.parts(influx, piece).await?;
+        while let Some(part) = parts.next().await? {
             // Field types first, so that the walk below knows every column.
             encode(influx, task, &part, schema, &mut Vec::new()).await?;
             let walked = lines::for_each_point(&part, schema, |key, time, fields| {
@@ -545,6 +547,106 @@ impl<'g> Worker<'g> {
         }
         self.activity(None);
         Ok(())
+    }
+}
+
+/// A job that walks its plan chunk by chunk: repair and verify.
+pub(crate) trait Walk<'g> {
+    /// What one chunk did.
+    type Outcome;
+    /// What planning found beside the plan (a verify's report, its shards listed).
+    type Found;
+    /// The shared machinery.
+    fn worker(&mut self) -> &mut Worker<'g>;
+    /// Makes the plan.
+    async fn plan(&mut self) -> Result<(Plan, Self::Found), CopyError>;
+    /// Keeps what planning found in the job.
+    fn keep_found(found: Self::Found, record: &mut Record);
+    /// Handles the chunk `[start, end)` of `task`.
+    async fn chunk(
+        &mut self,
+        task: &Task,
+        start: i64,
+        end: i64,
+        schema: &mut Schema,
+    ) -> Result<Self::Outcome, Stop>;
+    /// Counts what a chunk did in the job.
+    fn count(outcome: Self::Outcome, task: &Task, record: &mut Record);
+}
+
+/// Walks `job`'s plan from where it stands, making it first when there is none. The plan and the
+/// job's progress are stored after every chunk: a job killed anywhere resumes at the next chunk.
+pub(crate) async fn walk<'g, J: Walk<'g>>(job: &mut J) -> Result<(), Stop> {
+    let running = job.worker().running;
+    let stored = running.lock().plan.clone();
+    let mut plan = match stored {
+        Some(plan) => plan,
+        None => {
+            let mut failures = 0;
+            let (plan, found) = loop {
+                match job.plan().await {
+                    Ok(planned) => break planned,
+                    Err(e) => job.worker().patience("planning", e, &mut failures).await?,
+                }
+            };
+            let record = {
+                let mut record = running.lock();
+                record.job.chunks_total = plan.chunks_total();
+                J::keep_found(found, &mut record);
+                record.plan = Some(plan.clone());
+                record.clone()
+            };
+            job.worker().save(&record).await?;
+            plan
+        }
+    };
+    // A task's field types are read once, for all its chunks.
+    let mut schemas: BTreeMap<usize, Schema> = BTreeMap::new();
+    while let Some((task, start, end)) = plan.current() {
+        let task = task.clone();
+        let schema = schemas.entry(plan.task).or_default();
+        let outcome = job.chunk(&task, start, end, schema).await?;
+        plan.advance();
+        schemas.retain(|&t, _| t >= plan.task);
+        let position = plan.clone();
+        job.worker()
+            .chunk_done(|record| {
+                J::count(outcome, &task, record);
+                record.plan = Some(position);
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// A chunk's series parts placed on one shard, as [`Worker::parts`] opens them.
+pub struct Parts<'r> {
+    reader: ChunkReader,
+    router: &'r Router,
+    db: String,
+    shard: ShardId,
+}
+
+impl Parts<'_> {
+    /// The next series part placed on the shard, or `None` at the end of the answer.
+    pub async fn next(&mut self) -> Result<Option<SeriesPart>, InfluxError> {
+        while let Some(part) = self.reader.next().await? {
+            if keeps(self.router, &self.db, self.shard, &part) {
+                return Ok(Some(part));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether a series of `db` read from a replica belongs to `shard` under `router`'s routes.
+fn keeps(router: &Router, db: &str, shard: ShardId, part: &SeriesPart) -> bool {
+    match router.placement(db, &part.name) {
+        Placement::Shard(s) => s == shard,
+        Placement::ByTag { key, shards } => {
+            let value = part.tag(key.name()).unwrap_or("");
+            router.shard_for_tag(shards, value) == shard
+        }
     }
 }
 
