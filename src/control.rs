@@ -201,18 +201,16 @@ fn run(work: impl std::future::Future<Output = Result<ExitCode, ControlError>>) 
 struct Client {
     http: awc::Client,
     base: String,
-    authorization: Option<String>,
+    authorization: Option<actix_web::http::header::HeaderValue>,
 }
 
 impl Client {
     fn new(admin: &AdminArgs) -> Client {
-        let authorization = admin.username.as_ref().map(|user| {
-            use base64::Engine;
-            let pair = format!("{user}:{}", admin.password.as_deref().unwrap_or_default());
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            )
+        let authorization = admin.username.as_ref().and_then(|user| {
+            crate::auth::basic(&crate::config::NodeCredentials {
+                username: user.clone(),
+                password: admin.password.clone().unwrap_or_default(),
+            })
         });
         Client {
             http: awc::Client::builder()
@@ -233,7 +231,7 @@ impl Client {
             .map_err(|e| unreachable(e.to_string()))?;
         let mut request = self.http.request(method, &url);
         if let Some(auth) = &self.authorization {
-            request = request.insert_header(("Authorization", auth.as_str()));
+            request = request.insert_header((actix_web::http::header::AUTHORIZATION, auth.clone()));
         }
         let mut response = request
             .send()
