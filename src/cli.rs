@@ -74,6 +74,16 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Asks a running gateway to move the data its changed shards or routes now place elsewhere
+    /// (copied, verified on every replica, then deleted where it was), and follows the job;
+    /// exits non-zero if the job fails.
+    Rebalance {
+        /// Start the job and return without following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Lists a running gateway's jobs, or shows one; `--follow` follows it to its end.
     Jobs {
         /// The job to show (all when absent).

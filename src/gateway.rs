@@ -15,13 +15,18 @@ use crate::{
     blueprint::Blueprint,
     config::{Config, LimitsConfig},
     data_dir::DataDirLock,
+    layouts::Layouts,
     node::{
         queue::OrphanQueue, NodeHandle, NodeId, NodeSettings, NodeState, QueueError, QueueStore,
         Retune,
     },
     query::{deny::DenyRule, Candidate},
-    router::{Router, Shard, ShardId},
+    router::{Layout, Router, Shard, ShardId},
 };
+
+/// How long a backlog refused for a database its node lacks waits for `repair.auto` to create it:
+/// a wiped node is found within a few health intervals, and its databases come first.
+const SCHEMA_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Version reported before any node has told us its own.
 const FALLBACK_VERSION: &str = "1.x";
@@ -46,7 +51,7 @@ pub enum StartError {
 /// Everything the HTTP handlers need.
 pub struct Gateway {
     config: Config,
-    router: Router,
+    layouts: Layouts,
     deny: Vec<DenyRule>,
     nodes: Vec<NodeHandle>,
     rotation: AtomicUsize,
@@ -92,6 +97,7 @@ impl Gateway {
                 orphan.bytes
             );
         }
+        let layouts = Layouts::open(store.tree("layout")?, Layout::of(&config), router, &names)?;
         let mut nodes = Vec::with_capacity(config.nodes.len());
         for node in &config.nodes {
             let queue = store.node(
@@ -107,7 +113,7 @@ impl Gateway {
             query_tls,
             limits: Arc::new(ArcSwap::from_pointee(config.limits.clone())),
             config,
-            router,
+            layouts,
             deny,
             nodes,
             rotation: AtomicUsize::new(0),
@@ -162,9 +168,21 @@ impl Gateway {
         &self.nodes
     }
 
-    /// Where writes go.
+    /// Where writes go: the configured layout.
     pub fn router(&self) -> &Router {
-        &self.router
+        self.layouts.current()
+    }
+
+    /// Where a job reads: the layout the data follows (the earlier one while a move is pending).
+    /// Jobs never run beside a rebalance, so it holds still under them; a query takes
+    /// [`Layouts::reads`] instead.
+    pub fn read_router(&self) -> &Router {
+        self.layouts.read_router()
+    }
+
+    /// The configured layout and the one the data follows.
+    pub fn layouts(&self) -> &Layouts {
+        &self.layouts
     }
 
     /// Held while writes and mutations are handed to the node actors, so that every node
@@ -189,9 +207,14 @@ impl Gateway {
         crate::query::read_order(&candidates, self.next_rotation())
     }
 
-    /// The replicas of `shard` to try for the next read, best first; successive reads rotate.
+    /// The replicas of `shard` (of the read layout) to try for the next read, best first;
+    /// successive reads rotate.
     pub fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId> {
-        let replicas = &self.router().shards()[shard].replicas;
+        self.replica_read_order(&self.read_router().shards()[shard].replicas)
+    }
+
+    /// Of `replicas`, the nodes to try for the next read, best first; successive reads rotate.
+    pub fn replica_read_order(&self, replicas: &[NodeId]) -> Vec<NodeId> {
         let candidates: Vec<Candidate> = replicas.iter().map(|&n| self.candidate(n)).collect();
         crate::query::read_order(&candidates, self.next_rotation())
             .into_iter()
@@ -258,6 +281,12 @@ fn node_settings(config: &Config, tls: Option<Arc<rustls::ClientConfig>>) -> Nod
         max_backoff: config.retry.max_backoff,
         max_attempts_4xx: config.retry.max_attempts_4xx,
         max_age: config.queue.max_age,
+        // Only `repair.auto` creates what a wiped node lacks without being asked.
+        schema_patience: if config.repair.auto {
+            SCHEMA_PATIENCE
+        } else {
+            Duration::ZERO
+        },
         replay_batch_bytes: config.queue.replay_batch_size,
         batch_max_points: config.write.batch.max_points,
         batch_max_delay: config.write.batch.max_delay,
@@ -277,10 +306,6 @@ fn retune(config: &Config) -> Retune {
 }
 
 impl crate::query::Cluster for Gateway {
-    fn router(&self) -> &Router {
-        &self.router
-    }
-
     fn nodes(&self) -> &[NodeHandle] {
         &self.nodes
     }
@@ -293,7 +318,11 @@ impl crate::query::Cluster for Gateway {
         Gateway::next_read_order(self)
     }
 
-    fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId> {
-        Gateway::shard_read_order(self, shard)
+    fn replica_read_order(&self, replicas: &[NodeId]) -> Vec<NodeId> {
+        Gateway::replica_read_order(self, replicas)
+    }
+
+    fn strays_possible(&self) -> bool {
+        self.layouts.strays_possible()
     }
 }

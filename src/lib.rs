@@ -15,6 +15,7 @@ pub mod data_dir;
 pub mod gateway;
 pub mod http;
 pub mod influxql;
+pub mod layouts;
 pub mod line_protocol;
 pub mod memory;
 pub mod metrics;

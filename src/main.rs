@@ -56,6 +56,13 @@ fn main() -> ExitCode {
             let request = control::JobRequest { params, detach };
             return control::start(&admin, "verify", request);
         }
+        Some(Command::Rebalance { detach, admin }) => {
+            let request = control::JobRequest {
+                params: Vec::new(),
+                detach,
+            };
+            return control::start(&admin, "rebalance", request);
+        }
         Some(Command::Jobs {
             id,
             follow,

@@ -311,7 +311,8 @@ impl Replica for NodeHandle {
 }
 
 /// Sends `body` for database `db` to every replica it belongs on and waits for `consistency`;
-/// replicas that have not answered within `wait` count as failed. `wait` bounds the whole answer:
+/// while data moves from an earlier layout (`moving_from`), the replicas it gives the points to
+/// and `router` does not get them too, and count like the others. Replicas that have not answered within `wait` count as failed. `wait` bounds the whole answer:
 /// the replicas' answers and the flagging of replicas that refused their copies share it.
 ///
 /// The hand-off to the actors happens under `order`, a lock held only while messages are put in
@@ -321,6 +322,7 @@ impl Replica for NodeHandle {
 pub async fn replicate<R: Replica>(
     nodes: &[R],
     router: &Router,
+    moving_from: Option<&Router>,
     order: &Mutex<()>,
     db: &str,
     target: WriteTarget,
@@ -331,7 +333,11 @@ pub async fn replicate<R: Replica>(
 ) -> WriteOutcome {
     let deadline = Instant::now() + wait;
     let target = Arc::new(target);
-    let routed = router.route(db, body, precision);
+    let mut routed = router.route(db, body, precision);
+    if let Some(earlier) = moving_from {
+        let moved = earlier.route_moved(router, db, body, precision);
+        routed.batches.extend(moved.batches);
+    }
     // The router counted each share's points and read their time span, once for all replicas.
     let write = |batch: &ShardBatch<'_>| NodeWrite {
         target: Arc::clone(&target),
@@ -690,6 +696,7 @@ mod tests {
         let outcome = replicate(
             &replicas,
             &Router::replicate_to_all(2),
+            None,
             &Mutex::new(()),
             "db",
             target,

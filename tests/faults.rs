@@ -313,12 +313,16 @@ fn a_large_write_a_node_refuses_unread_is_a_refusal_not_a_stalled_queue() {
 }
 
 #[test]
-fn a_node_back_without_its_databases_is_flagged_at_its_first_dead_letter() {
+fn a_node_back_without_its_databases_holds_its_backlog_until_a_repair_recreates_them() {
     let mut cluster = Cluster::start(
         2,
         "health:\n  interval: 500ms\nretry:\n  initial_backoff: 50ms\n  max_backoff: 200ms\n",
     );
     cluster.create_database("db");
+    cluster.gateway.query_ok(
+        "db",
+        "CREATE RETENTION POLICY week ON db DURATION 7d REPLICATION 1",
+    );
     cluster.nodes[1].kill();
     for i in 0..5 {
         let reply = cluster.gateway.write_ok("db=db", &batch("cpu", i * 10, 10));
@@ -328,26 +332,57 @@ fn a_node_back_without_its_databases_is_flagged_at_its_first_dead_letter() {
             "queued is not missing: {reply:?}"
         );
     }
-    // Its disk was replaced: it comes back empty, and every queued write gets 404.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let recent: String = (0..10)
+        .map(|i| format!("mem,host=a v={i} {}\n", now - i))
+        .collect();
+    cluster
+        .gateway
+        .write_ok("db=db&rp=week&precision=s", &recent);
+    // Its disk was replaced: it comes back empty, and every queued write gets 404. The backlog
+    // waits rather than being dead-lettered; the node is flagged, avoided by reads, and the
+    // repair that follows creates the database and the policy first, so the backlog lands.
     cluster.nodes[1].wipe_and_restart();
     let gateway = &cluster.gateway;
+    let influx2 = &cluster.nodes[1];
     assert!(
-        eventually(Duration::from_secs(30), || {
-            let queue = &gateway.node_health("influx2")["queue"];
-            queue["dead_letters"].as_u64() >= Some(1)
-        }),
+        eventually(Duration::from_secs(60), || count(influx2, "db", "cpu")
+            == 50
+            && count(influx2, "db", "week.mem") == 10),
+        "{}\n{}",
+        gateway.node_health("influx2"),
+        gateway.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || gateway.node_health("influx2")
+            ["queue"]["entries"]
+            == 0),
         "{}",
         gateway.node_health("influx2")
     );
     let health = gateway.node_health("influx2");
-    assert_eq!(health["queue"]["needs_resync"], true, "{health}");
-    let (_, all) = gateway.health();
-    assert!(
-        all["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("influx2 needs a resync")),
-        "{all}"
+    assert_eq!(
+        health["queue"]["dead_letters"], 0,
+        "nothing dead-lettered: {health}"
     );
+    let log = gateway.log();
+    assert!(log.contains("its backlog waits for a repair"), "{log}");
+    assert!(
+        log.contains("node influx2 lacks databases its peers hold"),
+        "{log}"
+    );
+    // The repair ends and clears the flag; the node then answers reads like its peer.
+    assert!(
+        eventually(Duration::from_secs(60), || gateway.node_health("influx2")
+            ["queue"]["needs_resync"]
+            == false),
+        "{}",
+        gateway.node_health("influx2")
+    );
+    assert_eq!(count(&cluster.nodes[0], "db", "cpu"), 50);
 }
 
 #[test]

@@ -63,10 +63,20 @@ fn data() -> String {
     body
 }
 
+/// Two shards sharing a replica: influx3 holds the series of both.
+const OVERLAPPING: &str = concat!(
+    "shards:\n  - name: s1\n    replicas: [influx1, influx3]\n  - name: s2\n    replicas: [influx2, influx3]\n",
+    include_str!("fixtures/example-routes.yaml")
+);
+
 fn setup() -> Setup {
-    let nodes = vec![Influxd::start("influx1"), Influxd::start("influx2")];
+    setup_with(&["influx1", "influx2"], SHARDING)
+}
+
+fn setup_with(names: &[&str], sharding: &str) -> Setup {
+    let nodes: Vec<Influxd> = names.iter().map(|n| Influxd::start(n)).collect();
     let oracle = Influxd::start("oracle");
-    let gateway = Gateway::start(&nodes.iter().collect::<Vec<_>>(), SHARDING);
+    let gateway = Gateway::start(&nodes.iter().collect::<Vec<_>>(), sharding);
     for url in [gateway.url(), oracle.url()] {
         let reply = post_form(&format!("{url}/query"), &[("q", "CREATE DATABASE db")]);
         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -205,6 +215,35 @@ fn answers_across_shards_equal_one_influxd_holding_everything() {
         "{} of {} answers differ:\n{}",
         differences.len(),
         statements.len() * 2,
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn a_node_serving_two_shards_is_asked_for_each_shards_series_only() {
+    // influx3 is a replica of both shards of `http_requests`: asked for s1, it would answer with
+    // s2's series too. Each read rotates over the replicas, so every statement is asked twice.
+    let setup = setup_with(&["influx1", "influx2", "influx3"], OVERLAPPING);
+    let spread: Vec<String> = statements()
+        .into_iter()
+        .filter(|q| q.starts_with("SELECT") && !q.contains(';'))
+        .filter(|q| q.contains("FROM http_requests "))
+        .collect();
+    assert!(spread.len() >= 20, "{} statements", spread.len());
+    let mut differences = Vec::new();
+    for q in &spread {
+        let expected = ask(&setup.oracle.url(), q, None);
+        for _ in 0..2 {
+            let got = ask(&setup.gateway.url(), q, None);
+            if got != expected {
+                differences.push(format!("{q}\n  oracle:  {expected:?}\n  gateway: {got:?}"));
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} answers differ:\n{}",
+        differences.len(),
         differences.join("\n")
     );
 }

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{consistency::Consistency, units};
 
@@ -111,6 +111,9 @@ pub struct Config {
     /// Comparison of replicas with each other (anti-entropy).
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// Moving data after shards or routes change.
+    #[serde(default)]
+    pub rebalance: RebalanceConfig,
     /// The most detailed log level written: error, warn, info, debug or trace.
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
@@ -120,7 +123,7 @@ pub struct Config {
 }
 
 /// `shards[]`: nodes that each hold a full copy of the shard's data.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardConfig {
     /// A unique name, used in routes, `/health`, `/route` and errors.
@@ -130,7 +133,7 @@ pub struct ShardConfig {
 }
 
 /// `routes[]`: one way of matching a measurement, and where its points go.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Matches this exact measurement name.
@@ -308,6 +311,15 @@ pub struct RepairConfig {
     pub chunk: Duration,
     /// Most points a repair copies per second, so that live traffic keeps its share (0: no limit).
     pub max_points_per_second: u64,
+}
+
+/// `rebalance:` — moving data to where changed shards or routes now place it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebalanceConfig {
+    /// Start a rebalance by itself when the gateway starts with shards or routes that place data
+    /// elsewhere than where it was written (off by default: moving data is an operator's call).
+    pub auto: bool,
 }
 
 /// `verify:` — comparing replicas with each other.

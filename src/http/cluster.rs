@@ -1,4 +1,4 @@
-//! `/cluster/...`: repair jobs, started, followed and cancelled over HTTP, and each node's dead
+//! `/cluster/...`: repair, verify and rebalance jobs, started, followed and cancelled over HTTP, and each node's dead
 //! letters, listed, replayed or purged. Admin-only when the gateway has its own users.
 
 use std::time::{Duration, Instant};
@@ -108,6 +108,21 @@ pub async fn verify(
         .clone()
         .into_inner()
         .verify("requested", scope)
+        .map_err(refused)?;
+    Ok(HttpResponse::Accepted().json(job))
+}
+
+/// Handles `POST /cluster/rebalance`: 202 with the job.
+pub async fn rebalance(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    repairs: web::Data<Repairs>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&gateway, &req).await?;
+    let job = repairs
+        .clone()
+        .into_inner()
+        .rebalance("requested")
         .map_err(refused)?;
     Ok(HttpResponse::Accepted().json(job))
 }
@@ -338,6 +353,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/cluster/verify")
             .route(web::post().to(verify))
+            .default_service(super::only("POST")),
+    )
+    .service(
+        web::resource("/cluster/rebalance")
+            .route(web::post().to(rebalance))
             .default_service(super::only("POST")),
     )
     .service(

@@ -19,6 +19,7 @@ use crate::{
         self, deny::Denied, BroadcastOutcome, Classified, ClientParams, Plan, QueryText,
         ScatterError,
     },
+    router::Router,
 };
 
 /// Names the node that answered a read, for operators following a query.
@@ -71,11 +72,14 @@ pub async fn query(
         refused(ApiError::new(status, denied.to_string()))
     })?;
     let timeout = gateway.config().query.timeout;
-    match query::plan(classified, gateway.router(), db.as_deref()) {
+    // One placement for the whole request: a move that ends meanwhile changes the next one's.
+    let reads = gateway.layouts().reads();
+    let router: &Router = &reads;
+    match query::plan(classified, router, db.as_deref()) {
         Plan::Read { shard } => {
             metrics.query_plan(QueryPlan::Read);
             let order = match shard {
-                Some(shard) => gateway.shard_read_order(shard),
+                Some(shard) => gateway.replica_read_order(&router.shards()[shard].replicas),
                 None => gateway.next_read_order(),
             };
             read_from(&gateway, &client.0, &order, &forwarded).await
@@ -87,7 +91,7 @@ pub async fn query(
             let form = is_form(&req).then_some(&forwarded.body[..]);
             let params = ClientParams::new(&forwarded.query_string, form, node_authorization);
             metrics.query_plan(QueryPlan::Scatter);
-            match query::scatter(&**gateway, &client.0, text, &statements, &params).await {
+            match query::scatter(&**gateway, router, &client.0, text, &statements, &params).await {
                 Ok(body) => {
                     metrics.merged(statements.len());
                     Ok(merged(&req, body))

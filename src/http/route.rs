@@ -4,7 +4,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{params, required, ApiError};
-use crate::{gateway::Gateway, router::Placement};
+use crate::{
+    gateway::Gateway,
+    router::{Placement, Router},
+};
 
 #[derive(Deserialize)]
 struct RouteParams {
@@ -24,8 +27,12 @@ struct RouteAnswer<'a> {
     by_tag: Option<&'a str>,
     /// The tag value asked about, if any.
     tag: Option<&'a str>,
-    /// Where the points are: one shard, or every candidate when a tag value is needed to choose.
+    /// Where the points go: one shard, or every candidate when a tag value is needed to choose.
     shards: Vec<ShardAnswer<'a>>,
+    /// While shards or routes changed and a rebalance has not moved the data yet: where the
+    /// points written so far are, and reads go, until it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_on: Option<Vec<ShardAnswer<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -44,10 +51,33 @@ pub async fn route(
     let db = required(&params.db, "database")?;
     let measurement = required(&params.measurement, "measurement")?;
     let router = gateway.router();
-    let placement = router.placement(db, measurement);
-    let (by_tag, shards) = match placement {
+    let (by_tag, shards) = placed(&gateway, router, db, measurement, params.tag.as_deref());
+    let data_on = gateway
+        .layouts()
+        .moving_from()
+        .map(|earlier| placed(&gateway, earlier, db, measurement, params.tag.as_deref()).1);
+    Ok(HttpResponse::Ok().json(RouteAnswer {
+        db,
+        measurement,
+        route: router.explain(measurement),
+        by_tag,
+        tag: params.tag.as_deref().filter(|_| by_tag.is_some()),
+        shards,
+        data_on,
+    }))
+}
+
+/// Where `router` places `measurement` (and tag value `tag`, if given), and by which tag.
+fn placed<'a>(
+    gateway: &'a Gateway,
+    router: &'a Router,
+    db: &str,
+    measurement: &str,
+    tag: Option<&str>,
+) -> (Option<&'a str>, Vec<ShardAnswer<'a>>) {
+    let (by_tag, shards) = match router.placement(db, measurement) {
         Placement::Shard(shard) => (None, vec![shard]),
-        Placement::ByTag { key, shards } => match params.tag.as_deref() {
+        Placement::ByTag { key, shards } => match tag {
             Some(value) => (Some(key.name()), vec![router.shard_for_tag(shards, value)]),
             None => (Some(key.name()), shards.to_vec()),
         },
@@ -62,12 +92,5 @@ pub async fn route(
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(RouteAnswer {
-        db,
-        measurement,
-        route: router.explain(measurement),
-        by_tag,
-        tag: params.tag.as_deref().filter(|_| by_tag.is_some()),
-        shards,
-    }))
+    (by_tag, shards)
 }

@@ -115,6 +115,9 @@ struct Health<'a> {
     gateway_version: &'static str,
     nodes: Vec<NodeView>,
     shards: Vec<ShardHealth<'a>>,
+    /// A move of data between layouts, needed or under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rebalance: Option<RebalanceView>,
     /// Queues on disk for nodes no longer configured: kept, never replayed or deleted.
     orphan_queues: &'a [OrphanQueue],
 }
@@ -164,6 +167,19 @@ impl From<Job> for RepairProgress {
             activity: job.activity,
         }
     }
+}
+
+/// What `/health` shows while data does not yet follow the configured shards and routes.
+#[derive(Serialize)]
+struct RebalanceView {
+    /// Shards or routes changed since the data was written, and it has not moved yet.
+    needed: bool,
+    /// Where the data is (and reads go) until it has moved.
+    data_follows: Option<String>,
+    /// The configured layout it moves to.
+    configured: String,
+    /// The rebalance under way.
+    job: Option<RepairProgress>,
 }
 
 #[derive(Serialize)]
@@ -241,6 +257,26 @@ pub async fn health(gateway: web::Data<Gateway>, repairs: web::Data<Repairs>) ->
                 .count(),
         })
         .collect();
+    let layouts = gateway.layouts();
+    let pending = layouts.pending();
+    let job = repairs.rebalancing();
+    let rebalance = (pending.is_some() || job.is_some()).then(|| RebalanceView {
+        needed: pending.is_some(),
+        data_follows: pending.map(|l| l.describe()),
+        configured: layouts.current_layout().describe(),
+        job: job.map(RepairProgress::from),
+    });
+    let mut message = health_message(up, &nodes);
+    match &rebalance {
+        Some(RebalanceView { job: Some(job), .. }) => message.push_str(&format!(
+            "; rebalancing (chunk {} of {})",
+            job.chunks_done, job.chunks_total
+        )),
+        Some(_) => message.push_str(
+            "; shards or routes changed: a rebalance is needed (reads follow the earlier layout)",
+        ),
+        None => {}
+    }
     let checks = nodes
         .iter()
         .map(|n| Check {
@@ -261,11 +297,12 @@ pub async fn health(gateway: web::Data<Gateway>, repairs: web::Data<Repairs>) ->
         name: "influx-gateway",
         checks,
         status,
-        message: health_message(up, &nodes),
+        message,
         version: gateway.reported_version(),
         gateway_version: env!("CARGO_PKG_VERSION"),
         nodes,
         shards,
+        rebalance,
         orphan_queues: gateway.orphans(),
     })
 }

@@ -143,6 +143,7 @@ async fn accept(
     match replicate(
         gateway.nodes(),
         gateway.router(),
+        gateway.layouts().moving_from(),
         gateway.order(),
         db,
         target,

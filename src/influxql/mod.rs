@@ -1,7 +1,9 @@
 //! Just enough InfluxQL to route a query: a lexer, statement splitting and classification.
 
 pub mod classify;
+pub mod condition;
 pub mod lexer;
+pub mod quote;
 pub mod select;
 pub mod sources;
 

@@ -69,6 +69,9 @@ pub struct NodeStatus {
     replay_rate: AtomicU64,
     /// A repair job is copying to it what it lacks: reads avoid it.
     repairing: AtomicBool,
+    /// The queue's head was refused for a database or retention policy the node lacks: the
+    /// backlog waits for them to be created there.
+    awaiting_schema: AtomicBool,
     traffic: Traffic,
     detail: Mutex<Detail>,
 }
@@ -114,6 +117,7 @@ impl NodeStatus {
             replayed_points: AtomicU64::new(0),
             replay_rate: AtomicU64::new(0),
             repairing: AtomicBool::new(false),
+            awaiting_schema: AtomicBool::new(false),
             traffic: Traffic::default(),
             detail: Mutex::new(Detail::default()),
         }
@@ -206,6 +210,16 @@ impl NodeStatus {
     /// Whether a repair job is copying to the node what it lacks (reads avoid it).
     pub fn is_repairing(&self) -> bool {
         self.repairing.load(Ordering::Acquire)
+    }
+
+    /// Says whether the backlog waits for a database or retention policy the node lacks.
+    pub fn set_awaiting_schema(&self, waiting: bool) {
+        self.awaiting_schema.store(waiting, Ordering::Release);
+    }
+
+    /// Whether the backlog waits for a database or retention policy the node lacks.
+    pub fn is_awaiting_schema(&self) -> bool {
+        self.awaiting_schema.load(Ordering::Acquire)
     }
 
     /// Publishes the current replay rate.

@@ -21,22 +21,27 @@ use super::{
 use crate::{
     config::QueryConfig,
     influxql::Statement,
+    influxql::{
+        condition::and_where,
+        quote::{ident, literal},
+        sources::{reads, Measurement, Reads},
+    },
     node::{ForwardedQuery, NodeHandle, NodeId},
-    router::{Router, ShardId},
+    router::{Placement, Router, ShardId},
 };
 
 /// What a scattered query needs of the running gateway.
 pub trait Cluster {
-    /// The routing table.
-    fn router(&self) -> &Router;
     /// The nodes, in configuration order.
     fn nodes(&self) -> &[NodeHandle];
     /// `query:` settings.
     fn query_config(&self) -> &QueryConfig;
     /// The nodes to try for the next read of any node, best first.
     fn next_read_order(&self) -> Vec<NodeId>;
-    /// The replicas of `shard` to try for the next read, best first.
-    fn shard_read_order(&self, shard: ShardId) -> Vec<NodeId>;
+    /// Of `replicas`, the nodes to try for the next read, best first.
+    fn replica_read_order(&self, replicas: &[NodeId]) -> Vec<NodeId>;
+    /// Whether a node may hold series its shards do not place on it (data is moving).
+    fn strays_possible(&self) -> bool;
 }
 
 /// Parameters the gateway sets itself on each statement it sends.
@@ -138,9 +143,10 @@ impl ClientParams {
     }
 }
 
-/// Answers `statements` of query `q`; the body is InfluxDB's JSON.
+/// Answers `statements` of query `q`, planned with `router`; the body is InfluxDB's JSON.
 pub async fn scatter(
     gateway: &impl Cluster,
+    router: &Router,
     http: &awc::Client,
     q: &str,
     statements: &[Routed<'_>],
@@ -154,7 +160,7 @@ pub async fn scatter(
             not_executed.insert("error".into(), "not executed".into());
             Value::Object(not_executed)
         } else {
-            answer(gateway, http, q, routed, params).await?
+            answer(gateway, router, http, q, routed, params).await?
         };
         failed |= result.get("error").is_some();
         results.push(with_statement_id(id, &mut result));
@@ -193,6 +199,7 @@ fn with_statement_id(id: usize, result: &mut Value) -> Value {
 /// One statement's result object.
 async fn answer(
     gateway: &impl Cluster,
+    router: &Router,
     http: &awc::Client,
     q: &str,
     routed: &Routed<'_>,
@@ -207,15 +214,15 @@ async fn answer(
             first_result(ask(gateway, http, &order, "any", &request).await?)
         }
         Target::Shard(shard) => {
-            let order = gateway.shard_read_order(*shard);
-            let name = &gateway.router().shards()[*shard].name;
+            let order = gateway.replica_read_order(&router.shards()[*shard].replicas);
+            let name = &router.shards()[*shard].name;
             let request = params.request(text, client_epoch);
             first_result(ask(gateway, http, &order, name, &request).await?)
         }
         Target::Shards { shards, shard_tags } => {
             let names: Vec<&str> = shards
                 .iter()
-                .map(|&s| gateway.router().shards()[s].name.as_str())
+                .map(|&s| router.shards()[s].name.as_str())
                 .collect();
             let tags: Vec<&str> = shard_tags.iter().map(String::as_str).collect();
             let context = ScatterContext {
@@ -231,16 +238,131 @@ async fn answer(
                 }
             };
             let request = params.request(&plan.text, Some("ns"));
+            // A node that holds series of other shards too would answer for them as well: each
+            // shard is then asked for its own series by name.
+            let narrowed = spread(&routed.statement, router, params)
+                .filter(|_| gateway.strays_possible() || overlapping(router, shards));
             let asked = shards.iter().zip(&names).map(|(&shard, name)| {
-                let order = gateway.shard_read_order(shard);
-                let request = &request;
-                async move { ask(gateway, http, &order, name, request).await }
+                let order = gateway.replica_read_order(&router.shards()[shard].replicas);
+                let (request, text, narrowed) = (&request, &plan.text, &narrowed);
+                async move {
+                    let Some(spread) = narrowed else {
+                        return ask(gateway, http, &order, name, request).await;
+                    };
+                    let condition =
+                        spread.condition(gateway, router, http, &order, name, params, shard);
+                    let own = match and_where(text, &condition.await?) {
+                        Some(text) => params.request(&text, Some("ns")),
+                        None => request.clone(),
+                    };
+                    ask(gateway, http, &order, name, &own).await
+                }
             });
             let answers = futures_util::future::join_all(asked).await;
             let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
             Ok(plan.merger.merge(answers, params.epoch))
         }
     }
+}
+
+/// A statement's one source, a measurement spread over shards by a tag.
+struct Spread {
+    db: String,
+    measurement: String,
+    key: String,
+    /// The shards it is spread over.
+    shards: Vec<ShardId>,
+}
+
+/// The spread measurement `statement` reads, when it reads exactly one.
+fn spread(statement: &Statement<'_>, router: &Router, params: &ClientParams) -> Option<Spread> {
+    let Reads::Sources {
+        on,
+        sources,
+        subquery: false,
+    } = reads(statement)
+    else {
+        return None;
+    };
+    let [source] = sources.as_slice() else {
+        return None;
+    };
+    let Measurement::Name(measurement) = &source.measurement else {
+        return None;
+    };
+    let db = source.db.clone().or(on).or_else(|| {
+        params
+            .passed
+            .iter()
+            .find(|(k, _)| k == "db")
+            .map(|(_, v)| v.clone())
+    })?;
+    match router.placement(&db, measurement) {
+        Placement::ByTag { key, shards } => Some(Spread {
+            key: key.name().to_owned(),
+            shards: shards.to_vec(),
+            db,
+            measurement: measurement.clone(),
+        }),
+        Placement::Shard(_) => None,
+    }
+}
+
+impl Spread {
+    /// The condition naming the series of the measurement `shard` holds: every value of the
+    /// tag its replicas know that the routes place on `shard` (the empty one for series without
+    /// the tag), asked of the replica the statement will be asked of.
+    #[allow(clippy::too_many_arguments)]
+    async fn condition(
+        &self,
+        gateway: &impl Cluster,
+        router: &Router,
+        http: &awc::Client,
+        order: &[NodeId],
+        name: &str,
+        params: &ClientParams,
+        shard: ShardId,
+    ) -> Result<String, ScatterError> {
+        let key = ident(&self.key);
+        let text = format!(
+            "SHOW TAG VALUES ON {} FROM {} WITH KEY = {key}",
+            ident(&self.db),
+            ident(&self.measurement)
+        );
+        let results = ask(gateway, http, order, name, &params.request(&text, None)).await?;
+        let shards = &self.shards;
+        let mut terms: Vec<String> = results
+            .iter()
+            .flat_map(|r| r["series"].as_array().cloned().unwrap_or_default())
+            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|row| row.get(1).and_then(Value::as_str).map(str::to_owned))
+            .filter(|value| router.shard_for_tag(shards, value) == shard)
+            .map(|value| format!("{key} = {}", literal(&value)))
+            .collect();
+        if router.shard_for_tag(shards, "") == shard {
+            terms.push(format!("{key} = ''"));
+        }
+        Ok(if terms.is_empty() {
+            // Nothing of it here: a condition no series meets.
+            format!("({key} = '' AND {key} != '')")
+        } else {
+            format!("({})", terms.join(" OR "))
+        })
+    }
+}
+
+/// Whether a node is a replica of two of `shards`: it holds the series of both.
+fn overlapping(router: &Router, shards: &[ShardId]) -> bool {
+    let mut seen: Vec<NodeId> = Vec::new();
+    for &shard in shards {
+        for &node in &router.shards()[shard].replicas {
+            if seen.contains(&node) {
+                return true;
+            }
+        }
+        seen.extend(&router.shards()[shard].replicas);
+    }
+    false
 }
 
 /// The statement as written in `q`, comments inside it included.

@@ -5,7 +5,9 @@
 //! - a node that answers without a database its peers hold (wiped, replaced, restored from an old
 //!   backup). Only nodes with nothing queued are compared, as a queued `CREATE DATABASE` is not
 //!   a loss, and only a difference seen twice in a row counts, as a `CREATE` or `DROP` may be on
-//!   its way to one node and not yet to the other. Such a node is flagged first, so that reads
+//!   its way to one node and not yet to the other — except a node whose backlog its own answers
+//!   hold back (`database not found` for queued writes): that is compared at once, and a database
+//!   its peer holds is missing for certain. Such a node is flagged first, so that reads
 //!   avoid it at once, then repaired. The comparison runs for a node just back up (the usual way
 //!   a wiped node returns), and otherwise once every [`COMPARE_EVERY`]: asking every node every
 //!   second would find nothing more, only later.
@@ -83,11 +85,14 @@ pub async fn watch(repairs: Arc<Repairs>) {
                 start(&repairs, name, "flagged needs_resync");
                 continue;
             }
-            if !node.queue().is_empty() {
+            // A backlog refused for a database the node lacks is proof enough: compared now.
+            let refused = node.status().is_awaiting_schema();
+            if !node.queue().is_empty() && !refused {
                 suspects.remove(name);
                 continue;
             }
-            let due = suspects.contains_key(name) || compared[id].elapsed() >= COMPARE_EVERY;
+            let due =
+                refused || suspects.contains_key(name) || compared[id].elapsed() >= COMPARE_EVERY;
             if looks[id] == 0 && !due {
                 continue;
             }
@@ -98,6 +103,7 @@ pub async fn watch(repairs: Arc<Repairs>) {
                     && other.status().state() == NodeState::Up
                     && other.queue().is_empty()
                     && !other.queue().needs_resync()
+                    && !other.status().is_awaiting_schema()
             });
             let Some((peer, _)) = peer else { continue };
             let (Ok(theirs), Ok(ours)) =
@@ -112,7 +118,9 @@ pub async fn watch(repairs: Arc<Repairs>) {
                 continue;
             }
             let seen_before = suspects.insert(name.to_owned(), missing.clone());
-            if seen_before.is_some_and(|before| before.intersection(&missing).next().is_some()) {
+            if refused
+                || seen_before.is_some_and(|before| before.intersection(&missing).next().is_some())
+            {
                 suspects.remove(name);
                 let list: Vec<&str> = missing.iter().map(String::as_str).collect();
                 log::error!(

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::lines::{FieldType, Schema, SeriesPart};
+pub use crate::influxql::quote::{ident, literal};
 
 /// Points per piece of a chunked answer: a piece is parsed whole, so this bounds its memory.
 const CHUNK_SIZE: usize = 10_000;
@@ -175,6 +176,22 @@ impl Influx {
     /// The measurements of `db` (in any retention policy).
     pub async fn measurements(&self, db: &str) -> Result<Vec<String>, InfluxError> {
         self.column(Some(db), "SHOW MEASUREMENTS", 0).await
+    }
+
+    /// The series keys of `measurement` in `db`, as influxd writes them (escaped).
+    pub async fn series_keys(
+        &self,
+        db: &str,
+        measurement: &str,
+    ) -> Result<Vec<String>, InfluxError> {
+        let q = format!("SHOW SERIES FROM {}", ident(measurement));
+        self.column(Some(db), &q, 0).await
+    }
+
+    /// The tag keys of `measurement` in `db`.
+    pub async fn tag_keys(&self, db: &str, measurement: &str) -> Result<Vec<String>, InfluxError> {
+        let q = format!("SHOW TAG KEYS FROM {}", ident(measurement));
+        self.column(Some(db), &q, 0).await
     }
 
     /// The field types of `measurement` in `db`.`rp`.
@@ -480,18 +497,68 @@ impl ChunkReader {
     }
 }
 
-/// An InfluxQL identifier, quoted.
-pub fn ident(name: &str) -> String {
-    let mut quoted = String::with_capacity(name.len() + 2);
-    quoted.push('"');
-    for c in name.chars() {
-        if c == '"' || c == '\\' {
-            quoted.push('\\');
-        }
-        quoted.push(c);
+/// A series key as `SHOW SERIES` writes it (`m,k=v,...`, line protocol's escaping) split into
+/// its measurement and tags, unescaped; `None` when it is not one.
+pub fn parse_series_key(key: &str) -> Option<(String, Vec<(String, String)>)> {
+    let mut parts = split_commas(key).into_iter();
+    let measurement = unescape(&parts.next()?);
+    let mut tags = Vec::new();
+    for part in parts {
+        let mut kv = split_unescaped_once(&part, '=');
+        let value = kv.pop()?;
+        let key = kv.pop()?;
+        tags.push((key, value));
     }
-    quoted.push('"');
-    quoted
+    Some((measurement, tags))
+}
+
+/// `text` cut at every comma not escaped by a backslash, escapes kept.
+fn split_commas(text: &str) -> Vec<String> {
+    let mut pieces = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            pieces.push(String::new());
+            continue;
+        }
+        let Some(piece) = pieces.last_mut() else {
+            continue;
+        };
+        piece.push(c);
+        if c == '\\' && matches!(chars.peek(), Some(',' | '=' | ' ')) {
+            if let Some(escaped) = chars.next() {
+                piece.push(escaped);
+            }
+        }
+    }
+    pieces
+}
+
+/// `text` cut at its first `sep` not escaped, both sides unescaped; one piece when there is none.
+fn split_unescaped_once(text: &str, sep: char) -> Vec<String> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            c if c == sep && !escaped => {
+                return vec![unescape(&text[..i]), unescape(&text[i + 1..])];
+            }
+            _ => escaped = false,
+        }
+    }
+    vec![unescape(text)]
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && matches!(chars.peek(), Some(',' | '=' | ' ')) {
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -499,8 +566,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identifiers_are_quoted_and_escaped() {
-        assert_eq!(ident("cpu"), "\"cpu\"");
-        assert_eq!(ident("a \"b\"\\c"), "\"a \\\"b\\\"\\\\c\"");
+    fn series_keys_are_split_and_unescaped() {
+        assert_eq!(
+            parse_series_key(r"m\ x,a=1\,y,b\=c=q\ r,d=e\f"),
+            Some((
+                "m x".to_owned(),
+                vec![
+                    ("a".to_owned(), "1,y".to_owned()),
+                    ("b=c".to_owned(), "q r".to_owned()),
+                    ("d".to_owned(), r"e\f".to_owned()),
+                ]
+            ))
+        );
+        assert_eq!(parse_series_key("m"), Some(("m".to_owned(), vec![])));
+        assert_eq!(parse_series_key("m,novalue"), None);
     }
 }

@@ -13,6 +13,19 @@ pub enum Kind {
     Repair,
     /// Compares the replicas of each shard, chunk by chunk, and settles what differs if asked.
     Verify,
+    /// Moves the data the earlier layout placed elsewhere than the configured one.
+    Rebalance,
+}
+
+impl Kind {
+    /// Its name, as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Repair => "repair",
+            Kind::Verify => "verify",
+            Kind::Rebalance => "rebalance",
+        }
+    }
 }
 
 /// Where a job stands.
@@ -167,6 +180,10 @@ pub struct Job {
     /// What a verify found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+    /// Series a rebalance deleted from the replicas they moved away from, once verified where
+    /// they moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_removed: Option<u64>,
     /// Why this repair, even done, does not clear the node's `needs_resync` (it covers part of
     /// the data, or cannot vouch for what happened while the gateway was down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +201,11 @@ impl Job {
         let mut job = Job::new(id, Kind::Verify, None, reason, scope);
         job.report = Some(Report::default());
         job
+    }
+
+    /// A new rebalance, running.
+    pub fn rebalance(id: String, reason: &str) -> Job {
+        Job::new(id, Kind::Rebalance, None, reason, Scope::default())
     }
 
     fn new(id: String, kind: Kind, node: Option<String>, reason: &str, scope: Scope) -> Job {
@@ -207,6 +229,7 @@ impl Job {
             warnings: Vec::new(),
             resumed: 0,
             report: None,
+            series_removed: None,
             incomplete: None,
         }
     }

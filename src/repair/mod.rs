@@ -16,7 +16,7 @@
 //!    placement is the chunk's shard are copied.
 //! 3. **Verified**: once the target has applied the chunk, both replicas' digests of it are
 //!    compared; a chunk that differs is copied again (a live write that raced the copy is then read
-//!    anew, so an older value never stays over a newer one), at most [`run::COPIES`] times, and what
+//!    anew, so an older value never stays over a newer one), at most [`worker::COPIES`] times, and what
 //!    still differs is listed in the job.
 //! 4. **Resumable**: the plan's position is stored and flushed after every chunk; a gateway killed
 //!    mid-job resumes the same job from the next chunk when it starts.
@@ -30,6 +30,8 @@ mod detect;
 pub mod influx;
 pub mod job;
 pub mod lines;
+mod meta;
+mod rebalance;
 mod run;
 mod settle;
 pub mod store;
@@ -47,7 +49,7 @@ use std::{
 use actix::Arbiter;
 
 pub use job::{Job, Kind, Scope, State};
-use store::{JobStore, Record};
+use store::{JobStore, Moving, Record};
 
 use crate::{
     config::RepairConfig,
@@ -165,6 +167,18 @@ impl Repairs {
                 self.spawn(running);
             }
         }
+        let resumed_rebalance = self
+            .list()
+            .iter()
+            .any(|j| j.job().is_running() && j.job().kind == Kind::Rebalance);
+        if self.gateway.config().rebalance.auto
+            && self.gateway.layouts().pending().is_some()
+            && !resumed_rebalance
+        {
+            if let Err(e) = self.rebalance("shards or routes changed (rebalance.auto)") {
+                log::error!("rebalance.auto: cannot start a rebalance: {e}");
+            }
+        }
         if self.config.auto {
             let repairs = Arc::clone(self);
             self.arbiter.spawn_fn(move || {
@@ -196,7 +210,7 @@ impl Repairs {
                 )));
             }
             let shares = gateway
-                .router()
+                .read_router()
                 .shards()
                 .iter()
                 .any(|s| s.replicas.contains(&target) && s.replicas.contains(&source_id));
@@ -213,6 +227,7 @@ impl Repairs {
             )));
         }
         let jobs = self.lock();
+        refuse_beside_rebalance(&jobs, "a repair")?;
         if let Some(other) = jobs
             .iter()
             .map(|j| j.job())
@@ -230,7 +245,7 @@ impl Repairs {
             )));
         }
         let job = Job::repair(new_id("repair"), node, reason, scope);
-        let job = self.admit(jobs, job)?;
+        let job = self.admit(jobs, job, None)?;
         log::warn!("job {}: repairing {node} ({reason})", job.id);
         Ok(job)
     }
@@ -239,9 +254,14 @@ impl Repairs {
     pub fn verify(self: &Arc<Self>, reason: &str, scope: Scope) -> Result<Job, Refused> {
         let gateway = &self.gateway;
         if let Some(shard) = &scope.shard {
-            if !gateway.router().shards().iter().any(|s| &s.name == shard) {
+            if !gateway
+                .read_router()
+                .shards()
+                .iter()
+                .any(|s| &s.name == shard)
+            {
                 let names: Vec<&str> = gateway
-                    .router()
+                    .read_router()
                     .shards()
                     .iter()
                     .map(|s| s.name.as_str())
@@ -253,6 +273,7 @@ impl Repairs {
             }
         }
         let jobs = self.lock();
+        refuse_beside_rebalance(&jobs, "a verify")?;
         let running: Vec<Job> = jobs
             .iter()
             .map(|j| j.job())
@@ -274,8 +295,37 @@ impl Repairs {
             }
         }
         let job = Job::verify(new_id("verify"), reason, scope);
-        let job = self.admit(jobs, job)?;
+        let job = self.admit(jobs, job, None)?;
         log::info!("job {}: verify ({reason})", job.id);
+        Ok(job)
+    }
+
+    /// Starts a rebalance: the data the layout it was written by placed elsewhere than the
+    /// configured one is moved there. It runs alone, as the layout reads follow changes under it.
+    pub fn rebalance(self: &Arc<Self>, reason: &str) -> Result<Job, Refused> {
+        let jobs = self.lock();
+        if let Some(other) = jobs.iter().map(|j| j.job()).find(Job::is_running) {
+            let what = match &other.node {
+                Some(node) => format!("{} of {node}", other.kind.as_str()),
+                None => other.kind.as_str().to_owned(),
+            };
+            return Err(Refused::Conflict(format!(
+                "job {} ({what}) is running: a rebalance runs alone, start it when that ends",
+                other.id
+            )));
+        }
+        let moving = rebalance::pending(self);
+        let job = Job::rebalance(new_id("rebalance"), reason);
+        let job = self.admit(jobs, job, moving.clone())?;
+        match moving {
+            Some(moving) => log::warn!(
+                "job {}: rebalance from {} to {} ({reason})",
+                job.id,
+                moving.from.describe(),
+                moving.to.describe()
+            ),
+            None => log::info!("job {}: rebalance, though nothing moved ({reason})", job.id),
+        }
         Ok(job)
     }
 
@@ -285,11 +335,13 @@ impl Repairs {
         self: &Arc<Self>,
         mut jobs: MutexGuard<'_, Vec<Arc<Running>>>,
         job: Job,
+        moving: Option<Moving>,
     ) -> Result<Job, Refused> {
         let record = Record {
             job: job.clone(),
             plan: None,
             stopped_cleanly: false,
+            moving,
         };
         self.store.put(&record)?;
         let running = Running::new(record);
@@ -332,6 +384,14 @@ impl Repairs {
             let record = j.lock();
             record.job.repairs(node).then(|| record.job.clone())
         })
+    }
+
+    /// The rebalance under way, if any.
+    pub fn rebalancing(&self) -> Option<Job> {
+        self.lock()
+            .iter()
+            .map(|j| j.job())
+            .find(|j| j.is_running() && j.kind == Kind::Rebalance)
     }
 
     /// Counts points a job handed to node `node` (for `influx_gateway_repair_points_total`).
@@ -404,6 +464,21 @@ impl Repairs {
 impl Drop for Repairs {
     fn drop(&mut self) {
         self.arbiter.stop();
+    }
+}
+
+/// Refuses `what` while a rebalance runs: the layout reads follow changes when it settles.
+fn refuse_beside_rebalance(jobs: &[Arc<Running>], what: &str) -> Result<(), Refused> {
+    match jobs
+        .iter()
+        .map(|j| j.job())
+        .find(|j| j.is_running() && j.kind == Kind::Rebalance)
+    {
+        Some(other) => Err(Refused::Conflict(format!(
+            "rebalance {} is moving data: {what} waits for it to end",
+            other.id
+        ))),
+        None => Ok(()),
     }
 }
 

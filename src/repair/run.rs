@@ -6,13 +6,13 @@ use std::{
 };
 
 use super::{
-    influx::{ident, RetentionPolicy},
     job::{self, Divergence, Kind, Plan, ReplicaCount, State, Task},
     lines::{Digest, Schema},
+    meta::copy_meta,
     store::Record,
     worker::{
-        encode, walk, Batch, Compare, CopyError, Ending, Piece, Stop, Walk, Worker, BATCH_BYTES,
-        BATCH_POINTS, POLL,
+        encode, walk, Batch, Compare, Copied, CopyError, Ending, Piece, Stop, Walk, Worker,
+        BATCH_BYTES, BATCH_POINTS, COPIES, POLL,
     },
     Repairs, Running,
 };
@@ -24,9 +24,6 @@ use crate::{
 /// Why a repair does not clear a flag raised while it ran.
 const FLAGGED_AGAIN: &str = "the node was flagged again while it was repaired";
 
-/// Times a chunk is copied before it is listed as divergent.
-pub const COPIES: u32 = 3;
-
 /// How long a job waits for a replica to read from before it fails.
 const SOURCE_WAIT: Duration = Duration::from_secs(60);
 
@@ -35,6 +32,7 @@ pub async fn run(repairs: Arc<Repairs>, running: Arc<Running>) {
     let job = running.job();
     let outcome = match (job.kind, job.node.as_deref()) {
         (Kind::Verify, _) => super::verify::run(&repairs, &running).await,
+        (Kind::Rebalance, _) => super::rebalance::run(&repairs, &running).await,
         (Kind::Repair, Some(node)) => repair(&repairs, &running, node).await,
         (Kind::Repair, None) => Err(Stop::Failed("a repair names no node".to_owned())),
     };
@@ -227,74 +225,9 @@ impl<'g> Repair<'g> {
 
     /// Creates on the target the databases, retention policies and continuous queries it lacks.
     async fn meta(&mut self) -> Result<(), CopyError> {
-        let source_id = self.source(None).await?;
-        let (source, target) = (self.w.influx(source_id), self.w.influx(self.target));
-        let scope = self.w.running.lock().job.scope.clone();
-        let mut warnings = Vec::new();
-        let databases: Vec<String> = source
-            .databases()
-            .await?
-            .into_iter()
-            .filter(|db| scope.db.as_deref().is_none_or(|only| only == db))
-            .collect();
-        if let Some(db) = &scope.db {
-            if !databases.contains(db) {
-                return Err(CopyError::Stop(Stop::Failed(format!(
-                    "database {db:?} not found on {}",
-                    self.w.node_name(source_id)
-                ))));
-            }
-        }
-        let present = target.databases().await?;
-        for db in &databases {
-            if !present.contains(db) {
-                target
-                    .execute(None, &format!("CREATE DATABASE {}", ident(db)))
-                    .await?;
-                log::info!(
-                    "repair of {}: database {db} created",
-                    self.w.node_name(self.target)
-                );
-            }
-            let theirs = target.retention_policies(db).await?;
-            for rp in source.retention_policies(db).await? {
-                let statement = match theirs.iter().find(|t| t.name == rp.name) {
-                    None => Some(policy_statement("CREATE", db, &rp)),
-                    Some(t) if t != &rp => Some(policy_statement("ALTER", db, &rp)),
-                    Some(_) => None,
-                };
-                if let Some(statement) = statement {
-                    target.execute(Some(db), &statement).await?;
-                }
-            }
-        }
-        let theirs = target.continuous_queries().await?;
-        for cq in source.continuous_queries().await? {
-            if !databases.contains(&cq.db) {
-                continue;
-            }
-            if !theirs.iter().any(|t| t.db == cq.db && t.name == cq.name) {
-                target.execute(Some(&cq.db), &cq.query).await?;
-            }
-        }
-        let users = target.users().await?;
-        for user in source.users().await? {
-            if !users.contains(&user) {
-                warnings.push(format!(
-                    "user {user:?} exists on {} but not on {}: users and grants cannot be copied \
-                     (their passwords cannot be read back); create it there by hand",
-                    self.w.node_name(source_id),
-                    self.w.node_name(self.target)
-                ));
-            }
-        }
-        let mut record = self.w.running.lock();
-        for warning in warnings {
-            if !record.job.warnings.contains(&warning) {
-                record.job.warnings.push(warning);
-            }
-        }
-        Ok(())
+        let source = self.source(None).await?;
+        let only = self.w.running.lock().job.scope.db.clone();
+        copy_meta(&self.w, source, self.target, only.as_deref()).await
     }
 
     /// Every stretch of data the target should hold, by shard, database, policy and measurement.
@@ -302,16 +235,16 @@ impl<'g> Repair<'g> {
         self.w.activity(Some("planning".to_owned()));
         let scope = self.w.running.lock().job.scope.clone();
         let mut tasks = Vec::new();
-        let shards: Vec<ShardId> = (0..self.w.gateway.router().shards().len())
+        let shards: Vec<ShardId> = (0..self.w.gateway.read_router().shards().len())
             .filter(|&s| {
-                self.w.gateway.router().shards()[s]
+                self.w.gateway.read_router().shards()[s]
                     .replicas
                     .contains(&self.target)
             })
             .collect();
         for shard in shards {
-            let name = self.w.gateway.router().shards()[shard].name.clone();
-            if self.w.gateway.router().shards()[shard].replicas.len() < 2 {
+            let name = self.w.gateway.read_router().shards()[shard].name.clone();
+            if self.w.gateway.read_router().shards()[shard].replicas.len() < 2 {
                 let warning = format!("shard {name} has no other replica: nothing to copy from");
                 let mut record = self.w.running.lock();
                 record.job.warnings.push(warning.clone());
@@ -326,7 +259,7 @@ impl<'g> Repair<'g> {
                 let measurements = source.measurements(&db).await?;
                 for rp in source.retention_policies(&db).await? {
                     for m in &measurements {
-                        let placement = self.w.gateway.router().placement(&db, m);
+                        let placement = self.w.gateway.read_router().placement(&db, m);
                         if !placement.shards().contains(&shard) {
                             continue;
                         }
@@ -362,7 +295,7 @@ impl<'g> Repair<'g> {
         let Some(shard) = self
             .w
             .gateway
-            .router()
+            .read_router()
             .shards()
             .iter()
             .position(|s| s.name == task.shard)
@@ -533,27 +466,6 @@ impl<'g> Walk<'g> for Repair<'g> {
     }
 
     fn count(copied: Copied, _: &Task, record: &mut Record) {
-        record.job.points_copied += copied.points;
-        record.job.divergent.extend(copied.divergence);
+        copied.count(record);
     }
-}
-
-/// What copying one chunk did.
-#[derive(Debug, Default)]
-struct Copied {
-    points: u64,
-    divergence: Option<Divergence>,
-}
-
-/// `CREATE` or `ALTER` a retention policy to match `rp`.
-fn policy_statement(verb: &str, db: &str, rp: &RetentionPolicy) -> String {
-    format!(
-        "{verb} RETENTION POLICY {} ON {} DURATION {} REPLICATION {} SHARD DURATION {}{}",
-        ident(&rp.name),
-        ident(db),
-        rp.duration,
-        rp.replication.max(1),
-        rp.shard_duration,
-        if rp.default { " DEFAULT" } else { "" }
-    )
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::job::{Job, Plan};
-use crate::node::QueueError;
+use crate::{node::QueueError, router::Layout};
 
 /// A job and, for a repair, its plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,6 +16,18 @@ pub struct Record {
     /// Whether its last run stopped with the gateway (SIGTERM), not killed.
     #[serde(default)]
     pub stopped_cleanly: bool,
+    /// For a rebalance, the layouts it moves data between (`None`: nothing to move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Moving>,
+}
+
+/// The layout a rebalance moves data from, and the one it moves it to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moving {
+    /// Where the data was when the rebalance started.
+    pub from: Layout,
+    /// The configured layout it moves it to.
+    pub to: Layout,
 }
 
 /// The `jobs` tree.

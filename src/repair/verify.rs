@@ -63,7 +63,7 @@ impl Verify<'_> {
     async fn plan_tasks(&mut self) -> Result<(Plan, Report), CopyError> {
         self.w.activity(Some("planning".to_owned()));
         let scope = self.w.running.lock().job.scope.clone();
-        let router = self.w.gateway.router();
+        let router = self.w.gateway.read_router();
         let mut report = Report::default();
         let mut spans: BTreeMap<(String, String, String, String), (i64, i64)> = BTreeMap::new();
         for (shard, config) in router.shards().iter().enumerate() {
@@ -131,7 +131,7 @@ impl Verify<'_> {
             let measurements = influx.measurements(&db).await?;
             for rp in influx.retention_policies(&db).await? {
                 for m in &measurements {
-                    let placement = self.w.gateway.router().placement(&db, m);
+                    let placement = self.w.gateway.read_router().placement(&db, m);
                     if !placement.shards().contains(&shard) {
                         continue;
                     }
@@ -157,7 +157,7 @@ impl Verify<'_> {
     ) -> Result<Outcome, Stop> {
         let gateway = self.w.gateway;
         let Some(shard) = gateway
-            .router()
+            .read_router()
             .shards()
             .iter()
             .position(|s| s.name == task.shard)
@@ -173,7 +173,7 @@ impl Verify<'_> {
             start,
             end,
         };
-        let replicas = &gateway.router().shards()[shard].replicas;
+        let replicas = &gateway.read_router().shards()[shard].replicas;
         let mut up: Vec<NodeId> = replicas
             .iter()
             .copied()

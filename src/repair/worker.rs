@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::{
     influx::{ident, ChunkReader, Influx, InfluxError},
-    job::{Plan, RunProgress, Task},
+    job::{Divergence, Plan, RunProgress, Task},
     lines::{self, Digest, EncodeError, Encoded, FieldType, Schema, SeriesPart},
     store::Record,
     Repairs, Running,
@@ -27,6 +27,9 @@ use crate::{
     },
     router::{Placement, Router, ShardId},
 };
+
+/// Times a chunk is copied before it is listed as divergent.
+pub const COPIES: u32 = 3;
 
 /// A piece of a chunk handed to a node at once.
 pub const BATCH_POINTS: u64 = 5_000;
@@ -94,12 +97,22 @@ impl From<Stop> for CopyError {
 pub struct Piece<'t> {
     /// The task.
     pub task: &'t Task,
-    /// The shard (its index under the current routes).
+    /// The shard (its index in the layout the job reads by: the earlier one for a rebalance).
     pub shard: ShardId,
     /// First instant (ns).
     pub start: i64,
     /// Instant after the last (ns).
     pub end: i64,
+}
+
+impl Piece<'_> {
+    /// Opens its points on `influx`, every series apart, to be read a series part at a time.
+    pub async fn open(&self, influx: &Influx) -> Result<ChunkReader, InfluxError> {
+        let task = self.task;
+        influx
+            .chunk(&task.db, &task.rp, &task.measurement, self.start, self.end)
+            .await
+    }
 }
 
 /// A piece of a chunk, as line protocol.
@@ -118,6 +131,23 @@ pub enum Compare {
     Exact,
     /// influxd's `count` of every field and `sum` of numeric ones, per series: no point read.
     Quick,
+}
+
+/// What copying one chunk did, for a repair or a rebalance.
+#[derive(Debug, Default)]
+pub struct Copied {
+    /// Points handed to nodes.
+    pub points: u64,
+    /// How it still differs after the last copy, if it does.
+    pub divergence: Option<Divergence>,
+}
+
+impl Copied {
+    /// Counts it in the job.
+    pub fn count(self, record: &mut Record) {
+        record.job.points_copied += self.points;
+        record.job.divergent.extend(self.divergence);
+    }
 }
 
 /// A chunk's points on one replica: `(series key, time)` to field set, all escaped.
@@ -219,7 +249,7 @@ impl<'g> Worker<'g> {
 
     /// Whether a series read from a replica belongs to `shard` under the current routes.
     pub fn keeps(&self, db: &str, shard: ShardId, part: &SeriesPart) -> bool {
-        keeps(self.gateway.router(), db, shard, part)
+        keeps(self.gateway.read_router(), db, shard, part)
     }
 
     /// Opens the piece's chunk on `influx`, to be read a series part at a time, only the series
@@ -230,18 +260,9 @@ impl<'g> Worker<'g> {
         piece: &Piece<'_>,
     ) -> Result<Parts<'g>, InfluxError> {
         let task = piece.task;
-        let reader = influx
-            .chunk(
-                &task.db,
-                &task.rp,
-                &task.measurement,
-                piece.start,
-                piece.end,
-            )
-            .await?;
         Ok(Parts {
-            reader,
-            router: self.gateway.router(),
+            reader: piece.open(influx).await?,
+            router: self.gateway.read_router(),
             db: task.db.clone(),
             shard: piece.shard,
         })
@@ -270,7 +291,7 @@ impl<'g> Worker<'g> {
 
     /// After a failed read from `node`: waits for the node (and for what was handed to it) and
     /// says to read again, at most [`READ_ATTEMPTS`] times, or says why the job stops.
-    async fn after_failure(
+    pub async fn after_failure(
         &self,
         node: NodeId,
         error: CopyError,

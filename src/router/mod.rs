@@ -27,6 +27,7 @@
 //! shared as it is; from the first line that goes elsewhere (or cannot be routed) each shard gets
 //! one buffer, a copy per shard, never one per replica.
 
+mod layout;
 mod recent;
 mod resolve;
 mod split;
@@ -36,6 +37,7 @@ use std::fmt;
 use bytes::Bytes;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+pub use self::layout::{Layout, ALL};
 use self::{
     recent::RecentPlacements,
     resolve::{Matcher, Route, Target},
@@ -278,6 +280,54 @@ impl Router {
                 unroutable: Vec::new(),
             };
         }
+        self.split(db, body, precision, |_, _| true)
+    }
+
+    /// The part of a write that `self`, the placement the data already written follows, gives
+    /// to nodes that `current`'s placement of the same points leaves out: while data moves to
+    /// `current`'s placement, the earlier one must stay complete, for reads go there until the
+    /// move is done. Lines neither can route are left to `current`'s routing to report.
+    pub fn route_moved(
+        &self,
+        current: &Router,
+        db: &str,
+        body: &Bytes,
+        precision: Option<&str>,
+    ) -> Routed<'_> {
+        // Whether every replica of an earlier shard is a replica of a current one: those points
+        // reach all of them anyway.
+        let covered: Vec<Vec<bool>> = self
+            .shards
+            .iter()
+            .map(|before| {
+                current
+                    .shards
+                    .iter()
+                    .map(|now| before.replicas.iter().all(|n| now.replicas.contains(n)))
+                    .collect()
+            })
+            .collect();
+        let mut recent = RecentPlacements::default();
+        let mut routed = self.split(db, body, precision, |key, before| {
+            let measurement = key.measurement();
+            let placement = recent.get_or_insert(measurement.raw(), || {
+                current.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
+            });
+            !covered[before][current.shard_of_point(placement, key)]
+        });
+        routed.unroutable.clear();
+        routed
+    }
+
+    /// Splits a write by shard, reading each line once; a point `keep` declines (given its
+    /// series and shard) is left out.
+    fn split<'b>(
+        &self,
+        db: &str,
+        body: &'b Bytes,
+        precision: Option<&str>,
+        mut keep: impl FnMut(&SeriesKey<'b>, ShardId) -> bool,
+    ) -> Routed<'_> {
         let mut split = Split::new(self.shards.len(), precision);
         let mut recent = RecentPlacements::default();
         let mut lines = line_protocol::lines(body);
@@ -289,7 +339,12 @@ impl Router {
                     let placement = recent.get_or_insert(measurement.raw(), || {
                         self.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
                     });
-                    split.push(body, &line, self.shard_of_point(placement, key));
+                    let shard = self.shard_of_point(placement, key);
+                    if keep(key, shard) {
+                        split.push(body, &line, shard);
+                    } else {
+                        split.leave_out(body, line.span.start);
+                    }
                 }
                 LineKind::Invalid(error) => {
                     split.leave_out(body, line.span.start);
@@ -356,6 +411,56 @@ mod tests {
         "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n",
         include_str!("../../tests/fixtures/example-routes.yaml")
     );
+
+    #[test]
+    fn during_a_move_the_earlier_layout_gets_what_the_current_one_sends_elsewhere() {
+        let before = router(&format!(
+            "{TWO}routes:\n  - measurement: cpu\n    shard: s1\n  - measurement: disk\n    shard: s2\n  - measurement: mem\n    by_tag: host\n    shards: [s1, s2]\n"
+        ));
+        // cpu moves to s2; disk stays; mem is spread over a third shard of influx2 alone.
+        let now = router(
+            "shards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\n  - name: s3\n    replicas: [influx2]\nroutes:\n  - measurement: cpu\n    shard: s2\n  - measurement: disk\n    shard: s2\n  - measurement: mem\n    by_tag: host\n    shards: [s1, s2, s3]\n",
+        );
+        let mut body = String::from("cpu v=1 1\ndisk v=1 1\nbad line\n");
+        for h in 0..40 {
+            body.push_str(&format!("mem,host=h{h} v=1 1\n"));
+        }
+        let body = Bytes::from(body);
+        let moved = before.route_moved(&now, "db", &body, None);
+        assert!(
+            moved.unroutable.is_empty(),
+            "the current routing reports them"
+        );
+        let mut earlier: Vec<String> = Vec::new();
+        for batch in &moved.batches {
+            let text = String::from_utf8_lossy(&batch.body);
+            for line in text.lines() {
+                earlier.push(format!("{} {line}", batch.shard.name));
+            }
+        }
+        assert!(earlier.contains(&"s1 cpu v=1 1".to_owned()), "{earlier:?}");
+        assert!(!earlier.iter().any(|l| l.contains("disk")), "{earlier:?}");
+        for h in 0..40 {
+            let host = format!("h{h}");
+            let was = before.shards()[before.shard_for_tag(&[0, 1], &host)]
+                .name
+                .clone();
+            let is = now.shards()[now.shard_for_tag(&[0, 1, 2], &host)]
+                .name
+                .clone();
+            let line = format!("{was} mem,host={host} v=1 1");
+            // s3 (influx2) is inside s1 (influx1, influx2) but not the reverse: a point from s1
+            // to s3 must reach influx1 through the earlier layout too; one from s2 to s3 also.
+            let also_earlier = was != is;
+            assert_eq!(
+                earlier.contains(&line),
+                also_earlier,
+                "{host}: {was} -> {is}"
+            );
+        }
+        let counted: u64 = moved.batches.iter().map(|b| b.points).sum();
+        assert_eq!(counted as usize, earlier.len());
+    }
 
     fn names(router: &Router, routed: &Routed<'_>) -> Vec<(String, String)> {
         let _ = router;

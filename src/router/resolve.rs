@@ -5,9 +5,9 @@ use std::{collections::HashMap, fmt};
 
 use regex::Regex;
 
-use super::{Router, Shard, ShardId};
+use super::{Layout, Router, Shard, ShardId};
 use crate::{
-    config::{Config, ConfigError, RouteConfig},
+    config::{Config, ConfigError, RouteConfig, ShardConfig},
     line_protocol::{Escaped, TagKey},
     node::NodeId,
 };
@@ -15,40 +15,51 @@ use crate::{
 impl Router {
     /// Resolves `shards:` and `routes:` against `nodes:`; errors name the key at fault.
     pub fn from_config(config: &Config) -> Result<Router, ConfigError> {
-        let node_ids: HashMap<&str, NodeId> = config
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
-        let shards = if config.shards.is_empty() {
-            if !config.routes.is_empty() {
-                return Err(ConfigError::invalid(
-                    "routes",
-                    "routes need shards: define `shards:` first",
-                ));
-            }
-            vec![Shard::new("all", (0..config.nodes.len()).collect())]
-        } else {
-            resolve_shards(config, &node_ids)?
-        };
-        let shard_ids: HashMap<&str, ShardId> = shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, route)| resolve_route(i, route, &shard_ids))
-            .collect::<Result<_, _>>()?;
-        Ok(Router {
-            all: (0..shards.len()).collect(),
-            shards,
-            routes,
-        })
+        if config.shards.is_empty() && !config.routes.is_empty() {
+            return Err(ConfigError::invalid(
+                "routes",
+                "routes need shards: define `shards:` first",
+            ));
+        }
+        let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+        resolve(&Layout::of(config), &names, Strictness::Config)
     }
+
+    /// The router of a layout stored earlier, over the nodes configured now: a replica no longer
+    /// configured is left out (its data cannot be read any more), and a node may serve no shard.
+    pub fn from_layout(layout: &Layout, nodes: &[&str]) -> Result<Router, ConfigError> {
+        resolve(layout, nodes, Strictness::Stored)
+    }
+}
+
+/// How much of a layout must hold together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    /// A configuration being loaded: every name known, every node serving a shard.
+    Config,
+    /// A layout stored by an earlier run, read against today's nodes.
+    Stored,
+}
+
+fn resolve(layout: &Layout, nodes: &[&str], strictness: Strictness) -> Result<Router, ConfigError> {
+    let node_ids: HashMap<&str, NodeId> = nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let shards = resolve_shards(&layout.shards, nodes, &node_ids, strictness)?;
+    let shard_ids: HashMap<&str, ShardId> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let routes = layout
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, route)| resolve_route(i, route, &shard_ids))
+        .collect::<Result<_, _>>()?;
+    Ok(Router {
+        all: (0..shards.len()).collect(),
+        shards,
+        routes,
+    })
 }
 
 /// How a route recognises a measurement.
@@ -104,12 +115,14 @@ pub(super) struct Route {
 }
 
 fn resolve_shards(
-    config: &Config,
+    configured: &[ShardConfig],
+    nodes: &[&str],
     node_ids: &HashMap<&str, NodeId>,
+    strictness: Strictness,
 ) -> Result<Vec<Shard>, ConfigError> {
-    let mut shards: Vec<Shard> = Vec::with_capacity(config.shards.len());
-    let mut served = vec![false; config.nodes.len()];
-    for (i, shard) in config.shards.iter().enumerate() {
+    let mut shards: Vec<Shard> = Vec::with_capacity(configured.len());
+    let mut served = vec![false; nodes.len()];
+    for (i, shard) in configured.iter().enumerate() {
         let key = format!("shards[{i}]");
         if shard.name.trim().is_empty() || shard.name.trim() != shard.name {
             return Err(ConfigError::invalid(
@@ -135,6 +148,9 @@ fn resolve_shards(
         let mut replicas = Vec::with_capacity(shard.replicas.len());
         for (r, name) in shard.replicas.iter().enumerate() {
             let Some(&node) = node_ids.get(name.as_str()) else {
+                if strictness == Strictness::Stored {
+                    continue;
+                }
                 return Err(ConfigError::invalid(
                     format!("{key}.replicas[{r}]"),
                     format!("{name:?} is not the name of a node in `nodes`"),
@@ -149,16 +165,24 @@ fn resolve_shards(
             served[node] = true;
             replicas.push(node);
         }
+        if replicas.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.replicas"),
+                "none of its replicas is configured any more",
+            ));
+        }
         shards.push(Shard::new(&shard.name, replicas));
     }
     if let Some(idle) = served.iter().position(|s| !s) {
-        return Err(ConfigError::invalid(
-            format!("nodes[{idle}]"),
-            format!(
-                "{:?} is a replica of no shard: add it to one, or remove it",
-                config.nodes[idle].name
-            ),
-        ));
+        if strictness == Strictness::Config {
+            return Err(ConfigError::invalid(
+                format!("nodes[{idle}]"),
+                format!(
+                    "{:?} is a replica of no shard: add it to one, or remove it",
+                    nodes[idle]
+                ),
+            ));
+        }
     }
     Ok(shards)
 }

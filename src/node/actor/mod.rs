@@ -68,6 +68,10 @@ pub struct NodeSettings {
     pub max_attempts_4xx: u32,
     /// Age after which a queued entry is dead-lettered instead of replayed.
     pub max_age: Duration,
+    /// How long the backlog waits, when its head is refused for a database or retention policy
+    /// the node lacks, for them to be created there (by a repair) before that entry counts as
+    /// refused; zero: it counts at once.
+    pub schema_patience: Duration,
     /// Largest replayed request body.
     pub replay_batch_bytes: u64,
     /// Most points coalesced into one live request (`write.batch.max_points`).

@@ -49,6 +49,8 @@ pub(super) struct Replay {
     window_start: Instant,
     /// When progress was last logged and the queue's size then, for the time left.
     progress: Option<(Instant, u64)>,
+    /// Since when the head has been refused for a database or retention policy the node lacks.
+    schema_wait: Option<Instant>,
 }
 
 impl Replay {
@@ -60,6 +62,7 @@ impl Replay {
             timer: None,
             backoff: Backoff::new(initial, max),
             single: 0,
+            schema_wait: None,
             window_points: 0,
             window_start: Instant::now(),
             progress: None,
@@ -90,6 +93,12 @@ enum Verdict {
         /// The node's answer.
         refusal: String,
     },
+    /// One entry refused for a database or retention policy the node lacks (it was wiped or
+    /// replaced): the backlog waits for them to be created there, without counting attempts.
+    AwaitSchema {
+        /// The node's answer.
+        refusal: String,
+    },
     /// One entry refused, attempts left: count the attempt and retry after the first backoff.
     Retry {
         /// Attempts made, this one included.
@@ -104,10 +113,20 @@ enum Verdict {
     },
 }
 
+/// How often a backlog waiting for a database its node lacks is tried again.
+const SCHEMA_POLL: Duration = Duration::from_secs(1);
+
 /// Judges the answer to a replayed batch of `entries` whose head was tried `attempts` times
 /// before. A 4xx, or a failure the same request is bound to meet again (a body cut off), counts
-/// an attempt; anything else transient only waits.
-fn verdict(delivery: &Delivery, entries: usize, attempts: u32, max_attempts: u32) -> Verdict {
+/// an attempt; anything else transient only waits. A refusal for a missing database or retention
+/// policy waits too while `patient` (a repair may be creating them).
+fn verdict(
+    delivery: &Delivery,
+    entries: usize,
+    attempts: u32,
+    max_attempts: u32,
+    patient: bool,
+) -> Verdict {
     let refusal = match delivery {
         Delivery::Accepted(_) => return Verdict::Remove,
         Delivery::Rejected(answer) => answer.refusal(),
@@ -117,6 +136,9 @@ fn verdict(delivery: &Delivery, entries: usize, attempts: u32, max_attempts: u32
     if entries > 1 {
         return Verdict::Singly { refusal };
     }
+    if patient && lacks_schema(&refusal) {
+        return Verdict::AwaitSchema { refusal };
+    }
     let attempts = attempts + 1;
     if attempts >= max_attempts {
         Verdict::DeadLetter {
@@ -125,6 +147,11 @@ fn verdict(delivery: &Delivery, entries: usize, attempts: u32, max_attempts: u32
     } else {
         Verdict::Retry { attempts, refusal }
     }
+}
+
+/// Whether a refusal says the node lacks the write's database or retention policy.
+fn lacks_schema(refusal: &str) -> bool {
+    refusal.contains("database not found") || refusal.contains("retention policy not found")
 }
 
 impl Node {
@@ -252,13 +279,37 @@ impl Node {
         delivery: Delivery,
     ) -> Result<(), QueueError> {
         self.observe(&delivery);
+        let patient = self
+            .replay
+            .schema_wait
+            .is_none_or(|since| since.elapsed() < self.settings.schema_patience);
         let verdict = verdict(
             &delivery,
             entries.len(),
             attempts,
             self.settings.max_attempts_4xx,
+            patient && !self.settings.schema_patience.is_zero(),
         );
+        // Patience is spent once per wait: a database that is not coming back (dropped behind
+        // the gateway's back) has every entry counted as refused after that, until one lands.
+        if verdict == Verdict::Remove {
+            self.replay.schema_wait = None;
+        }
+        if verdict == Verdict::Remove || !patient {
+            self.status.set_awaiting_schema(false);
+        }
         match verdict {
+            Verdict::AwaitSchema { refusal } => {
+                if self.replay.schema_wait.is_none() {
+                    log::warn!(
+                        "node {}: queued writes refused ({refusal}): the node lacks what its peers hold (wiped or replaced?); its backlog waits for a repair to create it",
+                        self.status.name()
+                    );
+                    self.replay.schema_wait = Some(Instant::now());
+                    self.status.set_awaiting_schema(true);
+                }
+                self.retry_after(SCHEMA_POLL);
+            }
             Verdict::Remove => {
                 self.queue.remove(entries.iter().map(|e| e.seq))?;
                 self.replay.backoff.reset();
@@ -394,25 +445,39 @@ mod tests {
         ));
         let down = Delivery::Failed(ExchangeError::Connect("refused".into()).into());
         let cut_off = Delivery::Failed(ExchangeError::CutOff(4 << 20).into());
-        assert_eq!(verdict(&accepted, 5, 2, 3), Verdict::Remove);
+        assert_eq!(verdict(&accepted, 5, 2, 3, true), Verdict::Remove);
         // A node that is down costs no attempt, however often.
-        assert_eq!(verdict(&down, 1, 2, 3), Verdict::Backoff);
+        assert_eq!(verdict(&down, 1, 2, 3, true), Verdict::Backoff);
         // A batch is split before any entry is blamed.
-        assert!(matches!(verdict(&refused, 2, 0, 3), Verdict::Singly { .. }));
         assert!(matches!(
-            verdict(&refused, 1, 0, 3),
+            verdict(&refused, 2, 0, 3, true),
+            Verdict::Singly { .. }
+        ));
+        // A database the node lacks is waited for while patience lasts, at no attempt's cost.
+        assert!(matches!(
+            verdict(&refused, 1, 2, 3, true),
+            Verdict::AwaitSchema { .. }
+        ));
+        let conflict =
+            Delivery::Rejected(NodeResponse::of(400, r#"{"error":"field type conflict"}"#));
+        assert!(matches!(
+            verdict(&conflict, 1, 0, 3, true),
             Verdict::Retry { attempts: 1, .. }
         ));
         assert!(matches!(
-            verdict(&cut_off, 1, 1, 3),
+            verdict(&refused, 1, 0, 3, false),
+            Verdict::Retry { attempts: 1, .. }
+        ));
+        assert!(matches!(
+            verdict(&cut_off, 1, 1, 3, true),
             Verdict::Retry { attempts: 2, .. }
         ));
-        let Verdict::DeadLetter { reason } = verdict(&refused, 1, 2, 3) else {
+        let Verdict::DeadLetter { reason } = verdict(&refused, 1, 2, 3, false) else {
             panic!("not dead-lettered on the last attempt");
         };
         assert!(reason.starts_with("refused 3 times: "), "{reason}");
         assert!(matches!(
-            verdict(&cut_off, 1, 0, 1),
+            verdict(&cut_off, 1, 0, 1, true),
             Verdict::DeadLetter { .. }
         ));
     }
