@@ -478,3 +478,58 @@ fn dead_letters_are_bounded_oldest_dropped_first() {
         dropped
     );
 }
+
+#[test]
+fn a_field_whose_type_differs_between_shard_groups_keeps_each_chunks_type() {
+    let mut cluster = Cluster::start(2, "repair:\n  auto: false\n  chunk: 1h\n");
+    cluster.create_database("demo");
+    let reply = cluster.gateway.query(
+        "demo",
+        "CREATE RETENTION POLICY hourly ON demo DURATION 48h REPLICATION 1 SHARD DURATION 1h",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // An integer field in one hour's shard group, a float one in the next (`3` among them, which
+    // JSON writes like an integer): influxd keeps both, one type per shard group.
+    let (ints, floats) = (hours_ago(3), hours_ago(2));
+    let body = format!(
+        "gauge,host=a v=1i {ints}\ngauge,host=a v=2i {}\ngauge,host=a v=2.5 {floats}\ngauge,host=a v=3 {}\n",
+        ints + 1_000_000_000,
+        floats + 1_000_000_000
+    );
+    cluster
+        .gateway
+        .write_ok("db=demo&rp=hourly&consistency=all", &body);
+    let types = |node: &Influxd| show(node, "SHOW FIELD KEYS FROM hourly.gauge");
+    assert_eq!(
+        common::series_values(&types(&cluster.nodes[0])).len(),
+        2,
+        "{}",
+        types(&cluster.nodes[0])
+    );
+
+    cluster.nodes[1].wipe_and_restart();
+    assert!(eventually(Duration::from_secs(10), || cluster
+        .gateway
+        .node_state("influx2")
+        == "up"));
+    let reply = cluster.gateway.start_repair("node=influx2");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let job = cluster.gateway.wait_for_job(&id, JOB_LIMIT);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["points_copied"], 4, "{job}");
+    let (peer, target) = (&cluster.nodes[0], &cluster.nodes[1]);
+    assert_eq!(types(target), types(peer));
+    assert_eq!(
+        everything(target, "hourly", "gauge"),
+        everything(peer, "hourly", "gauge")
+    );
+    // Each hour read alone keeps its type: the integer hour sums to an integer.
+    for start in [ints, floats] {
+        let q = format!(
+            "SELECT sum(v) FROM hourly.gauge WHERE time >= {start} AND time < {}",
+            start + 3_600_000_000_000
+        );
+        assert_eq!(show(target, &q), show(peer, &q), "{q}");
+    }
+}

@@ -172,14 +172,20 @@ fn verify_finds_a_deleted_point_and_a_changed_value_and_the_majority_settles_bot
     );
 }
 
-#[test]
-fn two_replicas_that_disagree_are_reported_with_both_values_and_neither_is_chosen() {
+/// Two replicas holding the same points, written through the gateway, and their first instant.
+fn two_replicas() -> (Cluster, i64) {
     let cluster = Cluster::start(2, "repair:\n  auto: false\n  chunk: 1h\n");
     cluster.create_database("demo");
     let t0 = now_hour();
     cluster
         .gateway
         .write_ok("db=demo&consistency=all", &points(t0));
+    (cluster, t0)
+}
+
+#[test]
+fn two_replicas_that_disagree_are_reported_with_both_values_and_neither_is_chosen() {
+    let (cluster, t0) = two_replicas();
     let changed_at = t0 + 10 * 30_000_000_000;
     write_direct(
         &cluster.nodes[1],
@@ -224,4 +230,34 @@ fn two_replicas_that_disagree_are_reported_with_both_values_and_neither_is_chose
         1,
         "the point only influx1 held is copied to influx2"
     );
+}
+
+#[test]
+fn replicas_holding_different_fields_of_one_point_are_merged_not_reported() {
+    let (cluster, t0) = two_replicas();
+    // Two later writes of one point, each setting another field, each reaching one replica only
+    // (as when a node missed one of them): InfluxDB merges a point's fields, so the point is
+    // both fields, and neither replica is wrong.
+    let at = t0 + 40 * 30_000_000_000;
+    write_direct(
+        &cluster.nodes[0],
+        &format!("cpu,host=h1 note=\"a,b=c\" {at}"),
+    );
+    write_direct(&cluster.nodes[1], &format!("cpu,host=h1 spare=3i {at}"));
+
+    let job = verify(&cluster, "repair=true&exact=true");
+    let found = divergent(&job);
+    assert_eq!(found.len(), 1, "{job}");
+    assert_eq!(found[0]["repaired"], true, "{job}");
+    assert!(found[0].get("conflicts").is_none(), "{job}");
+    assert_eq!(all(&cluster.nodes[0]), all(&cluster.nodes[1]));
+    let point = cluster.nodes[1].values(
+        "demo",
+        &format!("SELECT count, note, spare, usage FROM cpu WHERE time = {at}"),
+    );
+    assert_eq!(point[0][2], "a,b=c", "{point:?}");
+    assert_eq!(point[0][3], 3, "{point:?}");
+    assert_eq!(point[0][1], 40, "the fields both held stay: {point:?}");
+    let job = verify(&cluster, "exact=true");
+    assert_eq!(job["report"]["consistent"], true, "{job}");
 }

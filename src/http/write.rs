@@ -140,10 +140,12 @@ async fn accept(
         authorization: auth::node_authorization(&gateway, authorization),
     };
     let config = gateway.config();
+    // Held until the write is handed to the nodes: a move does not settle under it.
+    let writes = gateway.layouts().writes();
     match replicate(
         gateway.nodes(),
         gateway.router(),
-        gateway.layouts().moving_from(),
+        writes.moving_from(),
         gateway.order(),
         db,
         target,

@@ -192,6 +192,11 @@ impl NodeStatus {
         InFlight(Arc::clone(self))
     }
 
+    /// Whether nothing is on the wire to the node nor waiting in its actor's memory.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.waiting.load(Ordering::Acquire) == 0
+    }
+
     /// Publishes how many writes and mutations wait in the actor.
     pub fn set_waiting(&self, waiting: usize) {
         self.waiting.store(waiting, Ordering::Relaxed);

@@ -329,7 +329,19 @@ impl Spread {
             ident(&self.db),
             ident(&self.measurement)
         );
-        let results = ask(gateway, http, order, name, &params.request(&text, None)).await?;
+        // Its refusal would read as the whole query's: the client would get one node's answer.
+        let results = ask(gateway, http, order, name, &params.request(&text, None))
+            .await
+            .map_err(|e| match e {
+                ScatterError::Refused { status, body } => ScatterError::Unavailable {
+                    shard: name.to_owned(),
+                    reason: format!(
+                        "listing its series answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    ),
+                },
+                other => other,
+            })?;
         let shards = &self.shards;
         let mut terms: Vec<String> = results
             .iter()

@@ -219,6 +219,65 @@ impl Influx {
         Ok(schema)
     }
 
+    /// The type `field` of `db`.`rp`.`measurement` has in `[start, end)` (`None`: no value
+    /// there). Asked in msgpack, which keeps what JSON loses: an integer from a float like `1`.
+    /// Exact when the span lies within one shard group (chunks of `repair.chunk` do, as long as
+    /// it is no longer than the policy's shard duration); over several, influxd reports one type.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn field_type(
+        &self,
+        db: &str,
+        rp: &str,
+        measurement: &str,
+        field: &str,
+        (start, end): (i64, i64),
+        integers: FieldType,
+    ) -> Result<Option<FieldType>, InfluxError> {
+        let q = format!(
+            "SELECT first({}) FROM {}.{} WHERE time >= {start} AND time < {end}",
+            ident(field),
+            ident(rp),
+            ident(measurement)
+        );
+        let form = [("q", q.as_str()), ("db", db), ("epoch", "ns")];
+        let mut response = self
+            .send_accepting(&form, Some("application/x-msgpack"))
+            .await?;
+        let body = response
+            .body()
+            .limit(MAX_ANSWER)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let answer =
+            rmpv::decode::read_value(&mut &body[..]).map_err(|e| InfluxError::Statement {
+                node: self.url.clone(),
+                statement: q.clone(),
+                message: format!("unreadable msgpack answer: {e}"),
+            })?;
+        let member = |value: &rmpv::Value, name: &str| -> Option<rmpv::Value> {
+            value
+                .as_map()?
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v.clone())
+        };
+        let first = |value: rmpv::Value| value.as_array().and_then(|a| a.first().cloned());
+        let value = member(&answer, "results")
+            .and_then(first)
+            .and_then(|result| member(&result, "series"))
+            .and_then(first)
+            .and_then(|series| member(&series, "values"))
+            .and_then(first)
+            .and_then(|row| row.as_array().and_then(|r| r.get(1).cloned()));
+        Ok(match value {
+            Some(rmpv::Value::F64(_) | rmpv::Value::F32(_)) => Some(FieldType::Float),
+            Some(rmpv::Value::Integer(_)) => Some(integers),
+            Some(rmpv::Value::String(_)) => Some(FieldType::String),
+            Some(rmpv::Value::Boolean(_)) => Some(FieldType::Boolean),
+            _ => None,
+        })
+    }
+
     /// The first and last timestamps of `measurement` in `db`.`rp`, if it holds any point.
     pub async fn bounds(
         &self,
@@ -318,10 +377,21 @@ impl Influx {
     }
 
     async fn send(&self, form: &[(&str, &str)]) -> Result<awc::ClientResponse, InfluxError> {
+        self.send_accepting(form, None).await
+    }
+
+    async fn send_accepting(
+        &self,
+        form: &[(&str, &str)],
+        accept: Option<&'static str>,
+    ) -> Result<awc::ClientResponse, InfluxError> {
         let mut request = self
             .http
             .post(format!("{}/query", self.url))
             .timeout(self.timeout);
+        if let Some(accept) = accept {
+            request = request.insert_header((header::ACCEPT, accept));
+        }
         if let Some(auth) = &self.authorization {
             request = request.insert_header((header::AUTHORIZATION, auth.clone()));
         }

@@ -303,6 +303,39 @@ impl Task {
     }
 }
 
+/// What replicas hold, per (shard, database, retention policy, measurement): the first and last
+/// timestamps seen on any of them.
+#[derive(Debug, Default)]
+pub struct Spans(BTreeMap<(String, String, String, String), (i64, i64)>);
+
+impl Spans {
+    /// Widens the span of `key` to cover `first..=last`.
+    pub fn widen(&mut self, key: (String, String, String, String), first: i64, last: i64) {
+        let span = self.0.entry(key).or_insert((first, last));
+        *span = (span.0.min(first), span.1.max(last));
+    }
+
+    /// A plan over every span, in chunks of `chunk` ns, within `scope`.
+    pub fn plan(self, chunk: i64, scope: &Scope) -> Plan {
+        let tasks = self
+            .0
+            .into_iter()
+            .filter_map(|((shard, db, rp, measurement), (first, last))| {
+                let (start, end) = span(first, last, chunk, scope)?;
+                Some(Task {
+                    shard,
+                    db,
+                    rp,
+                    measurement,
+                    start,
+                    end,
+                })
+            })
+            .collect();
+        Plan::new(chunk, tasks)
+    }
+}
+
 /// A repair's plan and where it stands in it: stored after every chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {

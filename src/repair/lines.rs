@@ -5,7 +5,7 @@
 //! comes from `SHOW FIELD KEYS`. Floats go out in Rust's shortest form that reads back to the same
 //! bits; names and values are escaped as line protocol requires.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -40,17 +40,58 @@ impl FieldType {
     }
 }
 
-/// The field types of one measurement in one retention policy.
+/// The field types of one measurement in one retention policy, and, for a field whose type
+/// differs between shard groups, its type in the chunk being read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schema {
     fields: BTreeMap<String, FieldType>,
+    /// Fields influxd lists with several types (one per type, when shard groups disagree).
+    conflicted: BTreeSet<String>,
+    /// The chunk `[start, end)` the types below are for.
+    chunk: Option<(i64, i64)>,
+    /// The type each conflicted field has in that chunk, once asked.
+    in_chunk: BTreeMap<String, FieldType>,
 }
 
 impl Schema {
-    /// Adds `field`; the first type seen for a field wins (influxd lists a field once per type
-    /// when shard groups disagree, and JSON cannot tell which a number had).
+    /// Adds `field`; a field listed again with another type is conflicted: its type is then asked
+    /// per chunk ([`Schema::resolve`]), as JSON cannot tell an integer from a float like `1`.
     pub fn insert(&mut self, field: &str, kind: FieldType) {
-        self.fields.entry(field.to_owned()).or_insert(kind);
+        let known = self.fields.entry(field.to_owned()).or_insert(kind);
+        if *known != kind {
+            self.conflicted.insert(field.to_owned());
+        }
+    }
+
+    /// Takes the fields of `fresh` (read again), keeping the chunk and what is known of it.
+    pub fn refresh(&mut self, fresh: Schema) {
+        self.fields = fresh.fields;
+        self.conflicted = fresh.conflicted;
+    }
+
+    /// Starts the chunk `[start, end)`: conflicted fields' types are asked again for it.
+    pub fn enter_chunk(&mut self, start: i64, end: i64) {
+        if self.chunk != Some((start, end)) {
+            self.chunk = Some((start, end));
+            self.in_chunk.clear();
+        }
+    }
+
+    /// The chunk being read, and the conflicted fields among `columns` whose type in it is not
+    /// known yet.
+    pub fn unresolved<'c>(&self, columns: &'c [String]) -> Option<((i64, i64), Vec<&'c str>)> {
+        let chunk = self.chunk?;
+        let fields: Vec<&str> = columns
+            .iter()
+            .filter(|c| self.conflicted.contains(*c) && !self.in_chunk.contains_key(*c))
+            .map(String::as_str)
+            .collect();
+        (!fields.is_empty()).then_some((chunk, fields))
+    }
+
+    /// Sets the type conflicted `field` has in the current chunk.
+    pub fn resolve(&mut self, field: &str, kind: FieldType) {
+        self.in_chunk.insert(field.to_owned(), kind);
     }
 
     /// Every field and its type, by name.
@@ -60,9 +101,12 @@ impl Schema {
             .map(|(name, kind)| (name.as_str(), *kind))
     }
 
-    /// The type of `field`, if known.
+    /// The type of `field` (in the current chunk, for a conflicted one), if known.
     pub fn get(&self, field: &str) -> Option<FieldType> {
-        self.fields.get(field).copied()
+        self.in_chunk
+            .get(field)
+            .or_else(|| self.fields.get(field))
+            .copied()
     }
 }
 

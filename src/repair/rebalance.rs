@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 
 use super::{
     influx::{ident, literal, parse_series_key, Influx},
-    job::{self, Divergence, Plan, ReplicaCount, Task},
+    job::{self, Divergence, Plan, ReplicaCount, Spans, Task},
     lines::{Digest, Schema, SeriesPart},
     meta::copy_meta,
     store::{Moving, Record},
@@ -88,42 +88,18 @@ async fn rebalance(repairs: &Repairs, running: &Running) -> Result<Ending, Stop>
         from,
         to: gateway.router(),
     };
-    let mut failures = 0;
-    while let Err(e) = rebalance.meta().await {
-        rebalance
-            .w
-            .patience("creating what the new replicas lack", e, &mut failures)
-            .await?;
+    if !moving.settled {
+        rebalance.copy_and_settle(&moving).await?;
+        if let Some(ending) = rebalance.differs() {
+            return Ok(ending);
+        }
     }
-    walk(&mut rebalance).await?;
-    let job = running.job();
-    if !job.divergent.is_empty() {
-        return Ok(Ending::Differs(format!(
-            "{} chunks differ between the replicas of the old and the new shard after {COPIES} \
-             copies: nothing was deleted, and reads still follow the old layout; see `divergent` \
-             (a verify with repair of the old shard may settle them), then rebalance again",
-            job.divergent.len()
-        )));
-    }
-    rebalance
-        .w
-        .activity(Some("settling the new layout".to_owned()));
+    let removed = rebalance.delete_moved().await?;
     gateway
         .layouts()
-        .settle()
+        .paid()
         .await
-        .map_err(|e| Stop::Failed(format!("cannot store the new layout: {e}")))?;
-    log::warn!(
-        "job {}: data copied and verified; reads and writes follow the configured layout ({})",
-        job.id,
-        moving.to.describe()
-    );
-    let plan = running
-        .lock()
-        .plan
-        .clone()
-        .unwrap_or_else(|| Plan::new(1, Vec::new()));
-    let removed = rebalance.delete_moved(&plan).await?;
+        .map_err(|e| Stop::Failed(format!("cannot store the deletion's end: {e}")))?;
     rebalance.w.activity(None);
     running.lock().job.series_removed = Some(removed);
     Ok(Ending::Done)
@@ -139,6 +115,65 @@ struct Rebalance<'g> {
 }
 
 impl<'g> Rebalance<'g> {
+    /// Copies and verifies every moving series, then settles the configured layout: unless a
+    /// chunk still differs, or a replica of the configured layout may lack what it was handed.
+    async fn copy_and_settle(&mut self, moving: &Moving) -> Result<(), Stop> {
+        let mut failures = 0;
+        while let Err(e) = self.meta().await {
+            self.w
+                .patience("creating what the new replicas lack", e, &mut failures)
+                .await?;
+        }
+        walk(self).await?;
+        if self.differs().is_some() {
+            return Ok(());
+        }
+        // Every copy handed to the new replicas is applied and none was lost on the way (a
+        // refused or dead-lettered one flags its node): only then is the old layout let go.
+        self.w.activity(Some(
+            "waiting for every replica to apply what it was handed".to_owned(),
+        ));
+        for node in replicas(&self.from).union(&replicas(self.to)) {
+            self.w.wait_applied(*node).await?;
+        }
+        let gateway = self.w.gateway;
+        if let Some(flagged) = replicas(self.to)
+            .into_iter()
+            .find(|&n| gateway.nodes()[n].queue().needs_resync())
+        {
+            return Err(Stop::Failed(format!(
+                "{} is flagged needs_resync: it may lack what was copied to it, so the old layout \
+                 is kept; repair it, then rebalance again",
+                self.w.node_name(flagged)
+            )));
+        }
+        self.w.activity(Some("settling the new layout".to_owned()));
+        gateway
+            .layouts()
+            .settle(&moving.from)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot store the new layout: {e}")))?;
+        log::warn!(
+            "job {}: data copied and verified; reads and writes follow the configured layout ({})",
+            self.w.running.lock().job.id,
+            moving.to.describe()
+        );
+        Ok(())
+    }
+
+    /// How the job ends when chunks still differ after every copy.
+    fn differs(&self) -> Option<Ending> {
+        let divergent = self.w.running.lock().job.divergent.len();
+        (divergent > 0).then(|| {
+            Ending::Differs(format!(
+                "{divergent} chunks differ between the replicas of the old and the new shard after \
+                 {COPIES} copies: nothing was deleted, and reads still follow the old layout; see \
+                 `divergent` (a verify with repair of the old shard may settle them), then \
+                 rebalance again"
+            ))
+        })
+    }
+
     /// The shard a series of `db` is on under `router`.
     fn shard_of(router: &Router, db: &str, part: &SeriesPart) -> ShardId {
         match router.placement(db, &part.name) {
@@ -212,47 +247,43 @@ impl<'g> Rebalance<'g> {
         Ok(())
     }
 
-    /// Every measurement of every earlier shard whose placement changed, by retention policy.
+    /// Every measurement of every earlier shard whose placement changed, by retention policy,
+    /// over the span any replica of the shard holds once it applied its queue: each replica's
+    /// series are deleted in the end, so each one's data must be in the plan.
     async fn plan_tasks(&mut self) -> Result<Plan, CopyError> {
         self.w.activity(Some("planning".to_owned()));
-        let mut tasks = Vec::new();
+        let mut spans = Spans::default();
         for (b, shard) in self.from.shards().iter().enumerate() {
-            let Some(&source) = self.sources(b).first() else {
-                return Err(CopyError::Stop(Stop::Failed(format!(
-                    "no replica of shard {} is up and complete to read from",
-                    shard.name
-                ))));
-            };
-            let source = self.w.influx(source);
-            for db in source.databases().await? {
-                let measurements = source.measurements(&db).await?;
-                for rp in source.retention_policies(&db).await? {
-                    for m in &measurements {
-                        if !self.may_move(&db, m, b) {
-                            continue;
+            for &node in &shard.replicas {
+                if self.w.gateway.nodes()[node].status().state() == NodeState::Down {
+                    return Err(CopyError::Stop(Stop::Failed(format!(
+                        "{} (a replica of shard {}) is down: a rebalance needs every replica of \
+                         the old layout, as each one's moved series are deleted in the end",
+                        self.w.node_name(node),
+                        shard.name
+                    ))));
+                }
+                self.w.wait_applied(node).await?;
+                let influx = self.w.influx(node);
+                for db in influx.databases().await? {
+                    let measurements = influx.measurements(&db).await?;
+                    for rp in influx.retention_policies(&db).await? {
+                        for m in &measurements {
+                            if !self.may_move(&db, m, b) {
+                                continue;
+                            }
+                            let Some((first, last)) = influx.bounds(&db, &rp.name, m).await? else {
+                                continue;
+                            };
+                            let key = (shard.name.clone(), db.clone(), rp.name.clone(), m.clone());
+                            spans.widen(key, first, last);
                         }
-                        let Some((first, last)) = source.bounds(&db, &rp.name, m).await? else {
-                            continue;
-                        };
-                        let Some((start, end)) =
-                            job::span(first, last, self.w.chunk, &job::Scope::default())
-                        else {
-                            continue;
-                        };
-                        tasks.push(Task {
-                            shard: shard.name.clone(),
-                            db: db.clone(),
-                            rp: rp.name.clone(),
-                            measurement: m.clone(),
-                            start,
-                            end,
-                        });
                     }
                 }
             }
         }
         self.w.activity(None);
-        Ok(Plan::new(self.w.chunk, tasks))
+        Ok(spans.plan(self.w.chunk, &job::Scope::default()))
     }
 
     /// Whether some series of `m` on earlier shard `b` may be placed on other nodes now.
@@ -507,45 +538,85 @@ impl<'g> Rebalance<'g> {
     }
 
     /// Deletes every moved series from the replicas of its old shard that are not replicas of
-    /// its new one; returns how many series were dropped.
-    async fn delete_moved(&mut self, plan: &Plan) -> Result<u64, Stop> {
-        let measurements: BTreeSet<(String, String, String)> = plan
-            .tasks
-            .iter()
-            .map(|t| (t.shard.clone(), t.db.clone(), t.measurement.clone()))
-            .collect();
+    /// its new one; returns how many series were dropped. Every measurement of every old replica
+    /// is looked at, so that a deletion resumed or owed needs no plan.
+    async fn delete_moved(&mut self) -> Result<u64, Stop> {
         let mut removed = 0;
-        for (shard, db, m) in &measurements {
-            let b = self.shard_named(shard)?;
-            for &node in &self.from.shards()[b].replicas.clone() {
+        for (b, shard) in self.from.shards().iter().enumerate() {
+            for &node in &shard.replicas {
                 self.w.activity(Some(format!(
-                    "deleting moved series of {db}.{m} from {}",
+                    "deleting moved series from {}",
                     self.w.node_name(node)
                 )));
-                // Writes queued for it before the move land first, and are dropped with the rest.
-                self.w.wait_applied(node).await?;
+                self.settle_node(node).await?;
                 let mut failures = 0;
-                let mut rounds = 0;
-                loop {
+                let held = loop {
                     self.w.check()?;
-                    match self.drop_moved(node, b, db, m).await {
-                        Ok(0) => break,
-                        Ok(dropped) if rounds < DROP_ROUNDS => {
-                            removed += dropped;
-                            rounds += 1;
-                        }
-                        Ok(_) => {
-                            return Err(Stop::Failed(format!(
-                                "moved series of {db}.{m} keep coming back on {}",
-                                self.w.node_name(node)
-                            )))
-                        }
+                    match self.holdings_of(node).await {
+                        Ok(held) => break held,
                         Err(e) => self.w.after_failure(node, e, &mut failures).await?,
+                    }
+                };
+                for (db, m) in held {
+                    if self.may_move(&db, &m, b) {
+                        removed += self.drop_all_moved(node, b, &db, &m).await?;
                     }
                 }
             }
         }
         Ok(removed)
+    }
+
+    /// Waits until `node` has applied every write handed to it before the layout settled: the
+    /// writes in memory or on the wire, then its queue.
+    async fn settle_node(&self, node: NodeId) -> Result<(), Stop> {
+        let status = self.w.gateway.nodes()[node].status();
+        let deadline = std::time::Instant::now() + self.w.gateway.config().write.timeout * 2;
+        while !status.is_idle() && std::time::Instant::now() < deadline {
+            self.w.check()?;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.w.wait_applied(node).await
+    }
+
+    /// Every (database, measurement) `node` holds.
+    async fn holdings_of(&self, node: NodeId) -> Result<Vec<(String, String)>, CopyError> {
+        let influx = self.w.influx(node);
+        let mut held = Vec::new();
+        for db in influx.databases().await? {
+            for m in influx.measurements(&db).await? {
+                held.push((db.clone(), m));
+            }
+        }
+        Ok(held)
+    }
+
+    /// Drops the moved series of `db`.`m` from `node` until none is left.
+    async fn drop_all_moved(
+        &self,
+        node: NodeId,
+        b: ShardId,
+        db: &str,
+        m: &str,
+    ) -> Result<u64, Stop> {
+        let (mut removed, mut rounds, mut failures) = (0, 0, 0);
+        loop {
+            self.w.check()?;
+            match self.drop_moved(node, b, db, m).await {
+                Ok(0) => return Ok(removed),
+                Ok(dropped) if rounds < DROP_ROUNDS => {
+                    removed += dropped;
+                    rounds += 1;
+                }
+                Ok(_) => {
+                    return Err(Stop::Failed(format!(
+                        "moved series of {db}.{m} keep coming back on {}",
+                        self.w.node_name(node)
+                    )))
+                }
+                Err(e) => self.w.after_failure(node, e, &mut failures).await?,
+            }
+        }
     }
 
     /// Drops from `node` the series of `db`.`m` that moved from `b` to a shard `node` is not a
@@ -669,13 +740,24 @@ impl<'g> Walk<'g> for Rebalance<'g> {
     }
 }
 
-/// The layouts a rebalance started now would move data between.
+/// The layouts a rebalance started now would move data between: the earlier one the data
+/// follows, or, once settled, the one whose moved series are still to be deleted.
 pub fn pending(repairs: &Repairs) -> Option<Moving> {
     let layouts = repairs.gateway().layouts();
-    layouts.pending().map(|from| Moving {
-        from: from.clone(),
-        to: layouts.current_layout().clone(),
-    })
+    let to = layouts.current_layout().clone();
+    match (layouts.pending(), layouts.owed()) {
+        (Some(from), _) => Some(Moving {
+            from: from.clone(),
+            to,
+            settled: false,
+        }),
+        (None, Some(from)) => Some(Moving {
+            from,
+            to,
+            settled: true,
+        }),
+        (None, None) => None,
+    }
 }
 
 #[cfg(test)]

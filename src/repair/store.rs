@@ -28,6 +28,9 @@ pub struct Moving {
     pub from: Layout,
     /// The configured layout it moves it to.
     pub to: Layout,
+    /// The data already follows `to`: only the deletion of what moved is left.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 /// The `jobs` tree.

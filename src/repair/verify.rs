@@ -1,12 +1,11 @@
 //! One verify: every shard's replicas compared chunk by chunk, through influxd's own aggregates
 //! (quick) or every point (exact), and with `repair`, what differs settled ([`super::settle`]).
 
-use std::collections::BTreeMap;
-
 use super::{
     influx::InfluxError,
     job::{
-        self, Conflict, Divergence, Plan, ReplicaCount, Report, ShardReport, Task, CONFLICTS_SHOWN,
+        self, Conflict, Divergence, Plan, ReplicaCount, Report, ShardReport, Spans, Task,
+        CONFLICTS_SHOWN,
     },
     lines::{Digest, Schema},
     settle::settle,
@@ -65,7 +64,7 @@ impl Verify<'_> {
         let scope = self.w.running.lock().job.scope.clone();
         let router = self.w.gateway.read_router();
         let mut report = Report::default();
-        let mut spans: BTreeMap<(String, String, String, String), (i64, i64)> = BTreeMap::new();
+        let mut spans = Spans::default();
         for (shard, config) in router.shards().iter().enumerate() {
             if scope
                 .shard
@@ -96,22 +95,8 @@ impl Verify<'_> {
                     .await?;
             }
         }
-        let tasks = spans
-            .into_iter()
-            .filter_map(|((shard, db, rp, measurement), (first, last))| {
-                let (start, end) = job::span(first, last, self.w.chunk, &scope)?;
-                Some(Task {
-                    shard,
-                    db,
-                    rp,
-                    measurement,
-                    start,
-                    end,
-                })
-            })
-            .collect();
         self.w.activity(None);
-        Ok((Plan::new(self.w.chunk, tasks), report))
+        Ok((spans.plan(self.w.chunk, &scope), report))
     }
 
     /// Adds what `node` holds of `shard` to `spans`.
@@ -121,7 +106,7 @@ impl Verify<'_> {
         shard: ShardId,
         name: &str,
         scope: &job::Scope,
-        spans: &mut BTreeMap<(String, String, String, String), (i64, i64)>,
+        spans: &mut Spans,
     ) -> Result<(), InfluxError> {
         let influx = self.w.influx(node);
         for db in influx.databases().await? {
@@ -139,8 +124,7 @@ impl Verify<'_> {
                         continue;
                     };
                     let key = (name.to_owned(), db.clone(), rp.name.clone(), m.clone());
-                    let span = spans.entry(key).or_insert((first, last));
-                    *span = (span.0.min(first), span.1.max(last));
+                    spans.widen(key, first, last);
                 }
             }
         }

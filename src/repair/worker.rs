@@ -400,7 +400,7 @@ impl<'g> Worker<'g> {
         schema: &mut Schema,
     ) -> Result<Digest, CopyError> {
         let task = piece.task;
-        *schema = influx.schema(&task.db, &task.rp, &task.measurement).await?;
+        schema.refresh(influx.schema(&task.db, &task.rp, &task.measurement).await?);
         let mut aggregates = vec!["count(*)".to_owned()];
         for (field, kind) in schema.fields() {
             if matches!(
@@ -626,6 +626,7 @@ pub(crate) async fn walk<'g, J: Walk<'g>>(job: &mut J) -> Result<(), Stop> {
     while let Some((task, start, end)) = plan.current() {
         let task = task.clone();
         let schema = schemas.entry(plan.task).or_default();
+        schema.enter_chunk(start, end);
         let outcome = job.chunk(&task, start, end, schema).await?;
         plan.advance();
         schemas.retain(|&t, _| t >= plan.task);
@@ -687,13 +688,49 @@ pub async fn encode(
             task.db, task.rp, task.measurement
         )))
     };
+    resolve(node, task, &part.columns, schema).await?;
     match lines::encode(part, schema, out) {
         Ok(encoded) => Ok(encoded),
         Err(EncodeError::UnknownField(_)) => {
             out.truncate(mark);
-            *schema = node.schema(&task.db, &task.rp, &task.measurement).await?;
+            schema.refresh(node.schema(&task.db, &task.rp, &task.measurement).await?);
+            resolve(node, task, &part.columns, schema).await?;
             lines::encode(part, schema, out).map_err(failed)
         }
         Err(e) => Err(failed(e)),
     }
+}
+
+/// Asks `node` the type each field of `columns` whose type differs between shard groups has in
+/// the chunk being read.
+async fn resolve(
+    node: &Influx,
+    task: &Task,
+    columns: &[String],
+    schema: &mut Schema,
+) -> Result<(), CopyError> {
+    let Some((chunk, fields)) = schema.unresolved(columns) else {
+        return Ok(());
+    };
+    for field in fields {
+        let integers = match schema.get(field) {
+            Some(FieldType::Unsigned) => FieldType::Unsigned,
+            _ => FieldType::Integer,
+        };
+        let asked = node
+            .field_type(
+                &task.db,
+                &task.rp,
+                &task.measurement,
+                field,
+                chunk,
+                integers,
+            )
+            .await?;
+        // No value of it in the chunk: any type will do, and it is not asked again.
+        if let Some(kind) = asked.or(schema.get(field)) {
+            schema.resolve(field, kind);
+        }
+    }
+    Ok(())
 }

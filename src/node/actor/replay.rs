@@ -290,8 +290,9 @@ impl Node {
             self.settings.max_attempts_4xx,
             patient && !self.settings.schema_patience.is_zero(),
         );
-        // Patience is spent once per wait: a database that is not coming back (dropped behind
-        // the gateway's back) has every entry counted as refused after that, until one lands.
+        // Patience is spent once per backlog: a database that is not coming back (dropped behind
+        // the gateway's back) has every entry counted as refused after that, until one lands or
+        // the backlog runs out.
         if verdict == Verdict::Remove {
             self.replay.schema_wait = None;
         }
@@ -396,6 +397,9 @@ impl Node {
     /// The replayer emptied the queue: once its removals are on disk, back to Direct.
     fn caught_up(&mut self, ctx: &mut Context<Self>) {
         self.replay.single = 0;
+        // A backlog that ran out: the next one waits for a missing database afresh.
+        self.replay.schema_wait = None;
+        self.status.set_awaiting_schema(false);
         self.replay.window_points = 0;
         self.replay.window_start = Instant::now();
         self.replay.progress = None;
