@@ -84,6 +84,14 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Planned maintenance of a node of a running gateway: `drain` takes it out of service (its
+    /// writes and mutations are queued, reads avoid it), `resume` returns it (its backlog is
+    /// replayed), `flush` replays its queue now, skipping the backoff under way.
+    Node {
+        /// What to do.
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// Lists a running gateway's jobs, or shows one; `--follow` follows it to its end.
     Jobs {
         /// The job to show (all when absent).
@@ -94,6 +102,35 @@ pub enum Command {
         /// Cancel the job.
         #[arg(long, requires = "id", conflicts_with = "follow")]
         cancel: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// What `node` does to a node.
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Takes the node out of service for maintenance.
+    Drain {
+        /// The node, as named in `nodes`.
+        name: String,
+        /// Drain it even if a shard is left with no replica serving reads.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Returns a drained node to service; its backlog is replayed.
+    Resume {
+        /// The node, as named in `nodes`.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replays the node's queue now; exits non-zero if some is left after 20 s.
+    Flush {
+        /// The node, as named in `nodes`.
+        name: String,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -107,6 +107,35 @@ pub fn jobs(admin: &AdminArgs, id: Option<String>, follow_it: bool, cancel: bool
     })
 }
 
+/// `node drain|resume|flush NAME`: `action` is the endpoint's last segment.
+pub fn node(admin: &AdminArgs, action: &str, name: &str, force: bool) -> ExitCode {
+    run(async move {
+        let client = Client::new(admin);
+        let name_in_path =
+            url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+        let query = if force { "?force=true" } else { "" };
+        let answer = client
+            .send(
+                "POST",
+                &format!("/cluster/nodes/{name_in_path}/{action}{query}"),
+            )
+            .await?;
+        println!(
+            "node {name}: {}, mode {}, {} entries ({} bytes) queued",
+            text(&answer, "state"),
+            text(&answer, "mode"),
+            answer["entries"],
+            answer["bytes"]
+        );
+        Ok(if answer["done"] == Value::Bool(false) {
+            eprintln!("influx-gateway: node {name}: its queue is still being replayed");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
 /// Shows the job's progress until it ends; succeeds only if it ends `done`.
 async fn follow(client: &Client, id: &str) -> Result<ExitCode, ControlError> {
     let bar = ProgressBar::new(0);

@@ -237,7 +237,10 @@ impl Gateway {
         let node = &self.nodes[n];
         Candidate {
             state: node.status().state(),
-            lacks_data: node.queue().needs_resync() || node.status().is_repairing(),
+            // Drained for maintenance: not lacking data, but not to be read while another is up.
+            lacks_data: node.queue().needs_resync()
+                || node.status().is_repairing()
+                || node.queue().in_maintenance(),
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Layouts {
     moving: AtomicBool,
     /// The layout whose moved series are still to be deleted, since a settled rebalance.
     owed: Mutex<Option<Layout>>,
+    /// The layout a reloaded configuration file names, when it differs from the one in force.
+    in_file: Mutex<Option<Layout>>,
     tree: sled::Tree,
 }
 
@@ -129,6 +131,7 @@ impl Layouts {
             earlier: None,
             moving: AtomicBool::new(false),
             owed: Mutex::new(None),
+            in_file: Mutex::new(None),
             tree,
         };
         if let Some(bytes) = layouts.tree.get(OWED)? {
@@ -244,6 +247,19 @@ impl Layouts {
         self.tree.flush_async().await?;
         *self.owed_lock() = None;
         Ok(())
+    }
+
+    /// Notes the layout a reloaded file names (`None`: the one in force).
+    pub fn set_in_file(&self, layout: Option<Layout>) {
+        *self.in_file.lock().unwrap_or_else(|p| p.into_inner()) = layout;
+    }
+
+    /// The layout the configuration file names, reloaded, when a restart has yet to apply it.
+    pub fn in_file(&self) -> Option<Layout> {
+        self.in_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn owed_lock(&self) -> MutexGuard<'_, Option<Layout>> {

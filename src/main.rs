@@ -6,7 +6,7 @@ use clap::Parser;
 use influx_gateway::{
     auth,
     blueprint::Blueprint,
-    cli::{Cli, Command},
+    cli::{Cli, Command, NodeAction},
     config::ConfigError,
     control,
 };
@@ -62,6 +62,15 @@ fn main() -> ExitCode {
                 detach,
             };
             return control::start(&admin, "rebalance", request);
+        }
+        Some(Command::Node { action }) => {
+            return match action {
+                NodeAction::Drain { name, force, admin } => {
+                    control::node(&admin, "drain", &name, force)
+                }
+                NodeAction::Resume { name, admin } => control::node(&admin, "resume", &name, false),
+                NodeAction::Flush { name, admin } => control::node(&admin, "flush", &name, false),
+            };
         }
         Some(Command::Jobs {
             id,

@@ -26,6 +26,9 @@ pub struct Outcome {
     pub applied: Vec<String>,
     /// Keys that changed but need a restart; their old values stay in force.
     pub restart_required: Vec<String>,
+    /// The file's shards and routes place data elsewhere than those in force: once a restart
+    /// applies them, a rebalance is needed.
+    pub placement_changed: bool,
 }
 
 impl Reloader {
@@ -42,7 +45,12 @@ impl Reloader {
         let config = Blueprint::load(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))?
             .config;
-        let outcome = compare(&self.running, &config.source);
+        let mut outcome = compare(&self.running, &config.source);
+        let layout = crate::router::Layout::of(&config);
+        outcome.placement_changed = &layout != gateway.layouts().current_layout();
+        gateway
+            .layouts()
+            .set_in_file((outcome.placement_changed).then_some(layout));
         if !outcome.applied.is_empty() {
             gateway.retune(&config);
             log::set_max_level(config.log_filter());

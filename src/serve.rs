@@ -79,6 +79,11 @@ async fn reload_on_sighup(mut reloader: reload::Reloader, gateway: Arc<gateway::
                         outcome.restart_required.join(", ")
                     );
                 }
+                if outcome.placement_changed {
+                    log::warn!(
+                        "SIGHUP: the file's shards or routes place data elsewhere: once a restart applies them, a rebalance is needed (POST /cluster/rebalance, or rebalance.auto: true)"
+                    );
+                }
                 if outcome.applied.is_empty() {
                     log::info!("SIGHUP: configuration reread, nothing to apply");
                 } else {

@@ -99,8 +99,19 @@ fn sighup_applies_limits_and_retry_and_reports_what_needs_a_restart() {
         log.contains("SIGHUP: applied health, limits, retry"),
         "{log}"
     );
-    // The node kept its old name: the rename waits for a restart.
-    assert_eq!(gateway.health().1["nodes"][0]["name"], "n1");
+    // The node kept its old name: the rename waits for a restart, and the data it holds would then
+    // be placed on a node of another name: the log and `/health` say a rebalance will be needed.
+    assert!(
+        log.contains("once a restart applies them, a rebalance is needed"),
+        "{log}"
+    );
+    let health = gateway.health().1;
+    assert_eq!(health["nodes"][0]["name"], "n1");
+    assert_eq!(health["rebalance"]["needed"], false, "{health}");
+    assert_eq!(
+        health["rebalance"]["after_restart"], "all = [renamed]",
+        "{health}"
+    );
     assert_eq!(gateway.query("", "SHOW DATABASES").status, 200);
 
     // A broken file changes nothing, and says so.

@@ -217,6 +217,19 @@ fn gateway_users_are_checked_before_any_node_is_asked() {
     let start = |creds: &str| common::post(&format!("{gw}/cluster/verify{creds}"), b"", &[]).status;
     assert_eq!(start(""), 401);
     assert_eq!(start("?u=telegraf&p=wr1te"), 403);
+    // Maintenance too: refused before anything changes.
+    for action in ["drain", "resume", "flush", "rebalance"] {
+        let path = if action == "rebalance" {
+            format!("{gw}/cluster/rebalance")
+        } else {
+            format!("{gw}/cluster/nodes/influx1/{action}")
+        };
+        let post = |creds: &str| common::post(&format!("{path}{creds}"), b"", &[]).status;
+        assert_eq!(post(""), 401, "{path}");
+        assert_eq!(post("?u=grafana&p=r3ad"), 403, "{path}");
+    }
+    let health = common::get(&format!("{gw}/health")).json();
+    assert_eq!(health["nodes"][0]["mode"], "direct", "{health}");
 }
 
 fn urlencode(text: &str) -> String {

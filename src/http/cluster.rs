@@ -128,7 +128,7 @@ pub async fn rebalance(
 }
 
 /// A `true`/`false` parameter (absent: false).
-fn flag(what: &str, value: Option<&str>) -> Result<bool, ApiError> {
+pub(super) fn flag(what: &str, value: Option<&str>) -> Result<bool, ApiError> {
     match value {
         None | Some("" | "false" | "0") => Ok(false),
         Some("true" | "1") => Ok(true),
@@ -197,7 +197,7 @@ struct LetterParams {
 }
 
 /// The node named in the path.
-fn node<'g>(gateway: &'g Gateway, name: &str) -> Result<&'g NodeHandle, ApiError> {
+pub(super) fn node<'g>(gateway: &'g Gateway, name: &str) -> Result<&'g NodeHandle, ApiError> {
     gateway
         .nodes()
         .iter()
@@ -205,7 +205,7 @@ fn node<'g>(gateway: &'g Gateway, name: &str) -> Result<&'g NodeHandle, ApiError
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name:?} not found")))
 }
 
-fn storage(e: crate::node::QueueError) -> ApiError {
+pub(super) fn storage(e: crate::node::QueueError) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("queue: {e}"))
 }
 

@@ -5,6 +5,7 @@ mod body;
 mod cluster;
 mod error;
 mod limits;
+mod maintenance;
 mod metrics;
 mod msgpack;
 mod page;
@@ -140,6 +141,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(only("GET")),
     )
     .configure(cluster::routes)
+    .configure(maintenance::routes)
     .default_service(web::to(not_found));
 }
 

@@ -180,6 +180,10 @@ struct RebalanceView {
     configured: String,
     /// The rebalance under way.
     job: Option<RepairProgress>,
+    /// The layout a reloaded configuration file names: a restart applies it, and a rebalance
+    /// is then needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_restart: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -260,20 +264,26 @@ pub async fn health(gateway: web::Data<Gateway>, repairs: web::Data<Repairs>) ->
     let layouts = gateway.layouts();
     let pending = layouts.pending();
     let job = repairs.rebalancing();
-    let rebalance = (pending.is_some() || job.is_some()).then(|| RebalanceView {
-        needed: pending.is_some(),
-        data_follows: pending.map(|l| l.describe()),
-        configured: layouts.current_layout().describe(),
-        job: job.map(RepairProgress::from),
-    });
+    let in_file = layouts.in_file();
+    let rebalance =
+        (pending.is_some() || job.is_some() || in_file.is_some()).then(|| RebalanceView {
+            needed: pending.is_some(),
+            data_follows: pending.map(|l| l.describe()),
+            configured: layouts.current_layout().describe(),
+            job: job.map(RepairProgress::from),
+            after_restart: in_file.map(|l| l.describe()),
+        });
     let mut message = health_message(up, &nodes);
     match &rebalance {
         Some(RebalanceView { job: Some(job), .. }) => message.push_str(&format!(
             "; rebalancing (chunk {} of {})",
             job.chunks_done, job.chunks_total
         )),
-        Some(_) => message.push_str(
+        Some(RebalanceView { needed: true, .. }) => message.push_str(
             "; shards or routes changed: a rebalance is needed (reads follow the earlier layout)",
+        ),
+        Some(_) => message.push_str(
+            "; the configuration file's shards or routes place data elsewhere: restart to apply them, then rebalance",
         ),
         None => {}
     }

@@ -157,6 +157,8 @@ pub enum QueuedBecause {
     Busy,
     /// The gateway is stopping.
     Stopping,
+    /// An operator took the node out of service (`drain`).
+    Maintenance,
     /// The request itself failed (timeout, 5xx, broken connection).
     Failed(NodeError),
 }
@@ -179,6 +181,7 @@ impl std::fmt::Display for QueuedBecause {
             QueuedBecause::Draining => f.write_str("up but replaying its queue"),
             QueuedBecause::Busy => f.write_str("busy (write.mailbox_capacity reached)"),
             QueuedBecause::Stopping => f.write_str("being stopped with the gateway"),
+            QueuedBecause::Maintenance => f.write_str("in maintenance (drained by an operator)"),
             QueuedBecause::Failed(e) => write!(f, "failing ({e})"),
         }
     }

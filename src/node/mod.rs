@@ -16,7 +16,7 @@ use futures_util::future::{self, Either, FutureExt};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-pub use actor::{Job, Node, NodeSettings, Refused, Retune, Shutdown};
+pub use actor::{Flush, Job, Maintain, Node, NodeSettings, Refused, Retune, Shutdown};
 pub use client::{
     Delivery, ExchangeError, ForwardedQuery, GatewayError, NodeError, NodeResponse, NodeWrite,
     QueuedBecause, Retry, WriteTarget,
@@ -89,11 +89,26 @@ impl NodeHandle {
         self.addr.do_send(retune);
     }
 
+    /// Takes the node out of service (`true`: its writes and mutations go to its queue, nothing
+    /// is replayed, reads avoid it) or back into it (its backlog is replayed at once).
+    pub fn maintain(&self, on: bool) -> Result<(), QueueError> {
+        self.queue.set_maintenance(on)?;
+        self.addr.do_send(Maintain);
+        Ok(())
+    }
+
+    /// Replays the node's queue now, without waiting out the current backoff.
+    pub fn flush(&self) {
+        self.addr.do_send(Flush);
+    }
+
     /// What `/health` shows.
     pub fn health(&self) -> NodeHealth {
         NodeHealth {
             status: self.status.snapshot(),
-            mode: if self.queue.is_empty() {
+            mode: if self.queue.in_maintenance() {
+                "maintenance"
+            } else if self.queue.is_empty() {
                 "direct"
             } else {
                 "draining"

@@ -40,6 +40,8 @@ pub struct Limits {
 pub struct Conditions {
     /// The gateway is stopping.
     pub closing: bool,
+    /// An operator took the node out of service (`drain`).
+    pub maintenance: bool,
     /// The node is known to be down.
     pub down: bool,
     /// The queue holds a backlog, or the removals of one just replayed are not yet on disk.
@@ -112,6 +114,8 @@ impl<W: Carries> Pipeline<W> {
     pub fn must_queue(&self, conditions: Conditions) -> Option<QueuedBecause> {
         if conditions.closing {
             Some(QueuedBecause::Stopping)
+        } else if conditions.maintenance {
+            Some(QueuedBecause::Maintenance)
         } else if conditions.down {
             Some(QueuedBecause::Down)
         } else if conditions.backlog {
@@ -634,6 +638,14 @@ mod tests {
                 ..direct
             }),
             Some(QueuedBecause::Stopping)
+        );
+        assert_eq!(
+            with(Conditions {
+                maintenance: true,
+                down: true,
+                ..direct
+            }),
+            Some(QueuedBecause::Maintenance)
         );
         pipeline.push(Work {
             seq: 0,

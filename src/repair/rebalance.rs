@@ -34,8 +34,8 @@ use super::{
     meta::copy_meta,
     store::{Moving, Record},
     worker::{
-        encode, walk, Batch, Copied, CopyError, Ending, Piece, Stop, Walk, Worker, BATCH_BYTES,
-        BATCH_POINTS, COPIES,
+        encode, walk, Batch, Copied, CopyError, Ending, Handed, Piece, Stop, Walk, Worker,
+        BATCH_BYTES, BATCH_POINTS, COPIES,
     },
     Repairs, Running,
 };
@@ -217,6 +217,7 @@ impl<'g> Rebalance<'g> {
                 node.status().state() != NodeState::Down
                     && !node.queue().needs_resync()
                     && !node.status().is_repairing()
+                    && !node.queue().in_maintenance()
             })
             .collect();
         sources.sort_by_key(|&n| !gateway.nodes()[n].queue().is_empty());
@@ -335,7 +336,7 @@ impl<'g> Rebalance<'g> {
         let mut reader = piece.open(&influx).await?;
         let mut batches: BTreeMap<NodeId, Batch> = BTreeMap::new();
         let mut lines = Vec::new();
-        let (mut points, mut refusal) = (0, None);
+        let (mut points, mut refusal, mut handed) = (0, None, Handed::default());
         while let Some(part) = reader.next().await? {
             let Some(a) = self.destination(&task.db, b, &part) else {
                 continue;
@@ -359,16 +360,17 @@ impl<'g> Rebalance<'g> {
                 if batch.encoded.points >= BATCH_POINTS || batch.body.len() >= BATCH_BYTES {
                     let full = std::mem::take(batch);
                     points += full.encoded.points;
-                    refusal = refusal.or(self.w.deliver(target, task, full).await?);
+                    refusal = refusal.or(self.w.hand(target, task, full, &mut handed).await?);
                 }
             }
         }
         for (target, batch) in batches {
             if batch.encoded.points > 0 {
                 points += batch.encoded.points;
-                refusal = refusal.or(self.w.deliver(target, task, batch).await?);
+                refusal = refusal.or(self.w.hand(target, task, batch, &mut handed).await?);
             }
         }
+        refusal = refusal.or(self.w.collect(&mut handed, 0).await?);
         Ok((points, refusal))
     }
 

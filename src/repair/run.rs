@@ -11,7 +11,7 @@ use super::{
     meta::copy_meta,
     store::Record,
     worker::{
-        encode, walk, Batch, Compare, Copied, CopyError, Ending, Piece, Stop, Walk, Worker,
+        encode, walk, Batch, Compare, Copied, CopyError, Ending, Handed, Piece, Stop, Walk, Worker,
         BATCH_BYTES, BATCH_POINTS, COPIES, POLL,
     },
     Repairs, Running,
@@ -195,6 +195,7 @@ impl<'g> Repair<'g> {
                 node.status().state() != NodeState::Down
                     && !node.queue().needs_resync()
                     && !node.status().is_repairing()
+                    && !node.queue().in_maintenance()
             })
             .collect::<Vec<_>>();
         // A replica with writes still queued for it lacks them yet: one without, first.
@@ -423,21 +424,23 @@ impl<'g> Repair<'g> {
         let source = self.w.influx(source_id);
         let mut parts = self.w.parts(&source, piece).await?;
         let mut batch = Batch::default();
-        let mut refusal = None;
+        let (mut refusal, mut handed) = (None, Handed::default());
         while let Some(part) = parts.next().await? {
             let encoded = encode(&source, task, &part, schema, &mut batch.body).await?;
             batch.encoded.merge(encoded);
             if batch.encoded.points >= BATCH_POINTS || batch.body.len() >= BATCH_BYTES {
                 let full = std::mem::take(&mut batch);
                 copied.points += full.encoded.points;
-                refusal = refusal.or(self.w.deliver(self.target, task, full).await?);
+                let target = self.target;
+                refusal = refusal.or(self.w.hand(target, task, full, &mut handed).await?);
             }
         }
         if batch.encoded.points > 0 {
             copied.points += batch.encoded.points;
-            refusal = refusal.or(self.w.deliver(self.target, task, batch).await?);
+            let target = self.target;
+            refusal = refusal.or(self.w.hand(target, task, batch, &mut handed).await?);
         }
-        Ok(refusal)
+        Ok(refusal.or(self.w.collect(&mut handed, 0).await?))
     }
 }
 

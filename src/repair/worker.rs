@@ -10,6 +10,7 @@ use std::{
 
 use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
+use futures_util::future::{FutureExt, LocalBoxFuture};
 
 use super::{
     influx::{ident, ChunkReader, Influx, InfluxError},
@@ -27,6 +28,15 @@ use crate::{
     },
     router::{Placement, Router, ShardId},
 };
+
+/// Pieces handed to nodes whose answers a job awaits at once.
+pub const HANDED: usize = 4;
+
+/// Pieces handed to nodes' actors and not answered yet, oldest first.
+#[derive(Default)]
+pub struct Handed {
+    answers: std::collections::VecDeque<(NodeId, u64, LocalBoxFuture<'static, Delivery>)>,
+}
 
 /// Times a chunk is copied before it is listed as divergent.
 pub const COPIES: u32 = 3;
@@ -489,14 +499,30 @@ impl<'g> Worker<'g> {
         Ok(Some(points))
     }
 
-    /// Hands a piece to `node`'s actor, so that it is ordered with live writes and queued if
-    /// the node fails; returns the node's refusal, if it refused it. Sleeps as long as the job
-    /// is ahead of `repair.max_points_per_second`.
+    /// Hands a piece to `node`'s actor and waits for its answer; returns the node's refusal,
+    /// if it refused it. See [`Worker::hand`].
     pub async fn deliver(
         &mut self,
         node: NodeId,
         task: &Task,
         batch: Batch,
+    ) -> Result<Option<String>, CopyError> {
+        let mut handed = Handed::default();
+        let refused = self.hand(node, task, batch, &mut handed).await?;
+        Ok(refused.or(self.collect(&mut handed, 0).await?))
+    }
+
+    /// Hands a piece to `node`'s actor, so that it is ordered with live writes and queued if
+    /// the node fails, without waiting for its answer: reading the next piece overlaps the node
+    /// writing this one. At most [`HANDED`] answers are awaited at once; returns the refusal of
+    /// a piece answered meanwhile, if any. Sleeps as long as the job is ahead of
+    /// `repair.max_points_per_second`.
+    pub async fn hand(
+        &mut self,
+        node: NodeId,
+        task: &Task,
+        batch: Batch,
+        handed: &mut Handed,
     ) -> Result<Option<String>, CopyError> {
         let query = format!(
             "db={}&rp={}&precision=ns",
@@ -518,27 +544,75 @@ impl<'g> Worker<'g> {
             ends_cleanly: true,
         };
         let handle = &self.gateway.nodes()[node];
+        let mut refused = None;
         loop {
             self.check()?;
-            match handle.deliver(Op::Write(write.clone())).await {
-                Delivery::Accepted(_) | Delivery::Queued(_) => break,
-                Delivery::Rejected(answer) => return Ok(Some(answer.refusal())),
-                Delivery::Failed(NodeError::Gateway(GatewayError::Busy(_))) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut answer = handle.deliver(Op::Write(write.clone())).boxed_local();
+            match (&mut answer).now_or_never() {
+                // The mailbox is full: wait for an answer of ours, or a moment, and again.
+                Some(Delivery::Failed(NodeError::Gateway(GatewayError::Busy(_)))) => {
+                    if handed.answers.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    } else {
+                        refused =
+                            refused.or(self.collect(handed, handed.answers.len() - 1).await?);
+                    }
                 }
-                Delivery::Failed(e) => {
-                    self.check()?;
-                    return Err(CopyError::Stop(Stop::Failed(format!(
-                        "cannot hand a piece to {}: {e}",
-                        self.node_name(node)
-                    ))));
+                Some(delivery) => {
+                    refused = refused.or(self.judge(node, write.points, delivery)?);
+                    break;
+                }
+                None => {
+                    handed.answers.push_back((node, write.points, answer));
+                    break;
                 }
             }
         }
         self.run.points += write.points;
-        self.repairs.count_copied(node, write.points);
+        refused = refused.or(self.collect(handed, HANDED).await?);
         self.throttle().await;
-        Ok(None)
+        Ok(refused)
+    }
+
+    /// Awaits handed pieces' answers until at most `left` are outstanding; returns the first
+    /// refusal among them.
+    pub async fn collect(
+        &mut self,
+        handed: &mut Handed,
+        left: usize,
+    ) -> Result<Option<String>, CopyError> {
+        let mut refused = None;
+        while handed.answers.len() > left {
+            let Some((node, points, answer)) = handed.answers.pop_front() else {
+                break;
+            };
+            let delivery = answer.await;
+            refused = refused.or(self.judge(node, points, delivery)?);
+        }
+        Ok(refused)
+    }
+
+    /// What a node's answer to a handed piece means for the job.
+    fn judge(
+        &self,
+        node: NodeId,
+        points: u64,
+        delivery: Delivery,
+    ) -> Result<Option<String>, CopyError> {
+        match delivery {
+            Delivery::Accepted(_) | Delivery::Queued(_) => {
+                self.repairs.count_copied(node, points);
+                Ok(None)
+            }
+            Delivery::Rejected(answer) => Ok(Some(answer.refusal())),
+            Delivery::Failed(e) => {
+                self.check()?;
+                Err(CopyError::Stop(Stop::Failed(format!(
+                    "cannot hand a piece to {}: {e}",
+                    self.node_name(node)
+                ))))
+            }
+        }
     }
 
     async fn throttle(&self) {

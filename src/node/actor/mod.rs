@@ -105,6 +105,18 @@ pub struct Refused {
     pub reply: oneshot::Sender<bool>,
 }
 
+/// The message: an operator took the node out of service, or returned it; the queue says which.
+/// Out of service, what waits in memory goes to disk and nothing is replayed; back, the backlog
+/// is replayed at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Maintain;
+
+/// The message: replay the queue now, without waiting out the current backoff.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
 /// The message: the gateway is stopping; put everything still in memory on disk.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -187,6 +199,7 @@ impl Node {
     fn must_queue(&self) -> Option<QueuedBecause> {
         self.pipeline.must_queue(Conditions {
             closing: self.closing,
+            maintenance: self.queue.in_maintenance(),
             down: self.status.state() == NodeState::Down,
             backlog: self.settling || !self.queue.is_empty(),
         })
@@ -487,6 +500,27 @@ impl Handler<Refused> for Node {
             }
         };
         let _ = refused.reply.send(flagged);
+    }
+}
+
+impl Handler<Maintain> for Node {
+    type Result = ();
+
+    fn handle(&mut self, _: Maintain, ctx: &mut Self::Context) {
+        if self.queue.in_maintenance() {
+            // What is on the wire finishes; what waits goes behind the backlog to come.
+            self.spill_waiting(QueuedBecause::Maintenance, ctx);
+        } else {
+            self.replay_now(ctx);
+        }
+    }
+}
+
+impl Handler<Flush> for Node {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.replay_now(ctx);
     }
 }
 

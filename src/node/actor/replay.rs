@@ -159,6 +159,7 @@ impl Node {
     pub(super) fn schedule_replay(&mut self, ctx: &mut Context<Self>) {
         if self.replay.running
             || self.closing
+            || self.queue.in_maintenance()
             || self.queue.is_empty()
             || self.pipeline.in_flight() > 0
             || self.pipeline.waiting() > 0
@@ -178,6 +179,16 @@ impl Node {
             }
         }
         self.replay_head(ctx);
+    }
+
+    /// Replays the backlog now: the backoff under way is forgotten (an operator fixed the node).
+    pub(super) fn replay_now(&mut self, ctx: &mut Context<Self>) {
+        self.replay.not_before = None;
+        self.replay.backoff.reset();
+        if let Some(timer) = self.replay.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.schedule_replay(ctx);
     }
 
     fn retry_after(&mut self, delay: Duration) {

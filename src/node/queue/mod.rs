@@ -169,6 +169,9 @@ impl QueueStore {
                 refused: AtomicU64::new(read_counter(&self.meta, &format!("refused:{name}"))?),
                 needs_resync: AtomicBool::new(self.flags.is_flagged(name)),
                 resync_generation: AtomicU64::new(0),
+                maintenance: AtomicBool::new(
+                    read_counter(&self.meta, &format!("maintenance:{name}"))? > 0,
+                ),
                 flags: Arc::clone(&self.flags),
                 disk: Arc::clone(&self.disk),
             }),
@@ -254,6 +257,8 @@ struct Inner {
     needs_resync: AtomicBool,
     /// Counts flaggings, so that a repair clears only a flag raised before it started.
     resync_generation: AtomicU64,
+    /// Taken out of service by an operator (`drain`), kept across restarts.
+    maintenance: AtomicBool,
     flags: Arc<ResyncFlags>,
     disk: Arc<DiskGuard>,
 }
@@ -292,6 +297,23 @@ pub struct QueueStats {
 }
 
 impl NodeQueue {
+    /// Whether an operator took the node out of service (`drain`) and has not resumed it.
+    pub fn in_maintenance(&self) -> bool {
+        self.inner.maintenance.load(Ordering::Acquire)
+    }
+
+    /// Takes the node out of service (`true`) or back, on disk before this returns: a gateway
+    /// restarted meanwhile keeps it where the operator put it.
+    pub fn set_maintenance(&self, on: bool) -> Result<(), QueueError> {
+        let key = format!("maintenance:{}", self.inner.name);
+        self.inner
+            .meta
+            .insert(key.as_bytes(), &u64::from(on).to_be_bytes()[..])?;
+        self.inner.meta.flush()?;
+        self.inner.maintenance.store(on, Ordering::Release);
+        Ok(())
+    }
+
     /// Whether the node is flagged as lacking copies its replicas hold.
     pub fn needs_resync(&self) -> bool {
         self.inner.needs_resync.load(Ordering::Acquire)
