@@ -77,6 +77,14 @@ impl Deref for Reads<'_> {
     }
 }
 
+impl Reads<'_> {
+    /// Ends this hold and says whether it held the earlier layout: the caller then holds it
+    /// itself until [`Layouts::end_read`] (an answer still streaming from an earlier node).
+    pub fn detach(mut self) -> bool {
+        self.readers.take().is_some()
+    }
+}
+
 impl Drop for Reads<'_> {
     fn drop(&mut self) {
         if let Some(readers) = self.readers {
@@ -209,6 +217,13 @@ impl Layouts {
         Reads {
             router: &self.current,
             readers: None,
+        }
+    }
+
+    /// Ends a read of the earlier layout whose [`Reads`] was detached.
+    pub fn end_read(&self) {
+        if let Some(earlier) = &self.earlier {
+            earlier.readers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -71,6 +71,14 @@ fn each_bad_config_names_its_key() {
         ),
         (format!("{NODE}colour: blue\n"), "colour: unknown key"),
         (
+            format!("{NODE}listen: \"127.0.0.1:9090\"\nadmin:\n  listen: \"0.0.0.0:9090\"\n"),
+            "admin.listen: 0.0.0.0:9090 uses the port of `listen` (127.0.0.1:9090): give the admin API a port of its own",
+        ),
+        (
+            format!("{NODE}admin:\n  listen: nowhere\n"),
+            r#"admin.listen: "nowhere" is not a host:port address"#,
+        ),
+        (
             format!("{NODE}retry:\n  max_backof: 1s\n"),
             "retry.max_backof: unknown key; expected one of initial_backoff, max_backoff",
         ),

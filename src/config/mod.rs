@@ -114,6 +114,9 @@ pub struct Config {
     /// Moving data after shards or routes change.
     #[serde(default)]
     pub rebalance: RebalanceConfig,
+    /// Where the admin API is served.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The most detailed log level written: error, warn, info, debug or trace.
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
@@ -313,6 +316,16 @@ pub struct RepairConfig {
     pub max_points_per_second: u64,
 }
 
+/// `admin:` — where the admin API (`/cluster/...`, `/debug/vars`, `/metrics`, the status page)
+/// is served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A listener of its own, e.g. `127.0.0.1:8081`: the admin API is served only there, and the
+    /// main listener answers 404 for it. Absent: the main listener serves everything.
+    pub listen: Option<String>,
+}
+
 /// `rebalance:` — moving data to where changed shards or routes now place it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -463,11 +476,30 @@ impl Config {
 
     /// The address to bind, resolved.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        resolve_listen(&self.listen)
+        resolve_listen("listen", &self.listen)
+    }
+
+    /// The admin listener's address, when `admin.listen` is set.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.admin
+            .listen
+            .as_deref()
+            .map(|listen| resolve_listen("admin.listen", listen))
+            .transpose()
     }
 
     fn validate(&mut self) -> Result<(), ConfigError> {
-        resolve_listen(&self.listen)?;
+        let main = resolve_listen("listen", &self.listen)?;
+        if let Some(admin) = self.admin_addr()? {
+            if admin.port() == main.port() {
+                return Err(ConfigError::invalid(
+                    "admin.listen",
+                    format!(
+                        "{admin} uses the port of `listen` ({main}): give the admin API a port of its own"
+                    ),
+                ));
+            }
+        }
         if self.nodes.is_empty() {
             return Err(ConfigError::invalid(
                 "nodes",
@@ -639,8 +671,8 @@ fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn resolve_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
-    let bad = |why: String| ConfigError::invalid("listen", format!("{listen:?} {why}"));
+fn resolve_listen(key: &str, listen: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |why: String| ConfigError::invalid(key, format!("{listen:?} {why}"));
     let mut addrs = listen
         .to_socket_addrs()
         .map_err(|e| bad(format!("is not a host:port address ({e})")))?;

@@ -3,7 +3,10 @@
 //! while another replica serves its shards; resumed, it replays its backlog and returns to
 //! service. Admin-only when the gateway has its own users.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -15,7 +18,12 @@ use super::{
 use crate::{
     gateway::Gateway,
     node::{NodeHandle, NodeState},
+    repair::Repairs,
 };
+
+/// Held while a drain checks the other replicas and takes effect: two drains at once cannot both
+/// find the other one serving reads.
+static DRAINING: Mutex<()> = Mutex::new(());
 
 /// How long `flush` waits for the backlog to be replayed before answering with where it stands.
 const FLUSH_WAIT: Duration = Duration::from_secs(20);
@@ -29,10 +37,19 @@ struct DrainParams {
 pub async fn drain(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
+    repairs: web::Data<Repairs>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, handle) = named(&gateway, &req, name).await?;
     let force = flag("force", params::<DrainParams>(&req)?.force.as_deref())?;
+    if let Some(job) = repairs.running() {
+        return Err(conflict(format!(
+            "job {} ({}) is running and reads and writes the nodes: drain once it ends, or cancel it",
+            job.id,
+            job.kind.as_str()
+        )));
+    }
+    let _draining = DRAINING.lock().unwrap_or_else(|p| p.into_inner());
     if handle.queue().in_maintenance() {
         return Err(conflict(format!("node {name:?} is already drained")));
     }

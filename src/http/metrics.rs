@@ -4,14 +4,20 @@ use std::time::Instant;
 
 use actix_web::{
     dev::{Service, ServiceRequest, ServiceResponse},
-    web, HttpResponse,
+    web, HttpRequest, HttpResponse,
 };
 
 use super::ApiError;
 use crate::metrics::{self, Metrics};
 
-/// Handles `GET /metrics`: the Prometheus text exposition.
-pub async fn metrics(metrics: web::Data<Metrics>) -> Result<HttpResponse, ApiError> {
+/// Handles `GET /metrics`: the Prometheus text exposition (for admins when the gateway has its
+/// own users: Prometheus sends them with `basic_auth`).
+pub async fn metrics(
+    req: HttpRequest,
+    gateway: web::Data<crate::gateway::Gateway>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    super::cluster::admin(&gateway, &req).await?;
     let text = metrics
         .encode()
         .map_err(|e| ApiError::unavailable(format!("encoding metrics: {e}")))?;

@@ -5,6 +5,7 @@ mod body;
 mod cluster;
 mod error;
 mod limits;
+mod listeners;
 mod maintenance;
 mod metrics;
 mod msgpack;
@@ -38,6 +39,10 @@ pub fn server(gateway: Arc<Gateway>, repairs: Arc<Repairs>) -> io::Result<Server
         .config()
         .listen_addr()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let gateway_admin_addr = gateway
+        .config()
+        .admin_addr()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()));
     // Requests under way at a stop get the time a write may take to be answered.
     let grace = gateway.config().write.timeout.as_secs() * 2 + 1;
     let tls = gateway
@@ -50,12 +55,15 @@ pub fn server(gateway: Arc<Gateway>, repairs: Arc<Repairs>) -> io::Result<Server
     let admission = web::Data::new(limits::Admission::new(gateway.live_limits()));
     let started = web::Data::new(vars::Started::now());
     let recorder = web::Data::new(crate::metrics::Metrics::new(Arc::clone(&repairs)));
+    let admin = gateway_admin_addr?;
+    let admin_port = web::Data::new(listeners::AdminPort(admin.map(|a| a.port())));
     let data = web::Data::from(gateway);
     let jobs = web::Data::from(repairs);
     let server = HttpServer::new(move || {
         let reads = crate::node::client::http_client(data.query_tls(), READ_CONNECTIONS);
         App::new()
             .wrap_fn(limits::admit)
+            .wrap_fn(listeners::split)
             .wrap_fn(status::influxdb_headers)
             .wrap_fn(msgpack::errors)
             .wrap_fn(metrics::observe)
@@ -64,6 +72,7 @@ pub fn server(gateway: Arc<Gateway>, repairs: Arc<Repairs>) -> io::Result<Server
             .app_data(admission.clone())
             .app_data(started.clone())
             .app_data(recorder.clone())
+            .app_data(admin_port.clone())
             .app_data(web::Data::new(QueryClient(reads)))
             .configure(routes)
     })
@@ -72,20 +81,25 @@ pub fn server(gateway: Arc<Gateway>, repairs: Arc<Repairs>) -> io::Result<Server
     // client's delayed ACK of the head (40 ms on Linux).
     .tcp_nodelay(true)
     .shutdown_timeout(grace);
-    let listen_error =
-        |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
-    let server = match tls {
-        Some(tls) => {
-            let server = server.bind_rustls_0_23(addr, tls).map_err(listen_error)?;
-            log::info!("listening on https://{addr}");
-            server
-        }
-        None => {
-            let server = server.bind(addr).map_err(listen_error)?;
-            log::info!("listening on http://{addr}");
-            server
-        }
-    };
+    let mut server = server;
+    for (addr, what) in std::iter::once((addr, "")).chain(admin.map(|a| (a, " (admin API)"))) {
+        let listen_error =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+        server = match &tls {
+            Some(tls) => {
+                let server = server
+                    .bind_rustls_0_23(addr, tls.clone())
+                    .map_err(listen_error)?;
+                log::info!("listening on https://{addr}{what}");
+                server
+            }
+            None => {
+                let server = server.bind(addr).map_err(listen_error)?;
+                log::info!("listening on http://{addr}{what}");
+                server
+            }
+        };
+    }
     Ok(server.run())
 }
 

@@ -1,7 +1,7 @@
 //! `GET|POST /query`: reads go to one node, mutations to every node; `/api/v2/query` is refused.
 
 use actix_web::{
-    body::SizedStream,
+    body::{BodySize, BoxBody, MessageBody, SizedStream},
     http::{header, Method, StatusCode},
     web, HttpRequest, HttpResponse,
 };
@@ -82,7 +82,16 @@ pub async fn query(
                 Some(shard) => gateway.replica_read_order(&router.shards()[shard].replicas),
                 None => gateway.next_read_order(),
             };
-            read_from(&gateway, &client.0, &order, &forwarded).await
+            let response = read_from(&gateway, &client.0, &order, &forwarded).await?;
+            // The answer streams on after this returns: a move does not settle (and delete what
+            // it reads) before it has gone out.
+            if reads.detach() {
+                let gateway = gateway.clone();
+                return Ok(
+                    response.map_body(move |_, body| BoxBody::new(HeldRead { body, gateway }))
+                );
+            }
+            Ok(response)
         }
         Plan::Scatter(statements) => {
             let QueryText::Found(text) = &q else {
@@ -179,6 +188,34 @@ async fn read_from(
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(stream(gateway.nodes()[node].status().name(), answer))
+}
+
+/// A streamed answer read from a node of the earlier layout while data moves: it holds the move
+/// from settling until it is sent or dropped.
+struct HeldRead {
+    body: BoxBody,
+    gateway: web::Data<Gateway>,
+}
+
+impl MessageBody for HeldRead {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
+
+impl Drop for HeldRead {
+    fn drop(&mut self) {
+        self.gateway.layouts().end_read();
+    }
 }
 
 /// A merged answer, gzip-compressed when the client accepts it, as influxd compresses its

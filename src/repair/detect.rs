@@ -77,7 +77,7 @@ pub async fn watch(repairs: Arc<Repairs>) {
                 looks[id] = LOOKS_AFTER_RETURN;
             }
             was_up[id] = up;
-            if !up || repairs.repairing(name).is_some() {
+            if !up || repairs.repairing(name).is_some() || node.queue().in_maintenance() {
                 continue;
             }
             if node.queue().needs_resync() {

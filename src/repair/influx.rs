@@ -262,8 +262,17 @@ impl Influx {
                 .map(|(_, v)| v.clone())
         };
         let first = |value: rmpv::Value| value.as_array().and_then(|a| a.first().cloned());
-        let value = member(&answer, "results")
-            .and_then(first)
+        let result = member(&answer, "results").and_then(first);
+        let error =
+            member(&answer, "error").or_else(|| result.as_ref().and_then(|r| member(r, "error")));
+        if let Some(error) = error {
+            return Err(InfluxError::Statement {
+                node: self.url.clone(),
+                statement: q,
+                message: error.as_str().unwrap_or("unreadable error").to_owned(),
+            });
+        }
+        let value = result
             .and_then(|result| member(&result, "series"))
             .and_then(first)
             .and_then(|series| member(&series, "values"))

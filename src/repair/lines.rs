@@ -49,7 +49,9 @@ pub struct Schema {
     conflicted: BTreeSet<String>,
     /// The chunk `[start, end)` the types below are for.
     chunk: Option<(i64, i64)>,
-    /// The type each conflicted field has in that chunk, once asked.
+    /// The node they were asked of: replicas may disagree, so each is asked its own.
+    node: Option<String>,
+    /// The type each conflicted field has in that chunk on that node, once asked.
     in_chunk: BTreeMap<String, FieldType>,
 }
 
@@ -73,6 +75,14 @@ impl Schema {
     pub fn enter_chunk(&mut self, start: i64, end: i64) {
         if self.chunk != Some((start, end)) {
             self.chunk = Some((start, end));
+            self.in_chunk.clear();
+        }
+    }
+
+    /// Reads from the node at `url`: conflicted fields' types are asked again of it.
+    pub fn enter_node(&mut self, url: &str) {
+        if self.node.as_deref() != Some(url) {
+            self.node = Some(url.to_owned());
             self.in_chunk.clear();
         }
     }

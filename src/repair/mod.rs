@@ -226,6 +226,11 @@ impl Repairs {
                  itself when it is back and lacks data)"
             )));
         }
+        if gateway.nodes()[target].queue().in_maintenance() {
+            return Err(Refused::Conflict(format!(
+                "node {node:?} is drained for maintenance: resume it first"
+            )));
+        }
         let jobs = self.lock();
         refuse_beside_rebalance(&jobs, "a repair")?;
         if let Some(other) = jobs
@@ -314,6 +319,17 @@ impl Repairs {
                 other.id
             )));
         }
+        if let Some(drained) = self
+            .gateway
+            .nodes()
+            .iter()
+            .find(|n| n.queue().in_maintenance())
+        {
+            return Err(Refused::Conflict(format!(
+                "node {:?} is drained for maintenance: a rebalance needs every node; resume it first",
+                drained.status().name()
+            )));
+        }
         let moving = rebalance::pending(self);
         let job = Job::rebalance(new_id("rebalance"), reason);
         let job = self.admit(jobs, job, moving.clone())?;
@@ -384,6 +400,11 @@ impl Repairs {
             let record = j.lock();
             record.job.repairs(node).then(|| record.job.clone())
         })
+    }
+
+    /// A job under way, if any: a drain waits for it to end, as it reads and writes the nodes.
+    pub fn running(&self) -> Option<Job> {
+        self.lock().iter().map(|j| j.job()).find(Job::is_running)
     }
 
     /// The rebalance under way, if any.

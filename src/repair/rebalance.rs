@@ -153,6 +153,18 @@ impl<'g> Rebalance<'g> {
             .settle(&moving.from)
             .await
             .map_err(|e| Stop::Failed(format!("cannot store the new layout: {e}")))?;
+        // A write routed by both layouts just before they settled may have been refused by a new
+        // replica since: its old copies are then the only ones, and stay (the deletion is owed).
+        for node in replicas(self.to) {
+            self.w.wait_applied(node).await?;
+            if gateway.nodes()[node].queue().needs_resync() {
+                return Err(Stop::Failed(format!(
+                    "{} was flagged needs_resync as the layout settled: the old copies are kept \
+                     (the deletion is owed); repair it, then rebalance again to delete them",
+                    self.w.node_name(node)
+                )));
+            }
+        }
         log::warn!(
             "job {}: data copied and verified; reads and writes follow the configured layout ({})",
             self.w.running.lock().job.id,
@@ -256,10 +268,11 @@ impl<'g> Rebalance<'g> {
         let mut spans = Spans::default();
         for (b, shard) in self.from.shards().iter().enumerate() {
             for &node in &shard.replicas {
-                if self.w.gateway.nodes()[node].status().state() == NodeState::Down {
+                let handle = &self.w.gateway.nodes()[node];
+                if handle.status().state() == NodeState::Down || handle.queue().in_maintenance() {
                     return Err(CopyError::Stop(Stop::Failed(format!(
-                        "{} (a replica of shard {}) is down: a rebalance needs every replica of \
-                         the old layout, as each one's moved series are deleted in the end",
+                        "{} (a replica of shard {}) is down or drained: a rebalance needs every \
+                         replica of the old layout, as each one's moved series are deleted in the end",
                         self.w.node_name(node),
                         shard.name
                     ))));

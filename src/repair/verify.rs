@@ -88,7 +88,8 @@ impl Verify<'_> {
                 continue; // nothing to compare with
             }
             for &node in &config.replicas {
-                if self.w.gateway.nodes()[node].status().state() == NodeState::Down {
+                let handle = &self.w.gateway.nodes()[node];
+                if handle.status().state() == NodeState::Down || handle.queue().in_maintenance() {
                     continue;
                 }
                 self.holdings(node, shard, &config.name, &scope, &mut spans)
@@ -161,7 +162,11 @@ impl Verify<'_> {
         let mut up: Vec<NodeId> = replicas
             .iter()
             .copied()
-            .filter(|&n| gateway.nodes()[n].status().state() != NodeState::Down)
+            .filter(|&n| {
+                // A drained node's queue is held: compared once it is resumed.
+                let node = &gateway.nodes()[n];
+                node.status().state() != NodeState::Down && !node.queue().in_maintenance()
+            })
             .collect();
         // What was handed to a replica and not applied yet is not a difference.
         for &node in &up {

@@ -633,6 +633,12 @@ impl<'g> Worker<'g> {
         let handle = &self.gateway.nodes()[node];
         while !handle.queue().is_empty() {
             self.check()?;
+            if handle.queue().in_maintenance() {
+                return Err(Stop::Failed(format!(
+                    "{} was drained for maintenance: its queue is held; run the job again once it is resumed",
+                    handle.status().name()
+                )));
+            }
             self.activity(Some(format!(
                 "waiting for {}'s queue to be replayed ({})",
                 handle.status().name(),
@@ -783,6 +789,7 @@ async fn resolve(
     columns: &[String],
     schema: &mut Schema,
 ) -> Result<(), CopyError> {
+    schema.enter_node(node.url());
     let Some((chunk, fields)) = schema.unresolved(columns) else {
         return Ok(());
     };

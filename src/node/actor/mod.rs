@@ -280,6 +280,14 @@ impl Node {
     /// of at most `write.batch.max_points` points: the order is kept, and a node answering one
     /// large request beats the same node answering many small ones in turn.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.queue.in_maintenance() {
+            // Drained (maybe since this work waited, or a refused group came back to wait):
+            // nothing goes to the node directly any more.
+            if self.pipeline.waiting() > 0 {
+                self.spill_waiting(QueuedBecause::Maintenance, ctx);
+            }
+            return;
+        }
         while self.pipeline.front_may_go() {
             if self.should_wait_for_more(ctx) {
                 break;
