@@ -16,8 +16,10 @@ use crate::{
     metrics::{Metrics, QueryPlan},
     node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery, NodeId},
     query::{
-        self, deny::Denied, BroadcastOutcome, Classified, ClientParams, Plan, QueryText,
-        ScatterError,
+        self,
+        deny::Denied,
+        queries::{self, QueryOp},
+        BroadcastOutcome, Classified, ClientParams, Plan, QueryText, ScatterError,
     },
     router::Router,
 };
@@ -71,6 +73,14 @@ pub async fn query(
         };
         refused(ApiError::new(status, denied.to_string()))
     })?;
+    if let Classified::Statements(statements) = &classified {
+        if let Some(op) = query::queries::query_op(statements) {
+            let form = is_form(&req).then_some(&forwarded.body[..]);
+            let params = ClientParams::new(&forwarded.query_string, form, node_authorization);
+            metrics.query_plan(QueryPlan::Read);
+            return across_nodes(&gateway, &client.0, &params, op).await;
+        }
+    }
     let timeout = gateway.config().query.timeout;
     // One placement for the whole request: a move that ends meanwhile changes the next one's.
     let reads = gateway.layouts().reads();
@@ -188,6 +198,65 @@ async fn read_from(
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(stream(gateway.nodes()[node].status().name(), answer))
+}
+
+/// `SHOW QUERIES` from every node that answers, or a `KILL QUERY` sent to the node owning the id.
+async fn across_nodes(
+    gateway: &Gateway,
+    client: &awc::Client,
+    params: &ClientParams,
+    op: QueryOp,
+) -> Result<HttpResponse, ApiError> {
+    let timeout = gateway.config().query.timeout;
+    let ask = |node: NodeId, q: String| {
+        let request = params.request(&q, None);
+        async move {
+            let (_, mut answer) = query::read(gateway.nodes(), &[node], client, &request, timeout)
+                .await
+                .ok()?;
+            let body = answer.body().limit(16 * 1024 * 1024).await.ok()?;
+            serde_json::from_slice::<serde_json::Value>(&body).ok()
+        }
+    };
+    let answer = match op {
+        QueryOp::Show => {
+            let mut lists = Vec::new();
+            let mut unasked = Vec::new();
+            for node in 0..gateway.nodes().len() {
+                match ask(node, "SHOW QUERIES".to_owned()).await {
+                    Some(list) if list["results"][0]["error"].is_null() => lists.push((node, list)),
+                    _ => unasked.push(gateway.nodes()[node].status().name().to_owned()),
+                }
+            }
+            if lists.is_empty() {
+                return Err(ApiError::unavailable(format!(
+                    "no node answered SHOW QUERIES ({})",
+                    unasked.join(", ")
+                )));
+            }
+            queries::merge_lists(&lists, &unasked)
+        }
+        QueryOp::Kill(id) => match queries::owner(id, gateway.nodes().len()) {
+            None => queries::no_such_query(id),
+            Some((node, qid)) => {
+                let Some(answer) = ask(node, format!("KILL QUERY {qid}")).await else {
+                    return Err(ApiError::unavailable(format!(
+                        "node {} owns query {id} and could not be asked to kill it",
+                        gateway.nodes()[node].status().name()
+                    )));
+                };
+                let gone = answer["results"][0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("no such query id"));
+                if gone {
+                    queries::no_such_query(id)
+                } else {
+                    answer
+                }
+            }
+        },
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// A streamed answer read from a node of the earlier layout while data moves: it holds the move

@@ -5,6 +5,7 @@ pub mod deny;
 pub mod merge;
 pub mod peek;
 pub mod planner;
+pub mod queries;
 pub mod read;
 pub mod scatter;
 

@@ -118,7 +118,7 @@ impl ClientParams {
     }
 
     /// The request for one statement: a form POST with `q` and, when set, `epoch`.
-    fn request(&self, q: &str, epoch: Option<&str>) -> ForwardedQuery {
+    pub fn request(&self, q: &str, epoch: Option<&str>) -> ForwardedQuery {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in &self.passed {
             form.append_pair(k, v);
