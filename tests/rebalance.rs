@@ -383,3 +383,38 @@ fn a_rebalance_killed_midway_resumes_and_loses_nothing() {
     }
     assert_placed(&cluster, expected(0, 6000)["cpu"]);
 }
+
+#[test]
+fn with_rebalance_auto_a_changed_layout_is_moved_at_start_by_itself() {
+    let mut cluster = start("");
+    cluster.create_database(DB);
+    cluster
+        .gateway
+        .write_ok(&format!("db={DB}"), &points(0, 1000));
+    let path = cluster.gateway.config_path();
+    let yaml = fs::read_to_string(&path).unwrap();
+    fs::write(&path, format!("{yaml}rebalance:\n  auto: true\n")).unwrap();
+    add_node_and_shard(&mut cluster);
+    let gateway = &cluster.gateway;
+    let mut job = Value::Null;
+    assert!(
+        eventually(JOB_LIMIT, || {
+            let jobs = get(&format!("{}/cluster/jobs", gateway.url())).json();
+            job = jobs["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["kind"] == "rebalance")
+                .cloned()
+                .unwrap_or(Value::Null);
+            job["state"] == "done"
+        }),
+        "{job}\n{}",
+        gateway.log()
+    );
+    assert_eq!(
+        job["reason"], "shards or routes changed (rebalance.auto)",
+        "{job}"
+    );
+    assert_placed(&cluster, expected(0, 1000)["cpu"]);
+}
