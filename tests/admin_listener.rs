@@ -38,6 +38,10 @@ fn the_admin_api_is_served_on_its_own_listener_only() {
     }
     let drain = post(&format!("{main}/cluster/nodes/influx1/drain"), b"", &[]);
     assert_eq!(drain.status, 404, "{}", drain.body);
+    // Judged as routing reads the path: escapes do not disguise one.
+    let disguised = post(&format!("{main}/%63luster/nodes/influx1/drain"), b"", &[]);
+    assert_eq!(disguised.status, 404, "{}", disguised.body);
+    assert_eq!(status(&format!("{main}/%64ebug/vars")), 404);
     assert_eq!(gateway.node_health("influx1")["mode"], "direct");
 
     // The main listener serves clients as ever; the admin one only the admin API and probes.
@@ -49,6 +53,7 @@ fn the_admin_api_is_served_on_its_own_listener_only() {
     }
     assert_eq!(status(&format!("{main}/query?q=SHOW+DATABASES")), 200);
     assert_eq!(status(&format!("{admin}/query?q=SHOW+DATABASES")), 404);
+    assert_eq!(status(&format!("{admin}/%71uery?q=SHOW+DATABASES")), 404);
     let write = post(&format!("{admin}/write?db=x"), b"m v=2 2", &[]);
     assert_eq!(write.status, 404, "{}", write.body);
     assert!(gateway

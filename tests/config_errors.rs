@@ -75,6 +75,10 @@ fn each_bad_config_names_its_key() {
             "admin.listen: 0.0.0.0:9090 uses the port of `listen` (127.0.0.1:9090): give the admin API a port of its own",
         ),
         (
+            format!("{NODE}admin:\n  listen: \"127.0.0.1:0\"\n"),
+            "admin.listen: 127.0.0.1:0 has no port: the admin listener needs a port of its own",
+        ),
+        (
             format!("{NODE}admin:\n  listen: nowhere\n"),
             r#"admin.listen: "nowhere" is not a host:port address"#,
         ),

@@ -491,6 +491,12 @@ impl Config {
     fn validate(&mut self) -> Result<(), ConfigError> {
         let main = resolve_listen("listen", &self.listen)?;
         if let Some(admin) = self.admin_addr()? {
+            if admin.port() == 0 {
+                return Err(ConfigError::invalid(
+                    "admin.listen",
+                    format!("{admin} has no port: the admin listener needs a port of its own"),
+                ));
+            }
             if admin.port() == main.port() {
                 return Err(ConfigError::invalid(
                     "admin.listen",

@@ -32,7 +32,9 @@ where
 {
     let admin_port = req.app_data::<web::Data<AdminPort>>().and_then(|p| p.0);
     let refused = admin_port.is_some_and(|port| {
-        let path = req.path();
+        // The path as routing reads it, percent-escapes decoded: `/%63luster` routes to
+        // `/cluster`, so it must be judged as `/cluster`.
+        let path = req.match_info().as_str();
         if req.app_config().local_addr().port() == port {
             !is_admin(path) && !matches!(path, "/ping" | "/health")
         } else {

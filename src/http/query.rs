@@ -14,7 +14,9 @@ use crate::{
     auth::User,
     gateway::Gateway,
     metrics::{Metrics, QueryPlan},
-    node::{client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery, NodeId},
+    node::{
+        client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery, NodeId, NodeState,
+    },
     query::{
         self,
         deny::Denied,
@@ -201,6 +203,7 @@ async fn read_from(
 }
 
 /// `SHOW QUERIES` from every node that answers, or a `KILL QUERY` sent to the node owning the id.
+/// A node that refuses (credentials, say) is answered as it answered.
 async fn across_nodes(
     gateway: &Gateway,
     client: &awc::Client,
@@ -213,18 +216,44 @@ async fn across_nodes(
         async move {
             let (_, mut answer) = query::read(gateway.nodes(), &[node], client, &request, timeout)
                 .await
-                .ok()?;
-            let body = answer.body().limit(16 * 1024 * 1024).await.ok()?;
-            serde_json::from_slice::<serde_json::Value>(&body).ok()
+                .map_err(|e| e.to_string())?;
+            let status = answer.status();
+            let body = answer
+                .body()
+                .limit(MAX_LISTING)
+                .await
+                .map_err(|e| format!("answer cut short: {e}"))?;
+            if !status.is_success() {
+                return Ok(Err(HttpResponse::build(status)
+                    .content_type("application/json")
+                    .body(body)));
+            }
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .map(Ok)
+                .map_err(|e| format!("unreadable answer: {e}"))
         }
     };
     let answer = match op {
         QueryOp::Show => {
+            // Nodes known down are not waited for; the others are asked at once.
+            let up: Vec<NodeId> = (0..gateway.nodes().len())
+                .filter(|&n| gateway.nodes()[n].status().state() != NodeState::Down)
+                .collect();
+            let asked = futures_util::future::join_all(
+                up.iter().map(|&n| ask(n, "SHOW QUERIES".to_owned())),
+            )
+            .await;
             let mut lists = Vec::new();
-            let mut unasked = Vec::new();
-            for node in 0..gateway.nodes().len() {
-                match ask(node, "SHOW QUERIES".to_owned()).await {
-                    Some(list) if list["results"][0]["error"].is_null() => lists.push((node, list)),
+            let mut unasked: Vec<String> = (0..gateway.nodes().len())
+                .filter(|n| !up.contains(n))
+                .map(|n| gateway.nodes()[n].status().name().to_owned())
+                .collect();
+            for (&node, answer) in up.iter().zip(asked) {
+                match answer {
+                    Ok(Ok(list)) if list["results"][0]["error"].is_null() => {
+                        lists.push((node, list));
+                    }
+                    Ok(Err(refused)) => return Ok(refused),
                     _ => unasked.push(gateway.nodes()[node].status().name().to_owned()),
                 }
             }
@@ -238,26 +267,32 @@ async fn across_nodes(
         }
         QueryOp::Kill(id) => match queries::owner(id, gateway.nodes().len()) {
             None => queries::no_such_query(id),
-            Some((node, qid)) => {
-                let Some(answer) = ask(node, format!("KILL QUERY {qid}")).await else {
-                    return Err(ApiError::unavailable(format!(
-                        "node {} owns query {id} and could not be asked to kill it",
-                        gateway.nodes()[node].status().name()
-                    )));
-                };
-                let gone = answer["results"][0]["error"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("no such query id"));
-                if gone {
-                    queries::no_such_query(id)
-                } else {
-                    answer
+            Some((node, qid)) => match ask(node, format!("KILL QUERY {qid}")).await {
+                Ok(Ok(answer)) => {
+                    let gone = answer["results"][0]["error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("no such query id"));
+                    if gone {
+                        queries::no_such_query(id)
+                    } else {
+                        answer
+                    }
                 }
-            }
+                Ok(Err(refused)) => return Ok(refused),
+                Err(why) => {
+                    return Err(ApiError::unavailable(format!(
+                        "node {} owns query {id} and could not be asked to kill it: {why}",
+                        gateway.nodes()[node].status().name()
+                    )))
+                }
+            },
         },
     };
     Ok(HttpResponse::Ok().json(answer))
 }
+
+/// Largest answer to `SHOW QUERIES` read from one node.
+const MAX_LISTING: usize = 16 * 1024 * 1024;
 
 /// A streamed answer read from a node of the earlier layout while data moves: it holds the move
 /// from settling until it is sent or dropped.

@@ -306,10 +306,18 @@ impl NodeQueue {
     /// restarted meanwhile keeps it where the operator put it.
     pub fn set_maintenance(&self, on: bool) -> Result<(), QueueError> {
         let key = format!("maintenance:{}", self.inner.name);
-        self.inner
+        let before = self
+            .inner
             .meta
             .insert(key.as_bytes(), &u64::from(on).to_be_bytes()[..])?;
-        self.inner.meta.flush()?;
+        if let Err(e) = self.inner.meta.flush() {
+            // Not in force, so not left to reach the disk later either.
+            let _ = match before {
+                Some(value) => self.inner.meta.insert(key.as_bytes(), value),
+                None => self.inner.meta.remove(key.as_bytes()),
+            };
+            return Err(e.into());
+        }
         self.inner.maintenance.store(on, Ordering::Release);
         Ok(())
     }
