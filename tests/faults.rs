@@ -159,10 +159,12 @@ fn fill_stop_and_restart(size: &str, reserve: u64, grown: &str) -> (Tmpfs, Clust
     // A copy smaller than the one refused could still fit above the reserve: leave less than the
     // reserve free, so that every copy is refused, but not much less: the reserve is sled's room
     // for its own writes (segment cleaning, the records of removals), which a disk shrunk to what
-    // it holds would make fail, and sled then refuses everything until reopened. 4 MiB under it,
-    // not 1: sled may free a segment or two between `df` and the next write (it did, once, in a
-    // CI run on a busy machine), and the copy must still find less than the reserve.
-    disk.leave_free(reserve.saturating_sub(4 << 20));
+    // it holds would make fail, and sled then refuses everything until reopened.
+    disk.leave_free(reserve.saturating_sub(1 << 20));
+    // The gateway trusts a measurement of the free space for 250 ms: the one taken as the disk
+    // filled may still say a small copy fits, as it did then (a 100-point copy where a
+    // 5,000-point one did not). Past that, every copy measures the shrunk disk.
+    std::thread::sleep(Duration::from_millis(400));
     copies_are_refused_promptly(&cluster);
     let code = cluster.gateway.terminate(Duration::from_secs(21));
     let code = code.unwrap_or_else(|| panic!("killed by a signal: {}", cluster.gateway.log()));
@@ -391,10 +393,11 @@ fn a_node_back_without_its_databases_holds_its_backlog_until_a_repair_recreates_
 fn a_mutation_queued_behind_a_backlog_says_the_node_is_draining_not_down() {
     // A write influx2 refuses (its database exists only on influx1), queued while influx2 is down,
     // holds influx2's queue for about ten attempts a second apart once it is back: long enough
-    // to send a statement while it is up and draining.
+    // to send a statement while it is up and draining. Without `repair.auto`, which would
+    // otherwise create the database there at once and let the backlog land.
     let mut cluster = Cluster::start(
         2,
-        "health:\n  interval: 500ms\nretry:\n  initial_backoff: 1s\n  max_attempts_4xx: 10\n",
+        "health:\n  interval: 500ms\nretry:\n  initial_backoff: 1s\n  max_attempts_4xx: 10\nrepair:\n  auto: false\n",
     );
     create_directly(&cluster.nodes[0], "only1");
     cluster.nodes[1].kill();
