@@ -34,8 +34,8 @@ use super::{
     meta::copy_meta,
     store::{Moving, Record},
     worker::{
-        encode, walk, Batch, Copied, CopyError, Ending, Handed, Piece, Stop, Walk, Worker,
-        BATCH_BYTES, BATCH_POINTS, COPIES,
+        encode, shard_of, walk, Batch, Copied, CopyError, Ending, Handed, Piece, Stop, Walk,
+        Worker, BATCH_BYTES, BATCH_POINTS, COPIES,
     },
     Repairs, Running,
 };
@@ -186,23 +186,13 @@ impl<'g> Rebalance<'g> {
         })
     }
 
-    /// The shard a series of `db` is on under `router`.
-    fn shard_of(router: &Router, db: &str, part: &SeriesPart) -> ShardId {
-        match router.placement(db, &part.name) {
-            Placement::Shard(shard) => shard,
-            Placement::ByTag { key, shards } => {
-                router.shard_for_tag(shards, part.tag(key.name()).unwrap_or(""))
-            }
-        }
-    }
-
     /// The configured shard a series of earlier shard `b` moves to, or `None` if it stays (it
     /// was elsewhere, or its new shard is the same nodes).
     fn destination(&self, db: &str, b: ShardId, part: &SeriesPart) -> Option<ShardId> {
-        if Self::shard_of(&self.from, db, part) != b {
+        if shard_of(&self.from, db, part) != b {
             return None;
         }
-        let a = Self::shard_of(self.to, db, part);
+        let a = shard_of(self.to, db, part);
         (!same_nodes(
             &self.from.shards()[b].replicas,
             &self.to.shards()[a].replicas,
@@ -220,20 +210,8 @@ impl<'g> Rebalance<'g> {
 
     /// Replicas of earlier shard `b` to read from, best first.
     fn sources(&self, b: ShardId) -> Vec<NodeId> {
-        let gateway = self.w.gateway;
-        let mut sources: Vec<NodeId> = gateway
-            .replica_read_order(&self.from.shards()[b].replicas)
-            .into_iter()
-            .filter(|&n| {
-                let node = &gateway.nodes()[n];
-                node.status().state() != NodeState::Down
-                    && !node.queue().needs_resync()
-                    && !node.status().is_repairing()
-                    && !node.queue().in_maintenance()
-            })
-            .collect();
-        sources.sort_by_key(|&n| !gateway.nodes()[n].queue().is_empty());
-        sources
+        let replicas = &self.from.shards()[b].replicas;
+        self.w.complete(self.w.gateway.replica_read_order(replicas))
     }
 
     /// Creates on every replica of the configured layout the databases, retention policies and

@@ -16,10 +16,7 @@ use super::{
     },
     Repairs, Running,
 };
-use crate::{
-    node::{NodeId, NodeState},
-    router::ShardId,
-};
+use crate::{node::NodeId, router::ShardId};
 
 /// Why a repair does not clear a flag raised while it ran.
 const FLAGGED_AGAIN: &str = "the node was flagged again while it was repaired";
@@ -174,14 +171,14 @@ impl<'g> Repair<'g> {
         walk(self).await
     }
 
-    /// The replicas to read `shard` from, best first: up, complete, not the target.
+    /// The replicas to read `shard` from, best first: complete, not the target.
     fn sources(&self, shard: Option<ShardId>) -> Vec<NodeId> {
         let scope = self.w.running.lock().job.scope.clone();
         let order = match shard {
             Some(shard) => self.w.gateway.shard_read_order(shard),
             None => self.w.gateway.next_read_order(),
         };
-        let mut sources = order
+        let candidates = order
             .into_iter()
             .filter(|&n| n != self.target)
             .filter(|&n| {
@@ -190,17 +187,8 @@ impl<'g> Repair<'g> {
                     .as_deref()
                     .is_none_or(|s| s == self.w.node_name(n))
             })
-            .filter(|&n| {
-                let node = &self.w.gateway.nodes()[n];
-                node.status().state() != NodeState::Down
-                    && !node.queue().needs_resync()
-                    && !node.status().is_repairing()
-                    && !node.queue().in_maintenance()
-            })
-            .collect::<Vec<_>>();
-        // A replica with writes still queued for it lacks them yet: one without, first.
-        sources.sort_by_key(|&n| !self.w.gateway.nodes()[n].queue().is_empty());
-        sources
+            .collect();
+        self.w.complete(candidates)
     }
 
     /// A replica to read from, waiting a while for one to be up.

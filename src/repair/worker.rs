@@ -24,7 +24,7 @@ use crate::{
     line_protocol::TimeSpan,
     node::{
         client::{self, GatewayError},
-        Delivery, NodeError, NodeId, NodeWrite, Op, WriteTarget,
+        Delivery, NodeError, NodeId, NodeState, NodeWrite, Op, WriteTarget,
     },
     router::{Placement, Router, ShardId},
 };
@@ -255,6 +255,25 @@ impl<'g> Worker<'g> {
     /// Says what the job waits for (`None`: nothing).
     pub fn activity(&self, what: Option<String>) {
         self.running.lock().job.activity = what;
+    }
+
+    /// Of `candidates` (in read order), the replicas a job may read as complete, best first: up,
+    /// not flagged, not under repair, not drained, and those with nothing queued first (a
+    /// replica with writes still queued for it lacks them yet).
+    pub fn complete(&self, candidates: Vec<NodeId>) -> Vec<NodeId> {
+        let nodes = self.gateway.nodes();
+        let mut complete: Vec<NodeId> = candidates
+            .into_iter()
+            .filter(|&n| {
+                let node = &nodes[n];
+                node.status().state() != NodeState::Down
+                    && !node.queue().needs_resync()
+                    && !node.status().is_repairing()
+                    && !node.queue().in_maintenance()
+            })
+            .collect();
+        complete.sort_by_key(|&n| !nodes[n].queue().is_empty());
+        complete
     }
 
     /// Whether a series read from a replica belongs to `shard` under the current routes.
@@ -743,11 +762,15 @@ impl Parts<'_> {
 
 /// Whether a series of `db` read from a replica belongs to `shard` under `router`'s routes.
 fn keeps(router: &Router, db: &str, shard: ShardId, part: &SeriesPart) -> bool {
+    shard_of(router, db, part) == shard
+}
+
+/// The shard a series of `db` read from a replica is on under `router`'s routes.
+pub fn shard_of(router: &Router, db: &str, part: &SeriesPart) -> ShardId {
     match router.placement(db, &part.name) {
-        Placement::Shard(s) => s == shard,
+        Placement::Shard(shard) => shard,
         Placement::ByTag { key, shards } => {
-            let value = part.tag(key.name()).unwrap_or("");
-            router.shard_for_tag(shards, value) == shard
+            router.shard_for_tag(shards, part.tag(key.name()).unwrap_or(""))
         }
     }
 }
