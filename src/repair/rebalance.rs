@@ -32,7 +32,7 @@ use super::{
     job::{self, Divergence, Plan, ReplicaCount, Spans, Task},
     lines::{Digest, Schema, SeriesPart},
     meta::copy_meta,
-    store::{Moving, Record},
+    store::Moving,
     worker::{
         encode, shard_of, walk, Batch, Copied, CopyError, Ending, Handed, Piece, Stop, Walk,
         Worker, BATCH_BYTES, BATCH_POINTS, COPIES,
@@ -716,8 +716,6 @@ impl<'g> Walk<'g> for Rebalance<'g> {
         Ok((self.plan_tasks().await?, ()))
     }
 
-    fn keep_found((): (), _: &mut Record) {}
-
     async fn chunk(
         &mut self,
         task: &Task,
@@ -726,10 +724,6 @@ impl<'g> Walk<'g> for Rebalance<'g> {
         schema: &mut Schema,
     ) -> Result<Copied, Stop> {
         self.move_chunk(task, start, end, schema).await
-    }
-
-    fn count(moved: Copied, _: &Task, record: &mut Record) {
-        moved.count(record);
     }
 }
 

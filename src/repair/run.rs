@@ -9,7 +9,6 @@ use super::{
     job::{self, Divergence, Kind, Plan, ReplicaCount, State, Task},
     lines::{Digest, Schema},
     meta::copy_meta,
-    store::Record,
     worker::{
         encode, walk, Batch, Compare, Copied, CopyError, Ending, Handed, Piece, Stop, Walk, Worker,
         BATCH_BYTES, BATCH_POINTS, COPIES, POLL,
@@ -444,8 +443,6 @@ impl<'g> Walk<'g> for Repair<'g> {
         Ok((self.plan_tasks().await?, ()))
     }
 
-    fn keep_found((): (), _: &mut Record) {}
-
     async fn chunk(
         &mut self,
         task: &Task,
@@ -454,9 +451,5 @@ impl<'g> Walk<'g> for Repair<'g> {
         schema: &mut Schema,
     ) -> Result<Copied, Stop> {
         self.copy_chunk(task, start, end, schema).await
-    }
-
-    fn count(copied: Copied, _: &Task, record: &mut Record) {
-        copied.count(record);
     }
 }

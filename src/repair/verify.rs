@@ -10,7 +10,9 @@ use super::{
     lines::{Digest, Schema},
     settle::settle,
     store::Record,
-    worker::{walk, Batch, Compare, CopyError, Ending, Piece, Stop, Walk, Worker, BATCH_POINTS},
+    worker::{
+        walk, Batch, Compare, CopyError, Counted, Ending, Piece, Stop, Walk, Worker, BATCH_POINTS,
+    },
     Repairs, Running,
 };
 use crate::{
@@ -349,14 +351,16 @@ impl<'g> Walk<'g> for Verify<'g> {
     ) -> Result<Outcome, Stop> {
         self.compare_chunk(task, start, end, schema).await
     }
+}
 
-    fn count(outcome: Outcome, task: &Task, record: &mut Record) {
-        record.job.points_copied += outcome.written;
+impl Counted for Outcome {
+    fn count(self, task: &Task, record: &mut Record) {
+        record.job.points_copied += self.written;
         let report = record.job.report.get_or_insert_with(Report::default);
         if let Some(shard) = report.shards.iter_mut().find(|s| s.shard == task.shard) {
-            shard.chunks_compared += u64::from(outcome.compared);
-            shard.chunks_not_compared += u64::from(outcome.left_out);
-            shard.divergent.extend(outcome.divergence);
+            shard.chunks_compared += u64::from(self.compared);
+            shard.chunks_not_compared += u64::from(self.left_out);
+            shard.divergent.extend(self.divergence);
         }
     }
 }

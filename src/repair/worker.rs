@@ -152,12 +152,17 @@ pub struct Copied {
     pub divergence: Option<Divergence>,
 }
 
-impl Copied {
-    /// Counts it in the job.
-    pub fn count(self, record: &mut Record) {
+impl Counted for Copied {
+    fn count(self, _: &Task, record: &mut Record) {
         record.job.points_copied += self.points;
         record.job.divergent.extend(self.divergence);
     }
+}
+
+/// What one chunk of a job did, counted in the job.
+pub(crate) trait Counted {
+    /// Counts it in `record`, for the chunk of `task`.
+    fn count(self, task: &Task, record: &mut Record);
 }
 
 /// A chunk's points on one replica: `(series key, time)` to field set, all escaped.
@@ -673,15 +678,15 @@ impl<'g> Worker<'g> {
 /// A job that walks its plan chunk by chunk: repair and verify.
 pub(crate) trait Walk<'g> {
     /// What one chunk did.
-    type Outcome;
+    type Outcome: Counted;
     /// What planning found beside the plan (a verify's report, its shards listed).
     type Found;
     /// The shared machinery.
     fn worker(&mut self) -> &mut Worker<'g>;
     /// Makes the plan.
     async fn plan(&mut self) -> Result<(Plan, Self::Found), CopyError>;
-    /// Keeps what planning found in the job.
-    fn keep_found(found: Self::Found, record: &mut Record);
+    /// Keeps what planning found in the job (nothing, unless said otherwise).
+    fn keep_found(_found: Self::Found, _record: &mut Record) {}
     /// Handles the chunk `[start, end)` of `task`.
     async fn chunk(
         &mut self,
@@ -690,8 +695,6 @@ pub(crate) trait Walk<'g> {
         end: i64,
         schema: &mut Schema,
     ) -> Result<Self::Outcome, Stop>;
-    /// Counts what a chunk did in the job.
-    fn count(outcome: Self::Outcome, task: &Task, record: &mut Record);
 }
 
 /// Walks `job`'s plan from where it stands, making it first when there is none. The plan and the
@@ -732,7 +735,7 @@ pub(crate) async fn walk<'g, J: Walk<'g>>(job: &mut J) -> Result<(), Stop> {
         let position = plan.clone();
         job.worker()
             .chunk_done(|record| {
-                J::count(outcome, &task, record);
+                outcome.count(&task, record);
                 record.plan = Some(position);
             })
             .await?;
