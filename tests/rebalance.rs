@@ -27,6 +27,7 @@ const BEFORE: &str = "shards:
   - {name: s2, replicas: [influx2, influx3]}
 routes:
   - {measurement: cpu, shard: s1}
+  - {measurement: cpu_hourly, shard: s1}
   - {measurement: mem, by_tag: host, shards: [s1, s2]}
 ";
 
@@ -38,6 +39,7 @@ const AFTER: &str = "shards:
   - {name: s3, replicas: [influx4]}
 routes:
   - {measurement: cpu, shard: s2}
+  - {measurement: cpu_hourly, shard: s2}
   - {measurement: mem, by_tag: host, shards: [s1, s2, s3]}
 ";
 
@@ -391,6 +393,20 @@ fn with_rebalance_auto_a_changed_layout_is_moved_at_start_by_itself() {
     cluster
         .gateway
         .write_ok(&format!("db={DB}"), &points(0, 1000));
+    // A continuous query lives with its measurements, on s1's one node, and moves with them.
+    cluster.gateway.query_ok(
+        DB,
+        "CREATE CONTINUOUS QUERY cpu_hourly ON moving BEGIN \
+         SELECT sum(v) INTO cpu_hourly FROM cpu GROUP BY time(1h), * END",
+    );
+    let has_query = |node: &Influxd| {
+        node.values("", "SHOW CONTINUOUS QUERIES")
+            .iter()
+            .any(|row| row[0] == "cpu_hourly")
+    };
+    let holders =
+        |cluster: &Cluster| -> Vec<bool> { cluster.nodes.iter().map(has_query).collect() };
+    assert_eq!(holders(&cluster), [true, false, false, false]);
     let path = cluster.gateway.config_path();
     let yaml = fs::read_to_string(&path).unwrap();
     fs::write(&path, format!("{yaml}rebalance:\n  auto: true\n")).unwrap();
@@ -417,4 +433,5 @@ fn with_rebalance_auto_a_changed_layout_is_moved_at_start_by_itself() {
         "{job}"
     );
     assert_placed(&cluster, expected(0, 1000)["cpu"]);
+    assert_eq!(holders(&cluster), [false, true, true, false], "{job}");
 }

@@ -217,18 +217,98 @@ fn a_returning_replica_gets_its_shards_writes_and_only_those() {
     assert_eq!(count(node, "cpu"), 0, "cpu belongs to s1");
 }
 
+/// Whether a node holds continuous query `name` (of any database).
+fn has_query(node: &Influxd, name: &str) -> bool {
+    node.values("", "SHOW CONTINUOUS QUERIES")
+        .iter()
+        .any(|row| row[0] == name)
+}
+
 #[test]
-fn what_a_sharded_cluster_would_get_wrong_is_refused() {
+fn query_results_written_back_stay_on_the_shard_that_holds_their_data() {
     let cluster = start();
+    let body: String = (0..30)
+        .map(|i| format!("diskio v={i} {}\n", i + 1))
+        .collect();
+    cluster.gateway.write_ok("db=db", &body);
+
+    // diskio and disk_max both live on s2: the query goes to s2's replicas only.
     let reply = cluster.gateway.query(
         "db",
-        "SELECT mean(v) INTO cpu_1m FROM cpu GROUP BY time(1m)",
+        "CREATE CONTINUOUS QUERY disk_max ON db BEGIN SELECT max(v) INTO db.autogen.disk_max \
+         FROM diskio GROUP BY time(1m) END",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let held: Vec<bool> = cluster
+        .nodes
+        .iter()
+        .map(|n| has_query(n, "disk_max"))
+        .collect();
+    assert_eq!(held, [false, false, true, true]);
+    // Listed through the gateway whichever replica answers (reads rotate), once.
+    for _ in 0..4 {
+        let listed = cluster
+            .gateway
+            .query_ok("", "SHOW CONTINUOUS QUERIES")
+            .json();
+        let rows: Vec<Value> = common::series_values(&listed);
+        assert_eq!(rows.len(), 1, "{listed}");
+        assert_eq!(rows[0][0], "disk_max", "{listed}");
+    }
+
+    let reply = cluster
+        .gateway
+        .query("db", "SELECT * INTO disk_copy FROM diskio");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let expected = if S2.contains(&i) { 30 } else { 0 };
+        assert_eq!(count(node, "disk_copy"), expected, "{}", node.name);
+    }
+
+    // Anything spanning shards is refused, naming where each part lives, and nothing is created.
+    let reply = cluster.gateway.query(
+        "db",
+        "SELECT mean(v) INTO cpu FROM diskio GROUP BY time(1m)",
     );
     assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply
-        .error()
-        .starts_with("SELECT ... INTO is not supported on a sharded cluster"));
-    // Mutations still reach every node.
+    assert!(
+        reply
+            .error()
+            .ends_with(": diskio on shard s2; cpu (INTO) on shard s1"),
+        "{}",
+        reply.error()
+    );
+    let reply = cluster.gateway.query(
+        "db",
+        "CREATE CONTINUOUS QUERY per_customer ON db BEGIN SELECT count(n) INTO diskreq \
+         FROM http_requests GROUP BY time(1m) END",
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply
+            .error()
+            .ends_with(": http_requests spread over shards s1, s2; diskreq (INTO) on shard s2"),
+        "{}",
+        reply.error()
+    );
+    assert!(cluster.nodes.iter().all(|n| !has_query(n, "per_customer")));
+    assert_eq!(count(&cluster.nodes[0], "cpu"), 0);
+
+    // Dropped everywhere, and influxd takes the drop where the query never was.
+    cluster
+        .gateway
+        .query_ok("db", "DROP CONTINUOUS QUERY disk_max ON db");
+    assert!(cluster.nodes.iter().all(|n| !has_query(n, "disk_max")));
+    let listed = cluster
+        .gateway
+        .query_ok("", "SHOW CONTINUOUS QUERIES")
+        .json();
+    assert!(common::series_values(&listed).is_empty(), "{listed}");
+}
+
+#[test]
+fn mutations_reach_every_node() {
+    let cluster = start();
     cluster.gateway.query_ok("", "CREATE DATABASE other");
     for node in &cluster.nodes {
         let names: Vec<Value> = common::series_values(&node.query("", "SHOW DATABASES"));

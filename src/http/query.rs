@@ -15,7 +15,8 @@ use crate::{
     gateway::Gateway,
     metrics::{Metrics, QueryPlan},
     node::{
-        client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery, NodeId, NodeState,
+        client::forwardable, client::FORWARDED_REQUEST_HEADERS, ForwardedQuery, NodeHandle, NodeId,
+        NodeState,
     },
     query::{
         self,
@@ -83,7 +84,6 @@ pub async fn query(
             return across_nodes(&gateway, &client.0, &params, op).await;
         }
     }
-    let timeout = gateway.config().query.timeout;
     // One placement for the whole request: a move that ends meanwhile changes the next one's.
     let reads = gateway.layouts().reads();
     let router: &Router = &reads;
@@ -127,21 +127,41 @@ pub async fn query(
             }
         }
         Plan::Refused(why) => Err(refused(ApiError::bad_request(why))),
+        Plan::OnShard { shard } => {
+            if gateway.layouts().pending().is_some() {
+                return Err(refused(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the routes changed and the data has not moved yet: run a rebalance \
+                     (POST /cluster/rebalance) before writing query results back",
+                )));
+            }
+            metrics.query_plan(QueryPlan::Broadcast);
+            let nodes: Vec<&NodeHandle> = router.shards()[shard]
+                .replicas
+                .iter()
+                .map(|&n| &gateway.nodes()[n])
+                .collect();
+            mutate(&gateway, &nodes, &forwarded, 1).await
+        }
         Plan::Broadcast { statements } => {
             metrics.query_plan(QueryPlan::Broadcast);
-            match query::broadcast(
-                gateway.nodes(),
-                gateway.order(),
-                &forwarded,
-                statements,
-                timeout,
-            )
-            .await
-            {
-                BroadcastOutcome::Answered(answer) => Ok(respond(&answer)),
-                BroadcastOutcome::Incomplete(why) => Err(ApiError::unavailable(why)),
-            }
+            let nodes: Vec<&NodeHandle> = gateway.nodes().iter().collect();
+            mutate(&gateway, &nodes, &forwarded, statements).await
         }
+    }
+}
+
+/// Has every one of `nodes` apply (or queue) a mutation, and answers with what they said.
+async fn mutate(
+    gateway: &Gateway,
+    nodes: &[&NodeHandle],
+    forwarded: &ForwardedQuery,
+    statements: usize,
+) -> Result<HttpResponse, ApiError> {
+    let timeout = gateway.config().query.timeout;
+    match query::broadcast(nodes, gateway.order(), forwarded, statements, timeout).await {
+        BroadcastOutcome::Answered(answer) => Ok(respond(&answer)),
+        BroadcastOutcome::Incomplete(why) => Err(ApiError::unavailable(why)),
     }
 }
 

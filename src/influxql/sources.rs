@@ -30,11 +30,11 @@ pub enum Measurement {
 /// What one read statement reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reads {
-    /// Only the schema every node holds alike (databases, retention policies, users, continuous
-    /// queries): mutations reach every node, so any node can answer.
+    /// Only schema (databases, retention policies, users, continuous queries).
     Schema {
-        /// Whether the answer can differ while a mutation is still queued for a node, so that
-        /// asking every shard and merging is more faithful (databases, retention policies).
+        /// Whether every shard must be asked and the answers merged: continuous queries live on
+        /// one shard's nodes on a sharded cluster, and databases and retention policies may differ
+        /// while a mutation is still queued for a node. Users and grants reach every node alike.
         merge: bool,
     },
     /// The listed sources, in the database `on` (from `ON db`) or the request's.
@@ -65,10 +65,10 @@ pub fn reads(statement: &Statement<'_>) -> Reads {
     if first.is_some_and(|t| t.is_keyword("SHOW")) {
         let second = tokens.get(1);
         let schema = |word: &str| second.is_some_and(|t| t.is_keyword(word));
-        if schema("DATABASES") || schema("RETENTION") {
+        if schema("DATABASES") || schema("RETENTION") || schema("CONTINUOUS") {
             return Reads::Schema { merge: true };
         }
-        if schema("USERS") || schema("GRANTS") || schema("CONTINUOUS") {
+        if schema("USERS") || schema("GRANTS") {
             return Reads::Schema { merge: false };
         }
     }
@@ -105,7 +105,7 @@ pub fn on_database(tokens: &[Token<'_>]) -> Option<String> {
 }
 
 /// The index of the statement's own `FROM` (not a subquery's).
-fn top_level_from(tokens: &[Token<'_>]) -> Option<usize> {
+pub(super) fn top_level_from(tokens: &[Token<'_>]) -> Option<usize> {
     let mut depth = 0i32;
     tokens.iter().position(|token| {
         if token.is_punct("(") {
@@ -119,7 +119,7 @@ fn top_level_from(tokens: &[Token<'_>]) -> Option<usize> {
 
 /// Reads a comma-separated source list; returns how many tokens it took, or `None` when it is not
 /// one the gateway understands.
-fn source_list(
+pub(super) fn source_list(
     tokens: &[Token<'_>],
     sources: &mut Vec<Source>,
     subquery: &mut bool,
@@ -153,7 +153,7 @@ fn is_clause(word: &str) -> bool {
 }
 
 /// `m`, `rp.m`, `db.rp.m`, `db..m`, and the same with a regex last; returns tokens taken.
-fn qualified_source(tokens: &[Token<'_>], sources: &mut Vec<Source>) -> Option<usize> {
+pub(super) fn qualified_source(tokens: &[Token<'_>], sources: &mut Vec<Source>) -> Option<usize> {
     // Parts separated by dots; an empty part (`db..m`) is the default retention policy.
     let mut parts: Vec<Option<&Token<'_>>> = vec![None];
     let mut i = 0;

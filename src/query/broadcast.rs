@@ -23,10 +23,11 @@ pub enum BroadcastOutcome {
     Incomplete(String),
 }
 
-/// Sends `query` (of `statements` statements) through every node's actor and combines the answers.
-/// The hand-off happens under `order`, as for writes, so every node sees one order.
+/// Sends `query` (of `statements` statements) through the actor of each of `nodes` (every node,
+/// or one shard's replicas) and combines the answers. The hand-off happens under `order`, as for
+/// writes, so every node sees one order.
 pub async fn broadcast(
-    nodes: &[NodeHandle],
+    nodes: &[&NodeHandle],
     order: &Mutex<()>,
     query: &ForwardedQuery,
     statements: usize,

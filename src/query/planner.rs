@@ -12,6 +12,7 @@
 use crate::{
     influxql::{
         classify_query,
+        into::write_back,
         sources::{reads, Measurement, Reads},
         LexError, Statement, StatementKind,
     },
@@ -25,6 +26,12 @@ pub enum Plan<'q> {
     Read {
         /// The shard whose replicas may answer.
         shard: Option<ShardId>,
+    },
+    /// Every replica of `shard` applies the statement, in order with the writes it receives: one
+    /// that writes query results back, whose sources and target all live on that shard.
+    OnShard {
+        /// The shard.
+        shard: ShardId,
     },
     /// Every node applies the whole query, in order with the writes it receives.
     Broadcast {
@@ -117,8 +124,23 @@ pub fn plan<'q>(q: Classified<'q>, router: &Router, db: Option<&str>) -> Plan<'q
         .all(|s| matches!(s.kind, StatementKind::Read | StatementKind::NodeLocal));
     if !reads_only {
         if router.is_sharded() {
-            if let Some(why) = statements.iter().find_map(refused_when_sharded) {
-                return Plan::Refused(why);
+            let placed: Vec<_> = statements
+                .iter()
+                .filter_map(|s| place_write_back(s, router, db))
+                .collect();
+            match placed.as_slice() {
+                [] => {}
+                [Ok(shard)] if statements.len() == 1 => return Plan::OnShard { shard: *shard },
+                _ => {
+                    // A refusal says where the measurements live; otherwise it is only the mix.
+                    let why = placed.into_iter().find_map(Result::err).unwrap_or_else(|| {
+                        "on a sharded cluster a statement that writes query results back \
+                         (SELECT ... INTO, CREATE CONTINUOUS QUERY) must be sent alone: it goes \
+                         to one shard's nodes only"
+                            .to_owned()
+                    });
+                    return Plan::Refused(why);
+                }
             }
         }
         return Plan::Broadcast {
@@ -147,27 +169,98 @@ pub fn plan<'q>(q: Classified<'q>, router: &Router, db: Option<&str>) -> Plan<'q
     Plan::Read { shard: sole }
 }
 
-/// Statements whose effect depends on where data lives, which a sharded cluster would get wrong.
-fn refused_when_sharded(statement: &Statement<'_>) -> Option<String> {
-    let first = statement.tokens.first()?;
-    let second = statement.tokens.get(1);
-    if first.is_keyword("SELECT") && statement.tokens.iter().any(|t| t.is_keyword("INTO")) {
-        return Some(
-            "SELECT ... INTO is not supported on a sharded cluster: each node would compute it \
-             from its own shards and write the result where that node is, not where the routes \
-             put it; query through the gateway and write the result back instead"
-                .to_owned(),
-        );
+/// Where a statement that writes query results back (`SELECT ... INTO`, `CREATE CONTINUOUS
+/// QUERY`) can run on a sharded cluster: on the replicas of the one shard holding every source and
+/// the target, as each node computes it from its own data and writes the result to itself. The
+/// error names where each measurement lives.
+pub fn place_write_back(
+    statement: &Statement<'_>,
+    router: &Router,
+    db: Option<&str>,
+) -> Option<Result<ShardId, String>> {
+    let what = if statement.tokens.first()?.is_keyword("CREATE") {
+        "a continuous query"
+    } else {
+        "SELECT ... INTO"
+    };
+    let write_back = match write_back(statement)? {
+        Ok(write_back) => write_back,
+        Err(e) => {
+            return Some(Err(format!(
+                "{what} on a sharded cluster must have its sources and INTO target on one shard, \
+                 and the gateway could not tell where they live: {e}"
+            )))
+        }
+    };
+    let db = write_back.on.as_deref().or(db).unwrap_or("");
+    let mut lives: Vec<(String, Vec<ShardId>)> = Vec::new();
+    let mut names = Vec::new();
+    for source in &write_back.sources {
+        let source_db = source.db.as_deref().unwrap_or(db);
+        match &source.measurement {
+            Measurement::Name(name) => {
+                names.push(name.as_str());
+                lives.push((
+                    name.clone(),
+                    router.placement(source_db, name).shards().to_vec(),
+                ));
+            }
+            Measurement::Regex(regex) => {
+                return Some(Err(format!(
+                    "{what} on a sharded cluster must have its sources and INTO target on one \
+                     shard: the regex /{regex}/ may match measurements on any of them; name the \
+                     measurements instead"
+                )))
+            }
+        }
     }
-    if first.is_keyword("CREATE") && second.is_some_and(|t| t.is_keyword("CONTINUOUS")) {
-        return Some(
-            "continuous queries are not supported on a sharded cluster: each node would run them \
-             over its own shards only and keep the results where it is, not where the routes put \
-             them"
-                .to_owned(),
-        );
+    let into_db = write_back.into.db.as_deref().unwrap_or(db);
+    let targets = match &write_back.into.measurement {
+        Some(name) => vec![name.as_str()],
+        None => names,
+    };
+    for name in targets {
+        lives.push((
+            format!("{name} (INTO)"),
+            router.placement(into_db, name).shards().to_vec(),
+        ));
     }
-    None
+    let first = &lives.first()?.1;
+    if let [shard] = first[..] {
+        if lives.iter().all(|(_, shards)| shards == first) {
+            return Some(Ok(shard));
+        }
+    }
+    let shard_names = |shards: &[ShardId]| {
+        shards
+            .iter()
+            .map(|&s| router.shards()[s].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let placed: Vec<String> = lives
+        .iter()
+        .map(|(name, shards)| match shards[..] {
+            [_] => format!("{name} on shard {}", shard_names(shards)),
+            _ => format!("{name} spread over shards {}", shard_names(shards)),
+        })
+        .collect();
+    Some(Err(format!(
+        "{what} on a sharded cluster must have its sources and INTO target on one shard, as \
+         each node computes it from its own data and writes the result to itself: {}",
+        placed.join("; ")
+    )))
+}
+
+/// The shard whose replicas a continuous query belongs on under `router`; `None` when it belongs
+/// on every node (the cluster is not sharded, or the query spans shards: one created before
+/// sharding, left where it is).
+pub fn continuous_query_home(query: &str, router: &Router) -> Option<ShardId> {
+    if !router.is_sharded() {
+        return None;
+    }
+    let statements = classify_query(query).ok()?;
+    place_write_back(statements.first()?, router, None)?.ok()
 }
 
 /// Where one read statement is answered.
@@ -343,23 +436,85 @@ mod tests {
         );
     }
 
+    /// The plan of `q` on the sharded cluster, its refusal shortened to what follows the colon.
+    fn sharded_plan(q: &str) -> Plan<'static> {
+        let q = QueryText::Found(q.to_owned());
+        match plan(Classified::of(&q), &sharded(), Some("db")) {
+            Plan::Refused(why) => Plan::Refused(why.rsplit(": ").next().unwrap_or("").to_owned()),
+            Plan::OnShard { shard } => Plan::OnShard { shard },
+            Plan::Broadcast { statements } => Plan::Broadcast { statements },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_writes_back_on_one_shard_goes_to_its_replicas() {
+        assert_eq!(
+            sharded_plan(
+                "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT mean(v) INTO mem FROM cpu GROUP BY time(1m) END"
+            ),
+            Plan::OnShard { shard: 0 }
+        );
+        assert_eq!(
+            sharded_plan("SELECT * INTO db.autogen.:MEASUREMENT FROM disk"),
+            Plan::OnShard { shard: 1 }
+        );
+    }
+
+    #[test]
+    fn a_continuous_query_belongs_with_its_measurements() {
+        let home = |q: &str| continuous_query_home(q, &sharded());
+        let cq = |select: &str| format!("CREATE CONTINUOUS QUERY c ON db BEGIN {select} END");
+        assert_eq!(
+            home(&cq(
+                "SELECT max(v) INTO db..disk FROM disk GROUP BY time(1h)"
+            )),
+            Some(1)
+        );
+        assert_eq!(
+            home(&cq("SELECT count(v) INTO mem FROM cpu GROUP BY time(1h)")),
+            Some(0)
+        );
+        assert_eq!(
+            home(&cq("SELECT count(v) INTO disk FROM cpu GROUP BY time(1h)")),
+            None
+        );
+        assert_eq!(
+            continuous_query_home(
+                &cq("SELECT count(v) INTO mem FROM cpu GROUP BY time(1h)"),
+                &Router::replicate_to_all(2)
+            ),
+            None
+        );
+    }
+
     #[test]
     fn what_sharding_would_get_wrong_is_refused() {
-        let q = QueryText::Found("SELECT mean(v) INTO x FROM cpu GROUP BY time(1m)".into());
-        assert!(
-            matches!(plan(Classified::of(&q), &sharded(), None), Plan::Refused(why) if why.starts_with("SELECT ... INTO"))
+        let refused = |why: &str| Plan::Refused(why.to_owned());
+        assert_eq!(
+            sharded_plan("SELECT mean(v) INTO disk FROM cpu GROUP BY time(1m)"),
+            refused("cpu on shard s1; disk (INTO) on shard s2")
         );
-        let q = QueryText::Found(
-            "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT mean(v) INTO x FROM cpu GROUP BY time(1m) END"
-                .into(),
+        assert_eq!(
+            sharded_plan(
+                "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT count(n) INTO cpu FROM http GROUP BY time(1m) END"
+            ),
+            refused("http spread over shards s1, s2; cpu (INTO) on shard s1")
+        );
+        assert_eq!(
+            sharded_plan("SELECT * INTO cpu FROM /c/"),
+            refused("the regex /c/ may match measurements on any of them; name the measurements instead")
+        );
+        assert_eq!(
+            sharded_plan("SELECT * INTO cpu FROM (SELECT v FROM mem), disk"),
+            refused("mem on shard s1; disk on shard s2; cpu (INTO) on shard s1")
         );
         assert!(matches!(
-            plan(Classified::of(&q), &sharded(), None),
-            Plan::Refused(_)
+            sharded_plan("CREATE DATABASE x; SELECT * INTO cpu FROM mem"),
+            Plan::Refused(why) if why.starts_with("it goes to one shard")
         ));
-        let q = QueryText::Found("CREATE DATABASE x; DROP MEASUREMENT cpu".into());
         assert_eq!(
-            plan(Classified::of(&q), &sharded(), None),
+            sharded_plan("CREATE DATABASE x; DROP MEASUREMENT cpu"),
             Plan::Broadcast { statements: 2 }
         );
     }

@@ -5,7 +5,7 @@ use super::{
     influx::{ident, RetentionPolicy},
     worker::{CopyError, Stop, Worker},
 };
-use crate::node::NodeId;
+use crate::{node::NodeId, query::planner::continuous_query_home, router::Router};
 
 /// `CREATE` or `ALTER` a retention policy to match `rp`.
 fn policy_statement(verb: &str, db: &str, rp: &RetentionPolicy) -> String {
@@ -20,14 +20,21 @@ fn policy_statement(verb: &str, db: &str, rp: &RetentionPolicy) -> String {
     )
 }
 
+/// Whether a continuous query belongs on `node` under `router`: on its shard's replicas, or on
+/// every node when it has no one shard.
+fn belongs_on(query: &str, node: NodeId, router: &Router) -> bool {
+    continuous_query_home(query, router).is_none_or(|s| router.shards()[s].replicas.contains(&node))
+}
+
 /// Creates on `target` the databases (only `only`, if given), retention policies and continuous
-/// queries `source` holds and it lacks; users, which cannot be copied, are listed in the job's
-/// warnings.
+/// queries `source` holds and it lacks, the latter only where `router` places them; users, which
+/// cannot be copied, are listed in the job's warnings.
 pub async fn copy_meta(
     w: &Worker<'_>,
     source_id: NodeId,
     target_id: NodeId,
     only: Option<&str>,
+    router: &Router,
 ) -> Result<(), CopyError> {
     let (source, target) = (w.influx(source_id), w.influx(target_id));
     let mut warnings = Vec::new();
@@ -67,7 +74,7 @@ pub async fn copy_meta(
     }
     let theirs = target.continuous_queries().await?;
     for cq in source.continuous_queries().await? {
-        if !databases.contains(&cq.db) {
+        if !databases.contains(&cq.db) || !belongs_on(&cq.query, target_id, router) {
             continue;
         }
         if !theirs.iter().any(|t| t.db == cq.db && t.name == cq.name) {
@@ -89,6 +96,37 @@ pub async fn copy_meta(
     for warning in warnings {
         if !record.job.warnings.contains(&warning) {
             record.job.warnings.push(warning);
+        }
+    }
+    Ok(())
+}
+
+/// Drops from `node` the continuous queries `router` places on other nodes (their measurements
+/// moved away), so that each is computed where its data is, and only there.
+pub async fn drop_misplaced_queries(
+    w: &Worker<'_>,
+    node: NodeId,
+    router: &Router,
+) -> Result<(), CopyError> {
+    let influx = w.influx(node);
+    for cq in influx.continuous_queries().await? {
+        if !belongs_on(&cq.query, node, router) {
+            influx
+                .execute(
+                    Some(&cq.db),
+                    &format!(
+                        "DROP CONTINUOUS QUERY {} ON {}",
+                        ident(&cq.name),
+                        ident(&cq.db)
+                    ),
+                )
+                .await?;
+            log::info!(
+                "{}: continuous query {} on {} dropped: its measurements moved to other nodes",
+                w.node_name(node),
+                cq.name,
+                cq.db
+            );
         }
     }
     Ok(())

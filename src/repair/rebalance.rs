@@ -31,7 +31,7 @@ use super::{
     influx::{ident, literal, parse_series_key, Influx},
     job::{self, Divergence, Plan, ReplicaCount, Spans, Task},
     lines::{Digest, Schema, SeriesPart},
-    meta::copy_meta,
+    meta::{copy_meta, drop_misplaced_queries},
     store::Moving,
     worker::{
         encode, shard_of, walk, Batch, Copied, CopyError, Ending, Handed, Piece, Stop, Walk,
@@ -95,6 +95,17 @@ async fn rebalance(repairs: &Repairs, running: &Running) -> Result<Ending, Stop>
         }
     }
     let removed = rebalance.delete_moved().await?;
+    // Continuous queries follow their measurements: gone from the nodes the data left.
+    for node in replicas(&rebalance.from) {
+        drop_misplaced_queries(&rebalance.w, node, rebalance.to)
+            .await
+            .map_err(|e| match e {
+                CopyError::Stop(stop) => stop,
+                CopyError::Source(e) => {
+                    Stop::Failed(format!("cannot drop a moved continuous query: {e}"))
+                }
+            })?;
+    }
     gateway
         .layouts()
         .paid()
@@ -215,25 +226,33 @@ impl<'g> Rebalance<'g> {
     }
 
     /// Creates on every replica of the configured layout the databases, retention policies and
-    /// continuous queries it lacks (a node just added has none), before any point is copied.
+    /// continuous queries it lacks (a node just added has none), before any point is copied. Each
+    /// earlier shard is read, as each holds its own continuous queries; a query goes only where
+    /// the configured layout places it.
     async fn meta(&mut self) -> Result<(), CopyError> {
         let gateway = self.w.gateway;
-        let holders = replicas(&self.from);
-        let Some(source) = gateway
-            .next_read_order()
-            .into_iter()
-            .filter(|n| holders.contains(n))
-            .find(|&n| {
-                let node = &gateway.nodes()[n];
-                node.status().state() != NodeState::Down && !node.queue().needs_resync()
-            })
-        else {
-            return Err(CopyError::Stop(Stop::Failed(
-                "no replica of the earlier layout is up and complete to read from".to_owned(),
-            )));
-        };
-        for target in replicas(self.to).into_iter().filter(|&n| n != source) {
-            copy_meta(&self.w, source, target, None).await?;
+        let mut sources = Vec::new();
+        for shard in self.from.shards() {
+            let up = gateway
+                .replica_read_order(&shard.replicas)
+                .into_iter()
+                .find(|&n| {
+                    let node = &gateway.nodes()[n];
+                    node.status().state() != NodeState::Down && !node.queue().needs_resync()
+                });
+            match up {
+                Some(n) if !sources.contains(&n) => sources.push(n),
+                Some(_) => {}
+                None => return Err(CopyError::Stop(Stop::Failed(format!(
+                    "no replica of shard {} of the earlier layout is up and complete to read from",
+                    shard.name
+                )))),
+            }
+        }
+        for &source in &sources {
+            for target in replicas(self.to).into_iter().filter(|&n| n != source) {
+                copy_meta(&self.w, source, target, None, self.to).await?;
+            }
         }
         Ok(())
     }

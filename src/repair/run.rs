@@ -215,7 +215,8 @@ impl<'g> Repair<'g> {
     async fn meta(&mut self) -> Result<(), CopyError> {
         let source = self.source(None).await?;
         let only = self.w.running.lock().job.scope.db.clone();
-        copy_meta(&self.w, source, self.target, only.as_deref()).await
+        let router = self.w.gateway.read_router();
+        copy_meta(&self.w, source, self.target, only.as_deref(), router).await
     }
 
     /// Every stretch of data the target should hold, by shard, database, policy and measurement.

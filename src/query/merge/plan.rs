@@ -102,7 +102,7 @@ fn show_kind(tokens: &[Token<'_>]) -> Option<Result<bool, String>> {
             .unwrap_or_default()
     };
     Some(match (word(1).as_str(), word(2).as_str()) {
-        ("DATABASES", _) | ("RETENTION", "POLICIES") => Ok(true),
+        ("DATABASES", _) | ("RETENTION", "POLICIES") | ("CONTINUOUS", "QUERIES") => Ok(true),
         ("MEASUREMENTS", _) | ("SERIES", _) => Ok(false),
         ("TAG", "KEYS") | ("TAG", "VALUES") | ("FIELD", "KEYS") => Ok(false),
         _ => Err(format!("SHOW {}", word(1))),
