@@ -12,7 +12,10 @@
 # Then `docker-compose up --build` with the repository's docker-compose.yml (an override file only
 # passes the local base images and a free host port), the `influx` CLI on the gateway's port, one
 # InfluxDB container stopped while writes go on, started again, and every point checked on all
-# three containers. Everything is torn down at the end, even on failure; the images stay cached.
+# three containers. Then docker-compose.ha.yml, two gateways behind nginx (built from Debian's
+# package): a writer goes on through the balancer while one gateway is SIGKILLed and one InfluxDB
+# container is stopped, both come back, and every batch answered 204 is checked on every node.
+# Everything is torn down at the end, even on failure; the images stay cached.
 # Exits 0 with a printed reason when there is no Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,13 +47,20 @@ command -v influx >/dev/null || fail "the influx CLI is needed: apt-get install 
 
 work=$(mktemp -d)
 override="$work/override.yml"
+ha_override="$work/ha-override.yml"
 compose() { "${compose_cmd[@]}" -p "$PROJECT" -f docker-compose.yml -f "$override" "$@"; }
+compose_ha() { "${compose_cmd[@]}" -p "$PROJECT-ha" -f docker-compose.ha.yml -f "$ha_override" "$@"; }
 cleanup() {
   status=$?
-  if [ -f "$override" ]; then
-    if [ $status -ne 0 ]; then compose logs --no-color --tail=50 2>&1 | sed 's/^/[logs] /' || true; fi
-    compose down -v --remove-orphans >/dev/null 2>&1 || true
-  fi
+  touch "$work/stop-writer" 2>/dev/null || true
+  wait 2>/dev/null || true
+  for project in compose compose_ha; do
+    file=$override
+    [ $project = compose_ha ] && file=$ha_override
+    [ -f "$file" ] || continue
+    if [ $status -ne 0 ]; then $project logs --no-color --tail=50 2>&1 | sed 's/^/[logs] /' || true; fi
+    $project down -v --remove-orphans >/dev/null 2>&1 || true
+  done
   rm -rf "$work"
   exit $status
 }
@@ -177,4 +187,137 @@ code=$(docker inspect --format '{{.State.ExitCode}}' "$container")
 [ "$code" = 0 ] || fail "the gateway exited with $code on SIGTERM"
 docker logs "$container" 2>&1 | grep -q "stopped cleanly" || fail "no clean-stop line in the gateway's log"
 step "healthy, then stopped cleanly on SIGTERM (exit 0)"
+compose down -v --remove-orphans >/dev/null 2>&1
+rm -f "$override"
+
+# 6. docker-compose.ha.yml: two gateways behind nginx. A writer goes on through the balancer while
+#    one gateway is SIGKILLed and one InfluxDB container is stopped, then both come back; every
+#    batch answered 204 must then be on every node.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ha_port=$(free_port)
+g1_port=$(free_port)
+g2_port=$(free_port)
+# Each gateway is published too, only so that this test can read each one's /health.
+cat > "$ha_override" <<EOF
+version: "3.7"
+services:
+  balancer:
+    build:
+      context: docker/balancer
+      args:
+        BASE_IMAGE: $BASE
+  gateway1:
+    image: influx-gateway:e2e
+    build:
+      context: .
+      args:
+        RUST_IMAGE: $BUILDER
+        RUNTIME_IMAGE: $BASE
+    ports:
+      - "127.0.0.1:$g1_port:8080"
+  gateway2:
+    image: influx-gateway:e2e
+    build:
+      context: .
+      args:
+        RUST_IMAGE: $BUILDER
+        RUNTIME_IMAGE: $BASE
+    ports:
+      - "127.0.0.1:$g2_port:8080"
+EOF
+export GATEWAY_PORT="$ha_port"
+step "docker-compose -f docker-compose.ha.yml up --build (two gateways, nginx from Debian's package)"
+compose_ha up -d --build >/dev/null 2>"$work/up-ha.log" || { cat "$work/up-ha.log"; fail "compose up (ha)"; }
+lb="http://127.0.0.1:$ha_port"
+# gw_health PORT EXPR: EXPR over one gateway's /health nodes, or "none" when it does not answer.
+gw_health() {
+  curl -s --max-time 2 "http://127.0.0.1:$1/health" \
+    | python3 -c "import json,sys; nodes=json.load(sys.stdin)['nodes']; print($2)" 2>/dev/null \
+    || echo none
+}
+wait_gw() { # PORT EXPR WANT TRIES (half-seconds); leaves the last value in $seen
+  for _ in $(seq 1 "$4"); do
+    seen=$(gw_health "$1" "$2")
+    [ "$seen" = "$3" ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
+for p in "$g1_port" "$g2_port"; do
+  wait_gw "$p" 'sum(n["state"] == "up" for n in nodes)' 3 120 || fail "gateway on $p: $seen of 3 nodes up"
+done
+for _ in $(seq 1 60); do
+  curl -fs -o /dev/null "$lb/ping" && break
+  sleep 0.5
+done
+curl -fs -o /dev/null "$lb/ping" || fail "the balancer did not answer /ping on $lb"
+code=$(curl -s -o "$work/answer" -w '%{http_code}' -XPOST "$lb/query" --data-urlencode 'q=CREATE DATABASE ha')
+[ "$code" = 200 ] || fail "CREATE DATABASE through the balancer answered $code: $(cat "$work/answer")"
+step "balancer on port $ha_port, two gateways with 3 nodes up each"
+
+# The writer: batches of 10 points, each batch a tag value of its own; at most 5000 batches.
+writer() {
+  local n=0 body i code
+  while [ ! -f "$work/stop-writer" ] && [ $n -lt 5000 ]; do
+    n=$(( n + 1 ))
+    body=""
+    for i in 0 1 2 3 4 5 6 7 8 9; do body+="m,batch=b$n v=$i $(( n * 10 + i ))"$'\n'; done
+    code=$(curl -s -o /dev/null --max-time 30 -w '%{http_code}' -XPOST "$lb/write?db=ha" --data-binary "$body")
+    echo "b$n $code" >> "$work/writes"
+  done
+}
+acked() { grep -c ' 204$' "$work/writes" 2>/dev/null || true; }
+writer &
+writer_pid=$!
+sleep 3
+docker kill --signal KILL "$(compose_ha ps -q gateway1)" >/dev/null
+step "gateway1 SIGKILLed ($(acked) batches acknowledged so far)"
+sleep 3
+compose_ha stop influx2 >/dev/null 2>&1
+wait_gw "$g2_port" '[n["state"] for n in nodes if n["name"] == "influx2"][0]' down 40 \
+  || fail "gateway2 sees influx2 $seen"
+sleep 3
+queued=$(gw_health "$g2_port" '[n["queue"]["entries"] for n in nodes if n["name"] == "influx2"][0]')
+{ [ "$queued" != none ] && [ "$queued" -gt 0 ]; } || fail "gateway2 queued nothing for the stopped influx2 ($queued)"
+step "influx2 stopped: gateway2 holds $queued entries for it ($(acked) batches acknowledged)"
+compose_ha start gateway1 >/dev/null 2>&1
+wait_gw "$g1_port" '[n["state"] for n in nodes if n["name"] == "influx2"][0]' down 60 \
+  || fail "gateway1, started again, sees influx2 $seen"
+sleep 3
+step "gateway1 back, influx2 still down ($(acked) batches acknowledged)"
+compose_ha start influx2 >/dev/null 2>&1
+for p in "$g1_port" "$g2_port"; do
+  wait_gw "$p" 'sum(n["queue"]["entries"] for n in nodes)' 0 240 \
+    || fail "the queues of the gateway on $p did not drain: $seen entries left"
+done
+sleep 2
+touch "$work/stop-writer"
+wait "$writer_pid"
+# The last writes may have been queued meanwhile: both queues empty again, nothing on the wire.
+for p in "$g1_port" "$g2_port"; do
+  wait_gw "$p" 'sum(n["queue"]["entries"] for n in nodes)' 0 240 \
+    || fail "the queues of the gateway on $p did not drain: $seen entries left"
+done
+total=$(wc -l < "$work/writes")
+ok=$(acked)
+[ "$ok" -ge 100 ] || fail "only $ok of $total batches were acknowledged"
+step "influx2 back, both queues drained; $ok of $total batches answered 204"
+for node in influx1 influx2 influx3; do
+  compose_ha exec -T "$node" influx -database ha -format csv \
+    -execute 'SELECT count(v) FROM m GROUP BY batch' > "$work/$node.csv"
+  python3 - "$work/writes" "$work/$node.csv" "$node" <<'PY' || fail "$node lacks acknowledged points"
+import csv, sys
+acked = {b for b, code in (line.split() for line in open(sys.argv[1])) if code == "204"}
+held = {}
+for row in csv.reader(open(sys.argv[2])):
+    # name,tags,time,count with tags as batch=b12
+    if len(row) == 4 and row[1].startswith("batch="):
+        held[row[1][len("batch="):]] = int(row[3])
+short = sorted(b for b in acked if held.get(b) != 10)
+if short:
+    print(f"{sys.argv[3]}: {len(short)} acknowledged batches not whole, e.g. {short[:10]}", file=sys.stderr)
+    sys.exit(1)
+PY
+  step "$node holds every point of the $ok acknowledged batches"
+done
 step "PASSED in $(( $(date +%s) - started ))s"
