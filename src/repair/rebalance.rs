@@ -240,13 +240,15 @@ impl<'g> Rebalance<'g> {
                     let node = &gateway.nodes()[n];
                     node.status().state() != NodeState::Down && !node.queue().needs_resync()
                 });
-            match up {
-                Some(n) if !sources.contains(&n) => sources.push(n),
-                Some(_) => {}
-                None => return Err(CopyError::Stop(Stop::Failed(format!(
+            let Some(up) = up else {
+                let why = format!(
                     "no replica of shard {} of the earlier layout is up and complete to read from",
                     shard.name
-                )))),
+                );
+                return Err(CopyError::Stop(Stop::Failed(why)));
+            };
+            if !sources.contains(&up) {
+                sources.push(up);
             }
         }
         for &source in &sources {
