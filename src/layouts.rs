@@ -78,6 +78,11 @@ impl Deref for Reads<'_> {
 }
 
 impl Reads<'_> {
+    /// Whether this query follows the earlier layout: data is still moving.
+    pub fn is_earlier(&self) -> bool {
+        self.readers.is_some()
+    }
+
     /// Ends this hold and says whether it held the earlier layout: the caller then holds it
     /// itself until [`Layouts::end_read`] (an answer still streaming from an earlier node).
     pub fn detach(mut self) -> bool {

@@ -84,6 +84,8 @@ pub enum QueryPlan {
     Scatter,
     /// Mutations sent to every node.
     Broadcast,
+    /// A statement writing query results back, sent to one shard's replicas.
+    OnShard,
     /// Refused before any node was asked.
     Refused,
 }
@@ -94,6 +96,7 @@ impl QueryPlan {
             QueryPlan::Read => "read",
             QueryPlan::Scatter => "scatter",
             QueryPlan::Broadcast => "broadcast",
+            QueryPlan::OnShard => "on_shard",
             QueryPlan::Refused => "refused",
         }
     }
@@ -138,7 +141,7 @@ impl Metrics {
         let plans = Family::<PlanLabels, Counter>::default();
         registry.register(
             "query_plans",
-            "Queries by how they were answered: read (one node), scatter (shards, merged), broadcast (every node), refused",
+            "Queries by how they were answered: read (one node), scatter (shards, merged), broadcast (every node), on_shard (one shard's replicas), refused",
             plans.clone(),
         );
         let merged_statements = Counter::default();

@@ -244,6 +244,10 @@ fn a_route_change_moves_the_data_and_no_read_misses_or_doubles_a_point() {
     let route = get(&format!("{}/route?db={DB}&measurement=cpu", gateway.url())).json();
     assert_eq!(route["shards"][0]["name"], "s2", "{route}");
     assert_eq!(route["data_on"][0]["name"], "s1", "{route}");
+    // Query results written back would be computed from data still on its way: refused.
+    let reply = gateway.query(DB, "SELECT * INTO cpu_hourly FROM cpu");
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(reply.error().contains("run a rebalance"), "{}", reply.body);
     // Until the data has moved, reads find it where it was, and new writes land there too.
     for m in ["cpu", "mem"] {
         assert_eq!(gateway_totals(gateway, m), expected(0, written)[m], "{m}");

@@ -264,6 +264,42 @@ fn a_node_serving_one_shard_gets_only_that_shards_series() {
 }
 
 #[test]
+fn a_repaired_node_gets_back_its_shards_continuous_queries_and_no_other() {
+    let extra = "repair:\n  auto: false\nshards:\n  - name: s1\n    replicas: [influx1, influx2]\n  - name: s2\n    replicas: [influx3, influx4]\nroutes:\n  - {measurement: cpu, shard: s1}\n  - {measurement: cpu_hourly, shard: s1}\n  - {measurement: disk, shard: s2}\n  - {measurement: disk_hourly, shard: s2}\n";
+    let mut cluster = Cluster::start(4, extra);
+    cluster.create_database("demo");
+    for (m, cq) in [("cpu", "cpu_hourly"), ("disk", "disk_hourly")] {
+        cluster.gateway.query_ok(
+            "demo",
+            &format!(
+                "CREATE CONTINUOUS QUERY {cq} ON demo BEGIN SELECT sum(v) INTO {cq} FROM {m} GROUP BY time(1h) END"
+            ),
+        );
+    }
+    let queries = |node: &Influxd| -> Vec<String> {
+        node.values("", "SHOW CONTINUOUS QUERIES")
+            .iter()
+            .filter_map(|row| row[0].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(queries(&cluster.nodes[3]), ["disk_hourly"]);
+    // Twice: the source of each repair is any up replica, in turn.
+    for _ in 0..2 {
+        cluster.nodes[3].wipe_and_restart();
+        assert!(eventually(Duration::from_secs(10), || cluster
+            .gateway
+            .node_state("influx4")
+            == "up"));
+        let reply = cluster.gateway.start_repair("node=influx4");
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let id = reply.json()["id"].as_str().unwrap().to_owned();
+        let job = cluster.gateway.wait_for_job(&id, JOB_LIMIT);
+        assert_eq!(job["state"], "done", "{job}");
+        assert_eq!(queries(&cluster.nodes[3]), ["disk_hourly"], "{job}");
+    }
+}
+
+#[test]
 fn bad_repair_requests_get_clear_errors_and_a_cancelled_job_says_so() {
     let extra = "repair:\n  auto: false\n  chunk: 10m\n  max_points_per_second: 100\n";
     let mut cluster = Cluster::start(3, extra);

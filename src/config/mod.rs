@@ -182,6 +182,9 @@ pub struct LimitsConfig {
     /// How long a request body may take to arrive (beyond: 408).
     #[serde(deserialize_with = "units::duration")]
     pub body_timeout: Duration,
+    /// Addresses of proxies (a load balancer) whose `X-Forwarded-For` names the client that
+    /// `max_concurrent_requests_per_client` counts.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// `tls:` — the listener speaks HTTPS with this certificate.
@@ -417,6 +420,7 @@ impl Default for LimitsConfig {
             max_concurrent_requests: 1024,
             max_header_size: 16 * 1024,
             body_timeout: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
         }
     }
 }

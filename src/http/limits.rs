@@ -141,7 +141,15 @@ where
                 );
                 (None, Some(refusal))
             } else {
-                let client = req.peer_addr().map(|a| a.ip());
+                let forwarded = req
+                    .headers()
+                    .get_all("x-forwarded-for")
+                    .filter_map(|v| v.to_str().ok());
+                let client = client_address(
+                    req.peer_addr().map(|a| a.ip()),
+                    forwarded,
+                    &admission.limits.load().trusted_proxies,
+                );
                 match admission.admit(client) {
                     Ok(admitted) => (Some(admitted), None),
                     Err(refusal) => (None, Some(refusal)),
@@ -162,9 +170,72 @@ where
     })
 }
 
+/// The address a request is counted by: its peer's, or, when the peer is a trusted proxy, the
+/// nearest address of `X-Forwarded-For` (`forwarded`, its header lines in order) that is not one.
+/// Only trusted proxies' words are taken: a client naming itself anything in the header is still
+/// counted by the address the trusted proxy appended.
+fn client_address<'h>(
+    peer: Option<IpAddr>,
+    forwarded: impl DoubleEndedIterator<Item = &'h str>,
+    trusted: &[IpAddr],
+) -> Option<IpAddr> {
+    let mut client = peer?;
+    if !trusted.contains(&client) {
+        return Some(client);
+    }
+    for hop in forwarded.rev().flat_map(|line| line.rsplit(',')) {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(address) => {
+                client = address;
+                if !trusted.contains(&address) {
+                    break;
+                }
+            }
+            // An address a trusted proxy did not write: the last one it did is the client.
+            Err(_) => break,
+        }
+    }
+    Some(client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trusted_proxy_names_the_client() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let client = |peer: &str, lines: &[&str]| {
+            client_address(Some(ip(peer)), lines.iter().copied(), &trusted)
+        };
+        // Not a proxy: its own address, whatever it says.
+        assert_eq!(
+            client("192.0.2.7", &["198.51.100.1"]),
+            Some(ip("192.0.2.7"))
+        );
+        // A proxy: the address it appended.
+        assert_eq!(
+            client("10.0.0.1", &["198.51.100.1"]),
+            Some(ip("198.51.100.1"))
+        );
+        // Through two proxies, and a client that forged the start of the header.
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6, 198.51.100.1", "10.0.0.2"]),
+            Some(ip("198.51.100.1"))
+        );
+        // A proxy that sent nothing, or nothing readable: the nearest trusted hop.
+        assert_eq!(client("10.0.0.1", &[]), Some(ip("10.0.0.1")));
+        assert_eq!(
+            client("10.0.0.1", &["10.0.0.2, junk"]),
+            Some(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            client("10.0.0.1", &["junk, 10.0.0.2"]),
+            Some(ip("10.0.0.2"))
+        );
+        assert_eq!(client_address(None, [].into_iter(), &trusted), None);
+    }
 
     fn limits(total: usize, per_client: usize) -> LimitsConfig {
         LimitsConfig {

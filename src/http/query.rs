@@ -87,6 +87,18 @@ pub async fn query(
     // One placement for the whole request: a move that ends meanwhile changes the next one's.
     let reads = gateway.layouts().reads();
     let router: &Router = &reads;
+    if reads.is_earlier()
+        && (router.is_sharded() || gateway.layouts().current().is_sharded())
+        && writes_back(&classified)
+    {
+        // Computed by each node from its own data: right only once the data is where the
+        // configured routes put it.
+        return Err(refused(ApiError::new(
+            StatusCode::CONFLICT,
+            "the routes changed and the data has not moved yet: run a rebalance \
+             (POST /cluster/rebalance) before writing query results back",
+        )));
+    }
     match query::plan(classified, router, db.as_deref()) {
         Plan::Read { shard } => {
             metrics.query_plan(QueryPlan::Read);
@@ -128,14 +140,7 @@ pub async fn query(
         }
         Plan::Refused(why) => Err(refused(ApiError::bad_request(why))),
         Plan::OnShard { shard } => {
-            if gateway.layouts().pending().is_some() {
-                return Err(refused(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "the routes changed and the data has not moved yet: run a rebalance \
-                     (POST /cluster/rebalance) before writing query results back",
-                )));
-            }
-            metrics.query_plan(QueryPlan::Broadcast);
+            metrics.query_plan(QueryPlan::OnShard);
             let nodes: Vec<&NodeHandle> = router.shards()[shard]
                 .replicas
                 .iter()
@@ -148,6 +153,17 @@ pub async fn query(
             let nodes: Vec<&NodeHandle> = gateway.nodes().iter().collect();
             mutate(&gateway, &nodes, &forwarded, statements).await
         }
+    }
+}
+
+/// Whether some statement of the query writes query results back (`SELECT ... INTO`, `CREATE
+/// CONTINUOUS QUERY`).
+fn writes_back(q: &Classified<'_>) -> bool {
+    match q {
+        Classified::Statements(statements) => statements
+            .iter()
+            .any(|s| crate::influxql::into::write_back(s).is_some()),
+        _ => false,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Into {
 /// Why a statement that writes back could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unreadable {
+    /// No `INTO` at all (a continuous query must have one).
+    #[error("it has no INTO")]
+    NoInto,
     /// No `INTO` outside subqueries (an `INTO` inside one).
     #[error("its INTO is inside a subquery")]
     NestedInto,
@@ -66,7 +69,13 @@ pub fn write_back(statement: &Statement<'_>) -> Option<Result<WriteBack, Unreada
 
 fn read(on: Option<String>, select: &[Token<'_>]) -> Result<WriteBack, Unreadable> {
     let from = top_level_from(select).ok_or(Unreadable::Sources)?;
-    let into = top_level_into(&select[..from]).ok_or(Unreadable::NestedInto)?;
+    let into = top_level_into(&select[..from]).ok_or_else(|| {
+        if select.iter().any(|t| t.is_keyword("INTO")) {
+            Unreadable::NestedInto
+        } else {
+            Unreadable::NoInto
+        }
+    })?;
     let into = target(&select[into + 1..from]).ok_or(Unreadable::Target)?;
     let mut sources = Vec::new();
     let mut subquery = false;
@@ -189,6 +198,10 @@ mod tests {
     fn other_statements_are_not_read() {
         assert_eq!(of("SELECT * FROM cpu"), None);
         assert_eq!(of("CREATE DATABASE x"), None);
+        assert_eq!(
+            of("CREATE CONTINUOUS QUERY c ON db BEGIN SELECT max(v) FROM cpu END"),
+            Some(Err(Unreadable::NoInto))
+        );
         assert_eq!(
             of("SELECT * FROM (SELECT v INTO x FROM cpu)"),
             Some(Err(Unreadable::NestedInto))

@@ -117,6 +117,13 @@ pub fn plan<'q>(q: Classified<'q>, router: &Router, db: Option<&str>) -> Plan<'q
     let statements = match q {
         Classified::Statements(statements) => statements,
         Classified::Absent => return Plan::Read { shard: None },
+        Classified::Unknown if router.is_sharded() => {
+            return Plan::Refused(
+                "on a sharded cluster the gateway must read q to route it: send it as a URL \
+                 parameter or a form field, not in a multipart body"
+                    .to_owned(),
+            )
+        }
         Classified::Unknown | Classified::Unlexable(_) => return Plan::Broadcast { statements: 1 },
     };
     let reads_only = statements
@@ -517,5 +524,10 @@ mod tests {
             sharded_plan("CREATE DATABASE x; DROP MEASUREMENT cpu"),
             Plan::Broadcast { statements: 2 }
         );
+        // A q the gateway cannot read (multipart) could be anything, a SELECT ... INTO too.
+        assert!(matches!(
+            plan(Classified::of(&QueryText::Unknown), &sharded(), None),
+            Plan::Refused(why) if why.contains("multipart")
+        ));
     }
 }

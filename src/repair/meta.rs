@@ -21,9 +21,13 @@ fn policy_statement(verb: &str, db: &str, rp: &RetentionPolicy) -> String {
 }
 
 /// Whether a continuous query belongs on `node` under `router`: on its shard's replicas, or on
-/// every node when it has no one shard.
-fn belongs_on(query: &str, node: NodeId, router: &Router) -> bool {
-    continuous_query_home(query, router).is_none_or(|s| router.shards()[s].replicas.contains(&node))
+/// every node of an unsharded cluster. `None` when it spans shards (one created before sharding):
+/// it computes from each node's own data wherever it is, and is neither copied nor dropped.
+fn belongs_on(query: &str, node: NodeId, router: &Router) -> Option<bool> {
+    if !router.is_sharded() {
+        return Some(true);
+    }
+    continuous_query_home(query, router).map(|s| router.shards()[s].replicas.contains(&node))
 }
 
 /// Creates on `target` the databases (only `only`, if given), retention policies and continuous
@@ -74,11 +78,20 @@ pub async fn copy_meta(
     }
     let theirs = target.continuous_queries().await?;
     for cq in source.continuous_queries().await? {
-        if !databases.contains(&cq.db) || !belongs_on(&cq.query, target_id, router) {
+        if !databases.contains(&cq.db) || theirs.iter().any(|t| t.db == cq.db && t.name == cq.name)
+        {
             continue;
         }
-        if !theirs.iter().any(|t| t.db == cq.db && t.name == cq.name) {
-            target.execute(Some(&cq.db), &cq.query).await?;
+        match belongs_on(&cq.query, target_id, router) {
+            Some(true) => target.execute(Some(&cq.db), &cq.query).await?,
+            Some(false) => {}
+            None => warnings.push(format!(
+                "continuous query {:?} on {:?} reads or writes measurements of several shards: \
+                 not copied to {} (each node would compute it from its own data only)",
+                cq.name,
+                cq.db,
+                w.node_name(target_id)
+            )),
         }
     }
     let users = target.users().await?;
@@ -110,7 +123,7 @@ pub async fn drop_misplaced_queries(
 ) -> Result<(), CopyError> {
     let influx = w.influx(node);
     for cq in influx.continuous_queries().await? {
-        if !belongs_on(&cq.query, node, router) {
+        if belongs_on(&cq.query, node, router) == Some(false) {
             influx
                 .execute(
                     Some(&cq.db),

@@ -95,17 +95,6 @@ async fn rebalance(repairs: &Repairs, running: &Running) -> Result<Ending, Stop>
         }
     }
     let removed = rebalance.delete_moved().await?;
-    // Continuous queries follow their measurements: gone from the nodes the data left.
-    for node in replicas(&rebalance.from) {
-        drop_misplaced_queries(&rebalance.w, node, rebalance.to)
-            .await
-            .map_err(|e| match e {
-                CopyError::Stop(stop) => stop,
-                CopyError::Source(e) => {
-                    Stop::Failed(format!("cannot drop a moved continuous query: {e}"))
-                }
-            })?;
-    }
     gateway
         .layouts()
         .paid()
@@ -563,6 +552,16 @@ impl<'g> Rebalance<'g> {
                     self.w.node_name(node)
                 )));
                 self.settle_node(node).await?;
+                // Continuous queries follow their measurements: stopped where the data left
+                // before its series are deleted there, so that nothing they write stays behind.
+                let mut failures = 0;
+                loop {
+                    self.w.check()?;
+                    match drop_misplaced_queries(&self.w, node, self.to).await {
+                        Ok(()) => break,
+                        Err(e) => self.w.after_failure(node, e, &mut failures).await?,
+                    }
+                }
                 let mut failures = 0;
                 let held = loop {
                     self.w.check()?;

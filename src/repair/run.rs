@@ -212,11 +212,29 @@ impl<'g> Repair<'g> {
     }
 
     /// Creates on the target the databases, retention policies and continuous queries it lacks.
+    /// Continuous queries live on their shard's nodes only: a peer of each shard the target
+    /// serves is read (or the one source the job names).
     async fn meta(&mut self) -> Result<(), CopyError> {
-        let source = self.source(None).await?;
-        let only = self.w.running.lock().job.scope.db.clone();
+        let scope = self.w.running.lock().job.scope.clone();
         let router = self.w.gateway.read_router();
-        copy_meta(&self.w, source, self.target, only.as_deref(), router).await
+        let mut sources = Vec::new();
+        if scope.source.is_none() {
+            for (shard, s) in router.shards().iter().enumerate() {
+                if s.replicas.contains(&self.target) && s.replicas.len() > 1 {
+                    let source = self.source(Some(shard)).await?;
+                    if !sources.contains(&source) {
+                        sources.push(source);
+                    }
+                }
+            }
+        }
+        if sources.is_empty() {
+            sources.push(self.source(None).await?);
+        }
+        for source in sources {
+            copy_meta(&self.w, source, self.target, scope.db.as_deref(), router).await?;
+        }
+        Ok(())
     }
 
     /// Every stretch of data the target should hold, by shard, database, policy and measurement.

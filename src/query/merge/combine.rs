@@ -168,7 +168,13 @@ impl Merger {
                 }
             }
         }
-        if !matches!(self.mode, Mode::Show { keep_order: true }) {
+        if !matches!(
+            self.mode,
+            Mode::Show {
+                keep_order: true,
+                ..
+            }
+        ) {
             groups.sort_by(|a, b| {
                 compare_values(a.name.as_ref(), b.name.as_ref())
                     .then_with(|| tag_key(&a.tags).cmp(&tag_key(&b.tags)))
@@ -219,7 +225,10 @@ impl Merger {
     /// One merged output series, or `None` when the limits leave it no rows.
     fn series(&self, group: Group, epoch: Epoch) -> Option<Value> {
         let (columns, mut rows) = match &self.mode {
-            Mode::Show { keep_order } => show_rows(group.parts, *keep_order),
+            Mode::Show {
+                keep_order,
+                unique_names,
+            } => show_rows(group.parts, *keep_order, *unique_names),
             Mode::Rows => self.raw_rows(group.parts),
             Mode::Aggregate { columns, fill } => {
                 self.aggregate(group.parts, group.points, columns, fill)
@@ -232,7 +241,14 @@ impl Merger {
             .limit
             .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         rows = rows.into_iter().skip(skip).take(take).collect();
-        if rows.is_empty() {
+        let listed_empty = matches!(
+            self.mode,
+            Mode::Show {
+                keep_order: true,
+                ..
+            }
+        );
+        if rows.is_empty() && !listed_empty {
             return None;
         }
         if columns.first().is_some_and(|c| c == "time") {
@@ -255,7 +271,9 @@ impl Merger {
             "columns".into(),
             Value::Array(columns.into_iter().map(Value::String).collect()),
         );
-        s.insert("values".into(), Value::Array(rows));
+        if !rows.is_empty() {
+            s.insert("values".into(), Value::Array(rows));
+        }
         Some(Value::Object(s))
     }
 
@@ -607,13 +625,12 @@ fn pick(parts: Vec<Part>, name: &str, function: Pick) -> Part {
 }
 
 /// SHOW rows from several shards: de-duplicated, sorted unless they keep creation order.
-fn show_rows(parts: Vec<Part>, keep_order: bool) -> Part {
+fn show_rows(parts: Vec<Part>, keep_order: bool, unique_names: bool) -> Part {
     let columns = parts.first().map(|p| p.0.clone()).unwrap_or_default();
     let mut rows: Vec<Value> = Vec::new();
     for (_, part_rows) in parts {
         for row in part_rows {
-            // Databases and policies: one row per name, the first shard's.
-            let duplicate = if keep_order {
+            let duplicate = if unique_names {
                 rows.iter().any(|r| r.get(0) == row.get(0))
             } else {
                 rows.contains(&row)

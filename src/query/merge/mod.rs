@@ -85,8 +85,16 @@ pub struct Merger {
 
 #[derive(Debug)]
 enum Mode {
-    /// SHOW lists: union; `keep_order` for lists in creation order.
-    Show { keep_order: bool },
+    /// SHOW lists: union.
+    Show {
+        /// Schema lists (databases, retention policies, continuous queries): in creation order,
+        /// and a series with no rows kept, as influxd lists a database without continuous
+        /// queries.
+        keep_order: bool,
+        /// One row per name, the first shard's: a retention policy altered on one shard's nodes
+        /// sooner than on another's is still one policy.
+        unique_names: bool,
+    },
     /// Raw rows, or series that never span shards: interleave by time.
     Rows,
     /// Aggregates recombined per time bucket.

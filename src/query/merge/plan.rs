@@ -48,7 +48,7 @@ pub fn scatter(
     }
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
     let (mode, points) = match show {
-        Some(Ok(keep_order)) => (Mode::Show { keep_order }, None),
+        Some(Ok(mode)) => (mode, None),
         _ => select_mode(q, tokens, &shape, context, &mut edits)
             .map_err(|u| refuse(&u.what, u.why))?,
     };
@@ -86,9 +86,9 @@ pub fn scatter(
     })
 }
 
-/// `Some(Ok(keep_order))` for a SHOW list that unions, `Some(Err(what))` for one that does not,
-/// `None` for anything else.
-fn show_kind(tokens: &[Token<'_>]) -> Option<Result<bool, String>> {
+/// `Some(Ok(mode))` for a SHOW list that unions, `Some(Err(what))` for one that does not, `None`
+/// for anything else.
+fn show_kind(tokens: &[Token<'_>]) -> Option<Result<Mode, String>> {
     if !tokens.first()?.is_keyword("SHOW") {
         return None;
     }
@@ -101,10 +101,17 @@ fn show_kind(tokens: &[Token<'_>]) -> Option<Result<bool, String>> {
             .map(|t| t.text.to_ascii_uppercase())
             .unwrap_or_default()
     };
+    let show = |keep_order, unique_names| {
+        Ok(Mode::Show {
+            keep_order,
+            unique_names,
+        })
+    };
     Some(match (word(1).as_str(), word(2).as_str()) {
-        ("DATABASES", _) | ("RETENTION", "POLICIES") | ("CONTINUOUS", "QUERIES") => Ok(true),
-        ("MEASUREMENTS", _) | ("SERIES", _) => Ok(false),
-        ("TAG", "KEYS") | ("TAG", "VALUES") | ("FIELD", "KEYS") => Ok(false),
+        ("DATABASES", _) | ("RETENTION", "POLICIES") => show(true, true),
+        ("CONTINUOUS", "QUERIES") => show(true, false),
+        ("MEASUREMENTS", _) | ("SERIES", _) => show(false, false),
+        ("TAG", "KEYS") | ("TAG", "VALUES") | ("FIELD", "KEYS") => show(false, false),
         _ => Err(format!("SHOW {}", word(1))),
     })
 }
