@@ -12,8 +12,8 @@ three fields, timestamps varying per request) for --duration seconds; everything
 1. write throughput, points/s: through the gateway to one influxd vs straight to it (also with
    three replicas, and with gzip bodies);
 2. the gateway's own ceiling: through the gateway to a null sink (nginx `return 204`) vs nginx
-   `proxy_pass` to the same sink, with measurement sharding over three sinks and replicating to
-   three; and, for scale, nginx itself replicating to three (`mirror`), and the floor of the
+   `proxy_pass` to the same sink, with measurement sharding over three sinks, tag sharding (by
+   `host`) over three sinks and replicating to three; and, for scale, nginx itself replicating to three (`mirror`), and the floor of the
    gateway's own stack: actix-web and awc forwarding bodies unread (examples/forward_floor.rs);
 3. small-query latency: p50/p99 of `SELECT last(v) FROM m0` straight vs through the gateway;
 4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
@@ -400,11 +400,15 @@ def main():
         sharded = Gateway(root, "gw-sharded", [(f"s{i}", url) for i, url in enumerate(sink, 1)],
                           "shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
                           "  - {name: c, replicas: [s3]}\n")
+        tagged = Gateway(root, "gw-tagged", [(f"s{i}", url) for i, url in enumerate(sink, 1)],
+                         "shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
+                         "  - {name: c, replicas: [s3]}\n"
+                         "routes:\n  - {measurement_regex: \".\", by_tag: host}\n")
         replicated = Gateway(root, "gw-replicated",
                              [(f"s{i}", url) for i, url in enumerate(sink, 1)])
         floor_one, floor_three = Floor(sink[:1]), Floor(sink)
         floor_split = Floor(sink, split=True)
-        running += [sharded, replicated, floor_one, floor_three, floor_split]
+        running += [sharded, tagged, replicated, floor_one, floor_three, floor_split]
         targets = {
             "proxy": f"http://127.0.0.1:{nginx.proxy}",
             "mirror": f"http://127.0.0.1:{nginx.mirror}",
@@ -412,6 +416,7 @@ def main():
             "floor3": floor_three.url,
             "split3": floor_split.url,
             "sharded": sharded.url,
+            "tagged": tagged.url,
             "replicated": replicated.url,
         }
         # The rates into a null sink swing by a fifth from one run to the next on this machine:
@@ -437,9 +442,11 @@ def main():
         row("null sink: floor split in 3 parts, 3 sinks vs proxy", rate["proxy"], rate["split3"],
             "points/s")
         row("null sink, measurement shards: gateway vs floor split", rate["split3"],
-            rate["sharded"], "points/s")
+            rate["sharded"], "points/s", 0.85)
         row("null sink, 3 replicas: gateway vs floor to 3", rate["floor3"], rate["replicated"],
-            "points/s")
+            "points/s", 0.95)
+        row("null sink, tag shards: gateway vs floor split", rate["split3"], rate["tagged"],
+            "points/s", 0.7)
         for proc in running:
             proc.stop()
         running.clear()

@@ -1,12 +1,15 @@
 //! The cost of routing a realistic batch: 5,000 points, 100 series, three fields.
 //!
 //! `scan/*` compares the gateway's scanner (what routing needs: each line's measurement and one
-//! tag) with a full parse by the `influxdb-line-protocol` crate; `route/*` is the whole pass a write
+//! tag) with a full parse by the `influxdb-line-protocol` crate; `name end/*` the SSE2 probe that
+//! finds where a name ends against the byte loop, on the benchmark's batch and on pathological
+//! bodies (200 tags a line, escaped names, quoted newlines); `route/*` is the whole pass a write
 //! gets before the nodes' actors (points, time span, the split into per-shard bodies) in each
 //! routing mode. Run with `cargo bench --bench routing`.
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use influx_gateway::line_protocol::{lines, LineKind, TagKey};
+use influx_gateway::line_protocol::{lines, simd, LineKind, TagKey};
 
 #[path = "shared/workload.rs"]
 mod workload;
@@ -42,6 +45,79 @@ fn scan(c: &mut Criterion) {
     group.finish();
 }
 
+/// Bodies that stress the scanner: the benchmark's, lines of 200 tags, names full of escapes,
+/// and string fields holding newlines.
+fn pathological() -> Vec<(&'static str, Bytes)> {
+    let long: String = (0..200)
+        .map(|l| {
+            let tags: String = (0..200).map(|t| format!(",tag{t}=value{l}")).collect();
+            format!("wide{tags} v=1 {l}\n")
+        })
+        .collect();
+    let escaped: String = (0..5_000)
+        .map(|i| format!("a\\ b\\,c\\ d\\ e{i},host=h\\ {i} v=1 {i}\n"))
+        .collect();
+    let quoted: String = (0..5_000)
+        .map(|i| format!("log,host=h{i} msg=\"line one\nline two, and = three\" {i}\n"))
+        .collect();
+    vec![
+        ("benchmark batch", batch()),
+        ("200 tags a line", Bytes::from(long)),
+        ("escaped names", Bytes::from(escaped)),
+        ("quoted newlines", Bytes::from(quoted)),
+    ]
+}
+
+/// The name-end probe of the scanner, SSE2 against the byte loop it replaced, at every line start
+/// of each body; and the whole scan of each body for scale.
+fn name_end(c: &mut Criterion) {
+    let customer = TagKey::new("customer_id");
+    let mut group = c.benchmark_group("name end");
+    for (name, body) in pathological() {
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(memchr_newlines(&body))
+            .filter(|&s| s + 16 <= body.len())
+            .collect();
+        group.throughput(Throughput::Elements(starts.len() as u64));
+        let chunk = |s: usize| -> &[u8; 16] { body[s..s + 16].try_into().unwrap_or(&[0; 16]) };
+        group.bench_with_input(BenchmarkId::new("simd", name), &starts, |b, starts| {
+            b.iter(|| {
+                starts
+                    .iter()
+                    .map(|&s| simd::separators(chunk(s)).trailing_zeros())
+                    .sum::<u32>()
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("scalar", name), &starts, |b, starts| {
+            b.iter(|| {
+                starts
+                    .iter()
+                    .map(|&s| simd::scalar(chunk(s)).trailing_zeros())
+                    .sum::<u32>()
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("whole scan", name), &body, |b, body| {
+            b.iter(|| {
+                lines(body)
+                    .filter_map(|l| match l.kind {
+                        LineKind::Point(key) => key.tag_value(&customer).map(|v| v.raw().len()),
+                        _ => None,
+                    })
+                    .sum::<usize>()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Where each line after the first starts.
+fn memchr_newlines(body: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    body.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .map(|(i, _)| i + 1)
+}
+
 fn route(c: &mut Criterion) {
     let body = batch();
     let modes = modes();
@@ -55,5 +131,5 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan, route);
+criterion_group!(benches, scan, name_end, route);
 criterion_main!(benches);

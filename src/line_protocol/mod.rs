@@ -23,6 +23,7 @@
 //! left for the node to report in its own words: the router needs only the measurement and one tag.
 
 mod scan;
+pub mod simd;
 
 pub use scan::{Scan, TimeSpan, Timestamps};
 
@@ -142,8 +143,8 @@ pub struct TagKey {
     name: String,
     /// `name=`, when the name holds nothing line protocol escapes in a tag key, no backslash, and
     /// no quote (whose escaping differs between the parts of a line): every line then writes it
-    /// the same way, and one substring search finds its pair.
-    written: Option<Box<memchr::memmem::Finder<'static>>>,
+    /// the same way, and the start of its pair is those bytes.
+    written: Option<Box<[u8]>>,
 }
 
 impl TagKey {
@@ -154,8 +155,7 @@ impl TagKey {
             .any(|b| matches!(b, b',' | b'=' | b' ' | b'\\' | b'"'));
         TagKey {
             name: name.to_owned(),
-            written: plain
-                .then(|| Box::new(memchr::memmem::Finder::new(&format!("{name}=")).into_owned())),
+            written: plain.then(|| format!("{name}=").into_bytes().into_boxed_slice()),
         }
     }
 
@@ -312,8 +312,19 @@ fn key_bounds(text: &[u8]) -> (usize, usize) {
         return (start, start);
     }
     let key = without_cr(&text[start..]);
-    // Names are short: a byte loop finds their end before a SIMD search is set up.
-    let name_end = match key.iter().position(|&b| b == b',' || b == b' ') {
+    // Names are short: one 16-byte compare finds nearly every one's end, where memchr's setup
+    // would cost more than the search.
+    let first = match key.first_chunk::<16>() {
+        Some(chunk) => match simd::separators(chunk) {
+            0 => key[16..]
+                .iter()
+                .position(|&b| b == b',' || b == b' ')
+                .map(|i| i + 16),
+            mask => Some(mask.trailing_zeros() as usize),
+        },
+        None => key.iter().position(|&b| b == b',' || b == b' '),
+    };
+    let name_end = match first {
         Some(i) if i == 0 || key[i - 1] != b'\\' => i,
         Some(i) => unescaped_position(key, i + 1, b',', b' '),
         None => key.len(),
@@ -333,6 +344,54 @@ pub fn blanks(text: &[u8]) -> usize {
 #[inline]
 fn without_cr(text: &[u8]) -> &[u8] {
     text.strip_suffix(b"\r").unwrap_or(text)
+}
+
+/// `text.starts_with(prefix)` for a short prefix, without a call to `memcmp`: a prefix of 8 to 16
+/// bytes is compared as two overlapping words.
+#[inline]
+fn starts_with(text: &[u8], prefix: &[u8]) -> bool {
+    let Some(head) = text.get(..prefix.len()) else {
+        return false;
+    };
+    match (
+        head.first_chunk::<8>().zip(head.last_chunk::<8>()),
+        prefix.first_chunk::<8>().zip(prefix.last_chunk::<8>()),
+    ) {
+        (Some((a, b)), Some((c, d))) if prefix.len() <= 16 => {
+            u64::from_ne_bytes(*a) == u64::from_ne_bytes(*c)
+                && u64::from_ne_bytes(*b) == u64::from_ne_bytes(*d)
+        }
+        _ => head == prefix,
+    }
+}
+
+/// The first index at or after `from` whose byte is `,` or ` ` and not escaped (not preceded by a
+/// backslash), or the length: [`unescaped_position`] for the separators of a series key, 16 bytes
+/// at a time, as its parts are short.
+fn unescaped_separator(text: &[u8], from: usize) -> usize {
+    let mut at = from;
+    loop {
+        let found = match text.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+            Some(chunk) => match simd::separators(chunk) {
+                0 => {
+                    at += 16;
+                    continue;
+                }
+                mask => at + mask.trailing_zeros() as usize,
+            },
+            None => match text
+                .get(at..)
+                .and_then(|t| t.iter().position(|&b| b == b',' || b == b' '))
+            {
+                Some(i) => at + i,
+                None => return text.len(),
+            },
+        };
+        if found == 0 || text[found - 1] != b'\\' {
+            return found;
+        }
+        at = found + 1;
+    }
 }
 
 /// The first index at or after `from` whose byte is `a` or `b` and not escaped (not preceded by a
@@ -366,23 +425,24 @@ impl<'a> SeriesKey<'a> {
         let Some((b',', tags)) = self.rest.split_first() else {
             return None;
         };
-        let section = &tags[..unescaped_position(tags, 0, b' ', b' ')];
-        let mut from = 0;
-        while let Some(found) = written.find(&section[from..]) {
-            let at = from + found;
-            // Only where a pair starts: the section's start, or just after an unescaped comma (an
-            // unescaped comma always ends a pair). The key holds no backslash, so the `=` that
-            // follows it is the pair's first unescaped one.
-            if at == 0 || (section[at - 1] == b',' && (at < 2 || section[at - 2] != b'\\')) {
-                let start = at + written.needle().len();
+        // Pair by pair: an unescaped comma always ends a pair and an unescaped space the tags,
+        // and each is found 16 bytes at a time. The key holds no backslash, so a pair whose
+        // first bytes are `key=` is its pair.
+        let mut pair = 0;
+        loop {
+            if starts_with(&tags[pair..], written) {
+                let start = pair + written.len();
                 return Some(Escaped {
-                    text: &section[start..unescaped_position(section, start, b',', b',')],
+                    text: &tags[start..unescaped_separator(tags, start)],
                     part: Part::Tag,
                 });
             }
-            from = at + 1;
+            let end = unescaped_separator(tags, pair);
+            match tags.get(end) {
+                Some(b',') => pair = end + 1,
+                _ => return None,
+            }
         }
-        None
     }
 
     /// The value of tag `key` (compared to the unescaped key), if the point has it.
@@ -664,7 +724,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn the_tag_walk_finds_what_the_searches_found(
-            rest in "[,=\\\\ ab]{0,24}",
+            rest in "[,=\\\\ ab]{0,48}",
             key in "[=\\\\ ab]{0,3}",
         ) {
             let key_of = SeriesKey { measurement: b"m", rest: rest.as_bytes() };
@@ -679,6 +739,46 @@ mod tests {
                 key,
                 rest
             );
+        }
+    }
+
+    /// [`key_bounds`] as it was, a byte at a time.
+    fn key_bounds_by_bytes(text: &[u8]) -> (usize, usize) {
+        let start = blanks(text);
+        if matches!(text.get(start), None | Some(b'#' | b',')) {
+            return (start, start);
+        }
+        let key = without_cr(&text[start..]);
+        let name_end = match key.iter().position(|&b| b == b',' || b == b' ') {
+            Some(i) if i == 0 || key[i - 1] != b'\\' => i,
+            Some(i) => unescaped_position(key, i + 1, b',', b' '),
+            None => key.len(),
+        };
+        (start, start + name_end)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_name_end_is_found_as_a_byte_loop_finds_it(
+            text in proptest::collection::vec(
+                proptest::sample::select(b" \t\0#,\r\\=ax".to_vec()), 0..48
+            ),
+            plain_run in 0usize..24,
+        ) {
+            // A run of name bytes first, so that ends on both sides of 16 are common.
+            let mut line = vec![b'n'; plain_run];
+            line.extend_from_slice(&text);
+            proptest::prop_assert_eq!(key_bounds(&line), key_bounds_by_bytes(&line), "{:?}", line);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_short_prefix_is_compared_as_starts_with_compares_it(
+            text in proptest::collection::vec(proptest::sample::select(b"ab".to_vec()), 0..24),
+            prefix in proptest::collection::vec(proptest::sample::select(b"ab".to_vec()), 0..20),
+        ) {
+            proptest::prop_assert_eq!(starts_with(&text, &prefix), text.starts_with(&prefix));
         }
     }
 

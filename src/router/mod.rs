@@ -39,12 +39,12 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub use self::layout::{Layout, ALL};
 use self::{
-    recent::RecentPlacements,
+    recent::Recent,
     resolve::{Matcher, Route, Target},
     split::Split,
 };
 use crate::{
-    line_protocol::{self, LineError, LineKind, Scan, SeriesKey, TagKey, TimeSpan},
+    line_protocol::{self, Escaped, LineError, LineKind, Scan, SeriesKey, TagKey, TimeSpan},
     node::NodeId,
 };
 
@@ -72,6 +72,9 @@ impl Shard {
         }
     }
 }
+
+/// A tag value's shard, with the shards it was picked among.
+type TagShard<'r> = (&'r [ShardId], ShardId);
 
 /// Where the points of one measurement go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,27 +242,45 @@ impl Router {
         best.map_or(0, |(_, shard)| shard)
     }
 
-    /// The shard a point goes to once its measurement's placement is known.
-    fn shard_of_point(&self, placement: Placement<'_>, key: &SeriesKey<'_>) -> ShardId {
+    /// The shard a point goes to once its measurement's placement is known; a tag value's shard
+    /// is remembered in `values` for the rest of the write.
+    fn shard_of_point<'b, 'r>(
+        &'r self,
+        placement: Placement<'r>,
+        key: &SeriesKey<'b>,
+        values: &mut Recent<'b, TagShard<'r>>,
+    ) -> ShardId {
         match placement {
             Placement::Shard(shard) => shard,
-            Placement::ByTag { key: tag, shards } => {
-                let hash = match key.tag_value(tag) {
-                    // Nothing escaped: the bytes as written are the value, hashed in one call
-                    // (the digest is the streaming hasher's, without setting one up per point).
-                    Some(value) if memchr::memchr(b'\\', value.raw()).is_none() => {
-                        xxh3_64(value.raw())
+            Placement::ByTag { key: tag, shards } => match key.tag_value(tag) {
+                Some(value) => {
+                    let (among, shard) = values.get_or_insert(value.raw(), || {
+                        (shards, self.shard_of_value(shards, value))
+                    });
+                    // Picked among other shards: the same value under another route.
+                    if std::ptr::eq(among, shards) {
+                        shard
+                    } else {
+                        self.shard_of_value(shards, value)
                     }
-                    Some(value) => {
-                        let mut hasher = Xxh3::new();
-                        update_bytes(&mut hasher, value.bytes());
-                        hasher.digest()
-                    }
-                    None => xxh3_64(b""),
-                };
-                self.pick(hash, shards)
-            }
+                }
+                None => self.pick(xxh3_64(b""), shards),
+            },
         }
+    }
+
+    /// The shard of `shards` a tag value picks.
+    fn shard_of_value(&self, shards: &[ShardId], value: Escaped<'_>) -> ShardId {
+        let hash = if memchr::memchr(b'\\', value.raw()).is_none() {
+            // Nothing escaped: the bytes as written are the value, hashed in one call (the
+            // digest is the streaming hasher's, without setting one up per point).
+            xxh3_64(value.raw())
+        } else {
+            let mut hasher = Xxh3::new();
+            update_bytes(&mut hasher, value.bytes());
+            hasher.digest()
+        };
+        self.pick(hash, shards)
     }
 
     /// Splits a write for database `db`, its timestamps in `precision` (`/write`'s parameter),
@@ -307,13 +328,14 @@ impl Router {
                     .collect()
             })
             .collect();
-        let mut recent = RecentPlacements::default();
+        let mut recent = Recent::default();
+        let mut values = Recent::default();
         let mut routed = self.split(db, body, precision, |key, before| {
             let measurement = key.measurement();
             let placement = recent.get_or_insert(measurement.raw(), || {
                 current.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
             });
-            !covered[before][current.shard_of_point(placement, key)]
+            !covered[before][current.shard_of_point(placement, key, &mut values)]
         });
         routed.unroutable.clear();
         routed
@@ -329,7 +351,8 @@ impl Router {
         mut keep: impl FnMut(&SeriesKey<'b>, ShardId) -> bool,
     ) -> Routed<'_> {
         let mut split = Split::new(self.shards.len(), precision);
-        let mut recent = RecentPlacements::default();
+        let mut recent = Recent::default();
+        let mut values = Recent::default();
         let mut lines = line_protocol::lines(body);
         for line in lines.by_ref() {
             match &line.kind {
@@ -339,7 +362,7 @@ impl Router {
                     let placement = recent.get_or_insert(measurement.raw(), || {
                         self.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
                     });
-                    let shard = self.shard_of_point(placement, key);
+                    let shard = self.shard_of_point(placement, key, &mut values);
                     if keep(key, shard) {
                         split.push(body, &line, shard);
                     } else {
@@ -686,6 +709,44 @@ mod tests {
         let routed = r.route("db", &Bytes::from_static(b",bad v=2"), None);
         assert!(routed.batches.is_empty());
         assert_eq!(routed.unroutable.len(), 1);
+    }
+
+    #[test]
+    fn one_tag_value_under_two_routes_is_placed_by_each_routes_shards() {
+        let r = router(
+            "shards:\n  - {name: s1, replicas: [influx1]}\n  - {name: s2, replicas: [influx2]}\n  - {name: s3, replicas: [influx3, influx4]}\nroutes:\n  - {measurement: a, by_tag: host, shards: [s1, s2]}\n  - {measurement: b, by_tag: host, shards: [s2, s3]}\n",
+        );
+        let hosts: Vec<String> = (0..40).map(|i| format!("h{i}")).collect();
+        let body: String = hosts
+            .iter()
+            .flat_map(|h| [format!("a,host={h} v=1 1\n"), format!("b,host={h} v=1 1\n")])
+            .collect();
+        let routed = r.route("db", &Bytes::from(body), None);
+        let mut expected: Vec<String> = vec![String::new(); 3];
+        for h in &hosts {
+            expected[r.shard_for_tag(&[0, 1], h)].push_str(&format!("a,host={h} v=1 1\n"));
+            expected[r.shard_for_tag(&[1, 2], h)].push_str(&format!("b,host={h} v=1 1\n"));
+        }
+        let mut got: Vec<String> = vec![String::new(); 3];
+        for batch in &routed.batches {
+            let shard = r
+                .shards()
+                .iter()
+                .position(|s| s.name == batch.shard.name)
+                .unwrap();
+            got[shard] = String::from_utf8(batch.body.to_vec()).unwrap();
+        }
+        // Each shard's lines in body order: sort both sides' lines to compare the sets.
+        let lines = |s: &[String]| -> Vec<Vec<String>> {
+            s.iter()
+                .map(|b| {
+                    let mut l: Vec<String> = b.lines().map(str::to_owned).collect();
+                    l.sort();
+                    l
+                })
+                .collect()
+        };
+        assert_eq!(lines(&got), lines(&expected));
     }
 
     #[test]

@@ -1,20 +1,18 @@
-//! The placements of the measurements a write has just used, so that each line is placed
-//! without matching the routes or hashing its name again.
+//! What a write has just decided for a name as written (a measurement's placement, a tag value's
+//! shard), so that each line is placed without matching the routes or hashing a name again.
 
-use super::Placement;
-
-/// The placements of the last few measurements of a write, by their name as written: a batch
-/// usually cycles through a handful of measurements, and matching the routes (maybe a regex) or
-/// hashing the name again for every line would cost more than the rest of the routing. A fixed
-/// table in which each name may sit in one of two slots chosen by its hash, so that a line
-/// compares its name at most twice and a handful of names rarely evict each other: nothing is
-/// allocated per write or per line.
-pub(super) struct RecentPlacements<'b, 'r> {
-    entries: [Option<(NameKey<'b>, Placement<'r>)>; RECENT_PLACEMENTS],
+/// What was decided for the last few names of a write, by the name as written: a batch usually
+/// cycles through a handful of measurements and tag values, and matching the routes (maybe a
+/// regex) or hashing the name again for every line would cost more than the rest of the routing.
+/// A fixed table in which each name may sit in one of two slots chosen by its hash, so that a
+/// line compares its name at most twice and a handful of names rarely evict each other: nothing
+/// is allocated per write or per line.
+pub(super) struct Recent<'b, V> {
+    entries: [Option<(NameKey<'b>, V)>; RECENT],
 }
 
-/// Slots of [`RecentPlacements`]: 64 = 2^6, so a hash gives two slots of six bits each.
-const RECENT_PLACEMENTS: usize = 64;
+/// Slots of [`Recent`]: 64 = 2^6, so a hash gives two slots of six bits each.
+const RECENT: usize = 64;
 
 /// A measurement name as written, with its first and last eight bytes as words (overlapping when
 /// it is shorter than 16; a name shorter than 8 is folded into one word, a byte at a time, which
@@ -55,45 +53,37 @@ impl<'b> NameKey<'b> {
     }
 }
 
-impl Default for RecentPlacements<'_, '_> {
+impl<V: Copy> Default for Recent<'_, V> {
     fn default() -> Self {
-        RecentPlacements {
-            entries: [None; RECENT_PLACEMENTS],
+        Recent {
+            entries: [None; RECENT],
         }
     }
 }
 
-impl<'b, 'r> RecentPlacements<'b, 'r> {
-    /// The placement of the measurement called `name` as written; `placement` computes it when
-    /// it is not remembered.
+impl<'b, V: Copy> Recent<'b, V> {
+    /// What was decided for `name` as written; `decide` decides it when it is not remembered.
     // Called for every line from another module (another codegen unit): without the hint it
     // would not be inlined into the line loop.
     #[inline]
-    pub(super) fn get_or_insert(
-        &mut self,
-        name: &'b [u8],
-        placement: impl FnOnce() -> Placement<'r>,
-    ) -> Placement<'r> {
+    pub(super) fn get_or_insert(&mut self, name: &'b [u8], decide: impl FnOnce() -> V) -> V {
         let key = NameKey::new(name);
         let hash = key.hash();
-        let slots = [
-            (hash >> 58) as usize,
-            (hash >> 52) as usize % RECENT_PLACEMENTS,
-        ];
+        let slots = [(hash >> 58) as usize, (hash >> 52) as usize % RECENT];
         for slot in slots {
-            if let Some((known, placement)) = &self.entries[slot] {
+            if let Some((known, decided)) = &self.entries[slot] {
                 if known.same(&key) {
-                    return *placement;
+                    return *decided;
                 }
             }
         }
-        let placement = placement();
+        let decided = decide();
         let slot = slots
             .into_iter()
             .find(|&slot| self.entries[slot].is_none())
             .unwrap_or(slots[0]);
-        self.entries[slot] = Some((key, placement));
-        placement
+        self.entries[slot] = Some((key, decided));
+        decided
     }
 }
 
