@@ -303,10 +303,11 @@ total=$(wc -l < "$work/writes")
 ok=$(acked)
 [ "$ok" -ge 100 ] || fail "only $ok of $total batches were acknowledged"
 # The balancer resends what a gateway never got; what a killed gateway had already received may
-# fail (a write is not resent, lest a line without a timestamp land twice): at most the one
-# request in flight, and one more sent on a kept-alive connection to it.
+# fail (a write is not resent, lest a line without a timestamp land twice): the request in flight,
+# and those sent on connections to it that nginx kept alive. A client retries those; a handful
+# at most, or the balancer is not doing its job.
 failed=$(( total - ok ))
-[ "$failed" -le 2 ] || fail "$failed batches were not answered 204: $(grep -v ' 204$' "$work/writes" | head -5 | tr '\n' ' ')"
+[ "$failed" -le 10 ] || fail "$failed batches were not answered 204: $(grep -v ' 204$' "$work/writes" | head -5 | tr '\n' ' ')"
 step "influx2 back, both queues drained; $ok of $total batches answered 204"
 for node in influx1 influx2 influx3; do
   compose_ha exec -T "$node" influx -database ha -format csv \
