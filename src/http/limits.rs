@@ -144,7 +144,7 @@ where
                 let forwarded = req
                     .headers()
                     .get_all("x-forwarded-for")
-                    .filter_map(|v| v.to_str().ok());
+                    .map(|v| v.as_bytes());
                 let client = client_address(
                     req.peer_addr().map(|a| a.ip()),
                     forwarded,
@@ -173,29 +173,45 @@ where
 /// The address a request is counted by: its peer's, or, when the peer is a trusted proxy, the
 /// nearest address of `X-Forwarded-For` (`forwarded`, its header lines in order) that is not one.
 /// Only trusted proxies' words are taken: a client naming itself anything in the header is still
-/// counted by the address the trusted proxy appended.
+/// counted by the address the trusted proxy appended. IPv4 addresses mapped into IPv6 (a
+/// dual-stack listener's peers) count as the IPv4 address.
 fn client_address<'h>(
     peer: Option<IpAddr>,
-    forwarded: impl DoubleEndedIterator<Item = &'h str>,
+    forwarded: impl DoubleEndedIterator<Item = &'h [u8]>,
     trusted: &[IpAddr],
 ) -> Option<IpAddr> {
-    let mut client = peer?;
-    if !trusted.contains(&client) {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *address);
+    let mut client = peer?.to_canonical();
+    if !is_trusted(&client) {
         return Some(client);
     }
-    for hop in forwarded.rev().flat_map(|line| line.rsplit(',')) {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(address) => {
+    // Hop by hop from the right, so that bytes a client put at the header's start never hide
+    // what the proxies appended.
+    for hop in forwarded.rev().flat_map(|line| line.rsplit(|&b| b == b',')) {
+        match hop_address(hop) {
+            Some(address) => {
                 client = address;
-                if !trusted.contains(&address) {
+                if !is_trusted(&address) {
                     break;
                 }
             }
             // An address a trusted proxy did not write: the last one it did is the client.
-            Err(_) => break,
+            None => break,
         }
     }
     Some(client)
+}
+
+/// One `X-Forwarded-For` hop as an address: `1.2.3.4`, `2001:db8::1`, and the forms some proxies
+/// write with a port or brackets (`1.2.3.4:5678`, `[2001:db8::1]:443`).
+fn hop_address(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    let address = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(address.to_canonical())
 }
 
 #[cfg(test)]
@@ -207,7 +223,7 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
         let client = |peer: &str, lines: &[&str]| {
-            client_address(Some(ip(peer)), lines.iter().copied(), &trusted)
+            client_address(Some(ip(peer)), lines.iter().map(|l| l.as_bytes()), &trusted)
         };
         // Not a proxy: its own address, whatever it says.
         assert_eq!(
@@ -235,6 +251,32 @@ mod tests {
             Some(ip("10.0.0.2"))
         );
         assert_eq!(client_address(None, [].into_iter(), &trusted), None);
+        // Ports and brackets, an IPv4 proxy seen through a dual-stack listener, and bytes that
+        // are not text on the client's side of the header.
+        assert_eq!(
+            client("10.0.0.1", &["198.51.100.1:5678"]),
+            Some(ip("198.51.100.1"))
+        );
+        assert_eq!(
+            client("10.0.0.1", &["[2001:db8::1]:443"]),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            client("10.0.0.1", &["[2001:db8::1]"]),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            client("::ffff:10.0.0.1", &["::ffff:198.51.100.1"]),
+            Some(ip("198.51.100.1"))
+        );
+        assert_eq!(
+            client_address(
+                Some(ip("10.0.0.1")),
+                [&b"\xff, 198.51.100.1"[..]].into_iter(),
+                &trusted
+            ),
+            Some(ip("198.51.100.1"))
+        );
     }
 
     fn limits(total: usize, per_client: usize) -> LimitsConfig {

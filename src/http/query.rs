@@ -87,6 +87,13 @@ pub async fn query(
     // One placement for the whole request: a move that ends meanwhile changes the next one's.
     let reads = gateway.layouts().reads();
     let router: &Router = &reads;
+    if matches!(classified, Classified::Unknown) && gateway.layouts().current().is_sharded() {
+        // What the nodes would do with it depends on where data lives, and the gateway cannot
+        // read it (the planner says the same of the layout reads follow).
+        return Err(refused(ApiError::bad_request(
+            query::planner::UNREAD_ON_SHARDS,
+        )));
+    }
     if reads.is_earlier()
         && (router.is_sharded() || gateway.layouts().current().is_sharded())
         && writes_back(&classified)

@@ -108,6 +108,10 @@ impl<'q> Classified<'q> {
     }
 }
 
+/// Why a `q` the gateway cannot read (in a multipart body) is refused on a sharded cluster.
+pub const UNREAD_ON_SHARDS: &str = "on a sharded cluster the gateway must read q to route it: \
+    send it as a URL parameter or a form field, not in a multipart body";
+
 /// Plans a query for database `db` (the request's `db`, if any).
 ///
 /// Broadcast: any mutation; any statement the classifier does not know; a query that does not lex
@@ -118,11 +122,7 @@ pub fn plan<'q>(q: Classified<'q>, router: &Router, db: Option<&str>) -> Plan<'q
         Classified::Statements(statements) => statements,
         Classified::Absent => return Plan::Read { shard: None },
         Classified::Unknown if router.is_sharded() => {
-            return Plan::Refused(
-                "on a sharded cluster the gateway must read q to route it: send it as a URL \
-                 parameter or a form field, not in a multipart body"
-                    .to_owned(),
-            )
+            return Plan::Refused(UNREAD_ON_SHARDS.to_owned())
         }
         Classified::Unknown | Classified::Unlexable(_) => return Plan::Broadcast { statements: 1 },
     };
