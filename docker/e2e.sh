@@ -200,6 +200,11 @@ g2_port=$(free_port)
 # Each gateway is published too, only so that this test can read each one's /health.
 cat > "$ha_override" <<EOF
 version: "3.7"
+x-gateway-build: &gateway-build
+  context: .
+  args:
+    RUST_IMAGE: $BUILDER
+    RUNTIME_IMAGE: $BASE
 services:
   balancer:
     build:
@@ -208,20 +213,12 @@ services:
         BASE_IMAGE: $BASE
   gateway1:
     image: influx-gateway:e2e
-    build:
-      context: .
-      args:
-        RUST_IMAGE: $BUILDER
-        RUNTIME_IMAGE: $BASE
+    build: *gateway-build
     ports:
       - "127.0.0.1:$g1_port:8080"
   gateway2:
     image: influx-gateway:e2e
-    build:
-      context: .
-      args:
-        RUST_IMAGE: $BUILDER
-        RUNTIME_IMAGE: $BASE
+    build: *gateway-build
     ports:
       - "127.0.0.1:$g2_port:8080"
 EOF

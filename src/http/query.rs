@@ -87,17 +87,15 @@ pub async fn query(
     // One placement for the whole request: a move that ends meanwhile changes the next one's.
     let reads = gateway.layouts().reads();
     let router: &Router = &reads;
-    if matches!(classified, Classified::Unknown) && gateway.layouts().current().is_sharded() {
+    let sharded = gateway.layouts().current().is_sharded();
+    if matches!(classified, Classified::Unknown) && sharded {
         // What the nodes would do with it depends on where data lives, and the gateway cannot
         // read it (the planner says the same of the layout reads follow).
         return Err(refused(ApiError::bad_request(
             query::planner::UNREAD_ON_SHARDS,
         )));
     }
-    if reads.is_earlier()
-        && (router.is_sharded() || gateway.layouts().current().is_sharded())
-        && writes_back(&classified)
-    {
+    if reads.is_earlier() && (router.is_sharded() || sharded) && writes_back(&classified) {
         // Computed by each node from its own data: right only once the data is where the
         // configured routes put it.
         return Err(refused(ApiError::new(

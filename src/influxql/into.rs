@@ -8,7 +8,7 @@
 use super::{
     classify::Statement,
     lexer::{Token, TokenKind},
-    sources::{identifier, on_database, source_list, top_level_from, Source},
+    sources::{identifier, on_database, source_list, top_level_from, top_level_keyword, Source},
 };
 
 /// The sources and target of a statement that writes query results back.
@@ -69,7 +69,7 @@ pub fn write_back(statement: &Statement<'_>) -> Option<Result<WriteBack, Unreada
 
 fn read(on: Option<String>, select: &[Token<'_>]) -> Result<WriteBack, Unreadable> {
     let from = top_level_from(select).ok_or(Unreadable::Sources)?;
-    let into = top_level_into(&select[..from]).ok_or_else(|| {
+    let into = top_level_keyword(&select[..from], "INTO").ok_or_else(|| {
         if select.iter().any(|t| t.is_keyword("INTO")) {
             Unreadable::NestedInto
         } else {
@@ -83,19 +83,6 @@ fn read(on: Option<String>, select: &[Token<'_>]) -> Result<WriteBack, Unreadabl
         Some(_) if !sources.is_empty() => Ok(WriteBack { on, sources, into }),
         _ => Err(Unreadable::Sources),
     }
-}
-
-/// The index of the `INTO` outside parentheses.
-fn top_level_into(tokens: &[Token<'_>]) -> Option<usize> {
-    let mut depth = 0i32;
-    tokens.iter().position(|token| {
-        if token.is_punct("(") {
-            depth += 1;
-        } else if token.is_punct(")") {
-            depth -= 1;
-        }
-        depth == 0 && token.is_keyword("INTO")
-    })
 }
 
 /// `m`, `rp.m`, `db.rp.m`, `db..m`, each with `:MEASUREMENT` in place of `m`.

@@ -106,6 +106,11 @@ pub fn on_database(tokens: &[Token<'_>]) -> Option<String> {
 
 /// The index of the statement's own `FROM` (not a subquery's).
 pub(super) fn top_level_from(tokens: &[Token<'_>]) -> Option<usize> {
+    top_level_keyword(tokens, "FROM")
+}
+
+/// The index of the first `keyword` outside parentheses.
+pub(super) fn top_level_keyword(tokens: &[Token<'_>], keyword: &str) -> Option<usize> {
     let mut depth = 0i32;
     tokens.iter().position(|token| {
         if token.is_punct("(") {
@@ -113,7 +118,7 @@ pub(super) fn top_level_from(tokens: &[Token<'_>]) -> Option<usize> {
         } else if token.is_punct(")") {
             depth -= 1;
         }
-        depth == 0 && token.is_keyword("FROM")
+        depth == 0 && token.is_keyword(keyword)
     })
 }
 

@@ -312,23 +312,7 @@ fn key_bounds(text: &[u8]) -> (usize, usize) {
         return (start, start);
     }
     let key = without_cr(&text[start..]);
-    // Names are short: one 16-byte compare finds nearly every one's end, where memchr's setup
-    // would cost more than the search.
-    let first = match key.first_chunk::<16>() {
-        Some(chunk) => match simd::separators(chunk) {
-            0 => key[16..]
-                .iter()
-                .position(|&b| b == b',' || b == b' ')
-                .map(|i| i + 16),
-            mask => Some(mask.trailing_zeros() as usize),
-        },
-        None => key.iter().position(|&b| b == b',' || b == b' '),
-    };
-    let name_end = match first {
-        Some(i) if i == 0 || key[i - 1] != b'\\' => i,
-        Some(i) => unescaped_position(key, i + 1, b',', b' '),
-        None => key.len(),
-    };
+    let name_end = unescaped_separator(key, 0);
     (start, start + name_end)
 }
 
@@ -366,8 +350,7 @@ fn starts_with(text: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// The first index at or after `from` whose byte is `,` or ` ` and not escaped (not preceded by a
-/// backslash), or the length: [`unescaped_position`] for the separators of a series key, 16 bytes
-/// at a time, as its parts are short.
+/// backslash), or the length; 16 bytes at a time, as a series key's parts are short.
 fn unescaped_separator(text: &[u8], from: usize) -> usize {
     let mut at = from;
     loop {
@@ -392,20 +375,6 @@ fn unescaped_separator(text: &[u8], from: usize) -> usize {
         }
         at = found + 1;
     }
-}
-
-/// The first index at or after `from` whose byte is `a` or `b` and not escaped (not preceded by a
-/// backslash), or the length.
-fn unescaped_position(text: &[u8], from: usize, a: u8, b: u8) -> usize {
-    let mut at = from;
-    while let Some(n) = memchr::memchr2(a, b, &text[at..]) {
-        let i = at + n;
-        if i == 0 || text[i - 1] != b'\\' {
-            return i;
-        }
-        at = i + 1;
-    }
-    text.len()
 }
 
 impl<'a> SeriesKey<'a> {
@@ -740,6 +709,21 @@ mod tests {
                 rest
             );
         }
+    }
+
+    /// The search the scanner made before [`unescaped_separator`]: the first index at or after
+    /// `from` whose byte is `a` or `b` and not escaped (not preceded by a backslash), or the
+    /// length.
+    fn unescaped_position(text: &[u8], from: usize, a: u8, b: u8) -> usize {
+        let mut at = from;
+        while let Some(n) = memchr::memchr2(a, b, &text[at..]) {
+            let i = at + n;
+            if i == 0 || text[i - 1] != b'\\' {
+                return i;
+            }
+            at = i + 1;
+        }
+        text.len()
     }
 
     /// [`key_bounds`] as it was, a byte at a time.

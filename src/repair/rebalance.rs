@@ -219,17 +219,9 @@ impl<'g> Rebalance<'g> {
     /// earlier shard is read, as each holds its own continuous queries; a query goes only where
     /// the configured layout places it.
     async fn meta(&mut self) -> Result<(), CopyError> {
-        let gateway = self.w.gateway;
         let mut sources = Vec::new();
-        for shard in self.from.shards() {
-            let up = gateway
-                .replica_read_order(&shard.replicas)
-                .into_iter()
-                .find(|&n| {
-                    let node = &gateway.nodes()[n];
-                    node.status().state() != NodeState::Down && !node.queue().needs_resync()
-                });
-            let Some(up) = up else {
+        for (b, shard) in self.from.shards().iter().enumerate() {
+            let Some(&up) = self.sources(b).first() else {
                 let why = format!(
                     "no replica of shard {} of the earlier layout is up and complete to read from",
                     shard.name

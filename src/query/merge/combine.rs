@@ -168,13 +168,7 @@ impl Merger {
                 }
             }
         }
-        if !matches!(
-            self.mode,
-            Mode::Show {
-                keep_order: true,
-                ..
-            }
-        ) {
+        if !self.mode.is_schema_list() {
             groups.sort_by(|a, b| {
                 compare_values(a.name.as_ref(), b.name.as_ref())
                     .then_with(|| tag_key(&a.tags).cmp(&tag_key(&b.tags)))
@@ -241,14 +235,7 @@ impl Merger {
             .limit
             .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         rows = rows.into_iter().skip(skip).take(take).collect();
-        let listed_empty = matches!(
-            self.mode,
-            Mode::Show {
-                keep_order: true,
-                ..
-            }
-        );
-        if rows.is_empty() && !listed_empty {
+        if rows.is_empty() && !self.mode.is_schema_list() {
             return None;
         }
         if columns.first().is_some_and(|c| c == "time") {

@@ -105,6 +105,19 @@ enum Mode {
     Wildcard { function: Combine },
 }
 
+impl Mode {
+    /// Whether this is a schema list: kept in creation order, with its empty series.
+    fn is_schema_list(&self) -> bool {
+        matches!(
+            self,
+            Mode::Show {
+                keep_order: true,
+                ..
+            }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pick {
     Min,
