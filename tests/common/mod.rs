@@ -6,11 +6,13 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::Read,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
@@ -40,12 +42,22 @@ pub fn influxd_binary() -> PathBuf {
     })
 }
 
-/// A free TCP port on 127.0.0.1 (released before use; collisions are unlikely, not impossible).
+/// A free TCP port on 127.0.0.1, never one handed out before in this test binary: the port is
+/// released before its user binds it, and the kernel may offer it again meanwhile, so that two
+/// tests running side by side once got the same one (a gateway's bind then failed, and its tests
+/// talked to another test's influxd).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port left that was not handed out already")
 }
 
 /// A real influxd with its own directory and ports.
@@ -562,7 +574,7 @@ pub struct SlowNode {
 
 #[derive(Default)]
 struct SlowState {
-    bodies: std::sync::Mutex<Vec<String>>,
+    bodies: Mutex<Vec<String>>,
     holding: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
 }
