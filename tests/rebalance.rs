@@ -88,6 +88,28 @@ fn gateway_totals(gateway: &Gateway, m: &str) -> (u64, i64) {
     totals(common::series_values(&reply.json()))
 }
 
+/// `(count, sum)` of `v` per measurement, from one statement reading several through the gateway.
+fn gateway_totals_each(gateway: &Gateway, q: &str) -> BTreeMap<String, (u64, i64)> {
+    let reply = gateway.query_ok(DB, q);
+    let answer = reply.json();
+    let series = answer["results"][0]["series"].as_array().cloned();
+    series
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap_or_default().to_owned();
+            let values = s["values"].as_array().cloned().unwrap_or_default();
+            (name, totals(values))
+        })
+        .collect()
+}
+
+/// Statements reading `cpu` and `mem` at once, which may live on different shards.
+const BOTH: [&str; 2] = [
+    "SELECT count(v), sum(v) FROM cpu, mem",
+    "SELECT count(v), sum(v) FROM /^(cpu|mem)$/",
+];
+
 fn node_totals(node: &Influxd, m: &str) -> (u64, i64) {
     totals(node.values(DB, &format!("SELECT count(v), sum(v) FROM {m}")))
 }
@@ -297,6 +319,20 @@ fn a_route_change_moves_the_data_and_no_read_misses_or_doubles_a_point() {
             );
             reads += 1;
         }
+        // A statement reading both at once asks each shard for its own measurements by name:
+        // a node holding copies on their way in must not answer for them.
+        for q in BOTH {
+            let before = acked.load(Ordering::SeqCst);
+            let each = gateway_totals_each(gateway, q);
+            let after = acked.load(Ordering::SeqCst);
+            for m in ["cpu", "mem"] {
+                let (count, _) = each.get(m).copied().unwrap_or_default();
+                assert!(
+                    (before..=after + 20).contains(&count),
+                    "{q}: {m} during the move had {count} points, {before}..={after} acknowledged"
+                );
+            }
+        }
         if !running {
             break;
         }
@@ -314,6 +350,10 @@ fn a_route_change_moves_the_data_and_no_read_misses_or_doubles_a_point() {
     // After: the configured layout holds everything, the old replicas nothing of what moved.
     for m in ["cpu", "mem"] {
         assert_eq!(gateway_totals(gateway, m), expected(0, written)[m], "{m}");
+        for q in BOTH {
+            let each = gateway_totals_each(gateway, q);
+            assert_eq!(each.get(m), Some(&expected(0, written)[m]), "{q}: {m}");
+        }
     }
     assert_placed(&cluster, expected(0, written)["cpu"]);
     let (_, health) = gateway.health();

@@ -221,17 +221,18 @@ fn answers_across_shards_equal_one_influxd_holding_everything() {
 
 #[test]
 fn a_node_serving_two_shards_is_asked_for_each_shards_series_only() {
-    // influx3 is a replica of both shards of `http_requests`: asked for s1, it would answer with
-    // s2's series too. Each read rotates over the replicas, so every statement is asked twice.
+    // influx3 is a replica of both shards: asked for s1, it would answer with s2's series too,
+    // for `http_requests` (spread by a tag), for `FROM cpu, diskio` and for a regex alike. Each
+    // read rotates over the replicas, so every statement is asked twice.
     let setup = setup_with(&["influx1", "influx2", "influx3"], OVERLAPPING);
-    let spread: Vec<String> = statements()
-        .into_iter()
-        .filter(|q| q.starts_with("SELECT") && !q.contains(';'))
-        .filter(|q| q.contains("FROM http_requests "))
-        .collect();
-    assert!(spread.len() >= 20, "{} statements", spread.len());
+    let all = statements();
+    let several = all
+        .iter()
+        .filter(|q| q.contains("FROM cpu, diskio") || q.contains("FROM /"))
+        .count();
+    assert!(all.len() >= 40 && several >= 8, "{} statements", all.len());
     let mut differences = Vec::new();
-    for q in &spread {
+    for q in &all {
         let expected = ask(&setup.oracle.url(), q, None);
         for _ in 0..2 {
             let got = ask(&setup.gateway.url(), q, None);

@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod condition;
+pub mod from;
 pub mod into;
 pub mod lexer;
 pub mod quote;

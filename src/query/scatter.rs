@@ -8,140 +8,20 @@
 //! answers are buffered to be merged, so each is bounded by `query.max_shard_answer_size`; the
 //! merged answer is one JSON document even when `chunked=true` was asked for.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{
-    merge::{self, Epoch, ScatterContext},
-    read::read,
+    merge::{self, ScatterContext},
+    narrow::{Asked, Narrowing},
+    shard_ask::{ask, ClientParams, Cluster, ScatterError},
     Routed, Target,
 };
 use crate::{
-    config::QueryConfig,
     influxql::Statement,
-    influxql::{
-        condition::and_where,
-        quote::{ident, literal},
-        sources::{reads, Measurement, Reads},
-    },
-    node::{ForwardedQuery, NodeHandle, NodeId},
-    router::{Placement, Router, ShardId},
+    node::NodeId,
+    router::{Router, ShardId},
 };
-
-/// What a scattered query needs of the running gateway.
-pub trait Cluster {
-    /// The nodes, in configuration order.
-    fn nodes(&self) -> &[NodeHandle];
-    /// `query:` settings.
-    fn query_config(&self) -> &QueryConfig;
-    /// The nodes to try for the next read of any node, best first.
-    fn next_read_order(&self) -> Vec<NodeId>;
-    /// Of `replicas`, the nodes to try for the next read, best first.
-    fn replica_read_order(&self, replicas: &[NodeId]) -> Vec<NodeId>;
-    /// Whether a node may hold series its shards do not place on it (data is moving).
-    fn strays_possible(&self) -> bool;
-}
-
-/// Parameters the gateway sets itself on each statement it sends.
-const OWN_PARAMS: [&str; 5] = ["q", "epoch", "chunked", "chunk_size", "pretty"];
-
-/// Why a scattered query could not be answered at all.
-#[derive(Debug, thiserror::Error)]
-pub enum ScatterError {
-    /// No replica of a shard could answer.
-    #[error("shard {shard:?}: {reason}")]
-    Unavailable {
-        /// The shard.
-        shard: String,
-        /// What went wrong with each replica.
-        reason: String,
-    },
-    /// A shard's answer was larger than the gateway may hold to merge it.
-    #[error("shard {shard:?} answered more than {limit} bytes, too much to merge; narrow the query (time range, LIMIT)")]
-    TooLarge {
-        /// The shard.
-        shard: String,
-        /// The bound, in bytes.
-        limit: u64,
-    },
-    /// The whole query was refused by a node (a parse error, bad credentials): its answer, as is.
-    #[error("refused by the node")]
-    Refused {
-        /// HTTP status of the node's answer.
-        status: u16,
-        /// The node's body.
-        body: Bytes,
-    },
-}
-
-/// What the client asked for, besides `q`.
-pub struct ClientParams {
-    /// Every parameter of the request (URL and form body), in order, minus the gateway's own.
-    pub passed: Vec<(String, String)>,
-    /// The client's `epoch`.
-    pub epoch: Epoch,
-    /// Whether the client asked for indented JSON.
-    pub pretty: bool,
-    /// The client's `Authorization` header.
-    pub authorization: Option<actix_web::http::header::HeaderValue>,
-}
-
-impl ClientParams {
-    /// Reads the parameters of a `/query` request: the URL's, then a form body's.
-    pub fn new(
-        query_string: &str,
-        form_body: Option<&[u8]>,
-        authorization: Option<actix_web::http::header::HeaderValue>,
-    ) -> Self {
-        let mut all: Vec<(String, String)> = Vec::new();
-        // Go's FormValue: a form body's values come first.
-        if let Some(body) = form_body {
-            all.extend(url::form_urlencoded::parse(body).into_owned());
-        }
-        all.extend(url::form_urlencoded::parse(query_string.as_bytes()).into_owned());
-        let first = |key: &str| all.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-        let epoch = Epoch::parse(first("epoch"));
-        let pretty = first("pretty") == Some("true");
-        let passed = all
-            .iter()
-            .filter(|(k, _)| !OWN_PARAMS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        ClientParams {
-            passed,
-            epoch,
-            pretty,
-            authorization,
-        }
-    }
-
-    /// The request for one statement: a form POST with `q` and, when set, `epoch`.
-    pub fn request(&self, q: &str, epoch: Option<&str>) -> ForwardedQuery {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &self.passed {
-            form.append_pair(k, v);
-        }
-        form.append_pair("q", q);
-        if let Some(epoch) = epoch {
-            form.append_pair("epoch", epoch);
-        }
-        let mut headers = vec![(
-            actix_web::http::header::CONTENT_TYPE,
-            actix_web::http::header::HeaderValue::from_static("application/x-www-form-urlencoded"),
-        )];
-        if let Some(auth) = &self.authorization {
-            headers.push((actix_web::http::header::AUTHORIZATION, auth.clone()));
-        }
-        ForwardedQuery {
-            method: actix_web::http::Method::POST,
-            query_string: String::new(),
-            headers,
-            body: Bytes::from(form.finish()),
-        }
-    }
-}
 
 /// Answers `statements` of query `q`, planned with `router`; the body is InfluxDB's JSON.
 pub async fn scatter(
@@ -238,128 +118,36 @@ async fn answer(
                 }
             };
             let request = params.request(&plan.text, Some("ns"));
-            // A node that holds series of other shards too would answer for them as well: each
-            // shard is then asked for its own series by name.
-            let narrowed = spread(&routed.statement, router, params)
-                .filter(|_| gateway.strays_possible() || overlapping(router, shards));
+            let narrowing = (gateway.strays_possible() || overlapping(router, shards))
+                .then(|| Narrowing::of(&routed.statement, &plan.text, params))
+                .flatten();
             let asked = shards.iter().zip(&names).map(|(&shard, name)| {
                 let order = gateway.replica_read_order(&router.shards()[shard].replicas);
-                let (request, text, narrowed) = (&request, &plan.text, &narrowed);
+                let (request, narrowing) = (&request, &narrowing);
                 async move {
-                    let Some(spread) = narrowed else {
-                        return ask(gateway, http, &order, name, request).await;
+                    let Some(narrowing) = narrowing else {
+                        return Ok(vec![ask(gateway, http, &order, name, request).await?]);
                     };
-                    let condition =
-                        spread.condition(gateway, router, http, &order, name, params, shard);
-                    let own = match and_where(text, &condition.await?) {
-                        Some(text) => params.request(&text, Some("ns")),
-                        None => request.clone(),
+                    let asked = Asked {
+                        gateway,
+                        router,
+                        http,
+                        params,
+                        order: &order,
+                        name,
+                        shard,
                     };
-                    ask(gateway, http, &order, name, &own).await
+                    let requests = narrowing.requests(&asked).await?;
+                    let answers = requests
+                        .iter()
+                        .map(|request| ask(gateway, http, &order, name, request));
+                    futures_util::future::try_join_all(answers).await
                 }
             });
-            let answers = futures_util::future::join_all(asked).await;
-            let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+            let answers = futures_util::future::try_join_all(asked).await?;
+            let answers = answers.into_iter().flatten().collect();
             Ok(plan.merger.merge(answers, params.epoch))
         }
-    }
-}
-
-/// A statement's one source, a measurement spread over shards by a tag.
-struct Spread {
-    db: String,
-    measurement: String,
-    key: String,
-    /// The shards it is spread over.
-    shards: Vec<ShardId>,
-}
-
-/// The spread measurement `statement` reads, when it reads exactly one.
-fn spread(statement: &Statement<'_>, router: &Router, params: &ClientParams) -> Option<Spread> {
-    let Reads::Sources {
-        on,
-        sources,
-        subquery: false,
-    } = reads(statement)
-    else {
-        return None;
-    };
-    let [source] = sources.as_slice() else {
-        return None;
-    };
-    let Measurement::Name(measurement) = &source.measurement else {
-        return None;
-    };
-    let db = source.db.clone().or(on).or_else(|| {
-        params
-            .passed
-            .iter()
-            .find(|(k, _)| k == "db")
-            .map(|(_, v)| v.clone())
-    })?;
-    match router.placement(&db, measurement) {
-        Placement::ByTag { key, shards } => Some(Spread {
-            key: key.name().to_owned(),
-            shards: shards.to_vec(),
-            db,
-            measurement: measurement.clone(),
-        }),
-        Placement::Shard(_) => None,
-    }
-}
-
-impl Spread {
-    /// The condition naming the series of the measurement `shard` holds: every value of the
-    /// tag its replicas know that the routes place on `shard` (the empty one for series without
-    /// the tag), asked of the replica the statement will be asked of.
-    #[allow(clippy::too_many_arguments)]
-    async fn condition(
-        &self,
-        gateway: &impl Cluster,
-        router: &Router,
-        http: &awc::Client,
-        order: &[NodeId],
-        name: &str,
-        params: &ClientParams,
-        shard: ShardId,
-    ) -> Result<String, ScatterError> {
-        let key = ident(&self.key);
-        let text = format!(
-            "SHOW TAG VALUES ON {} FROM {} WITH KEY = {key}",
-            ident(&self.db),
-            ident(&self.measurement)
-        );
-        // Its refusal would read as the whole query's: the client would get one node's answer.
-        let results = ask(gateway, http, order, name, &params.request(&text, None))
-            .await
-            .map_err(|e| match e {
-                ScatterError::Refused { status, body } => ScatterError::Unavailable {
-                    shard: name.to_owned(),
-                    reason: format!(
-                        "listing its series answered {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    ),
-                },
-                other => other,
-            })?;
-        let shards = &self.shards;
-        let mut terms: Vec<String> = results
-            .iter()
-            .flat_map(|r| r["series"].as_array().cloned().unwrap_or_default())
-            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
-            .filter_map(|row| row.get(1).and_then(Value::as_str).map(str::to_owned))
-            .filter(|value| router.shard_for_tag(shards, value) == shard)
-            .map(|value| format!("{key} = {}", literal(&value)))
-            .collect();
-        if router.shard_for_tag(shards, "") == shard {
-            terms.push(format!("{key} = ''"));
-        }
-        Ok(if terms.is_empty() {
-            // Nothing of it here: a condition no series meets.
-            format!("({key} = '' AND {key} != '')")
-        } else {
-            format!("({})", terms.join(" OR "))
-        })
     }
 }
 
@@ -384,53 +172,6 @@ fn statement_text<'q>(q: &'q str, statement: &Statement<'q>) -> &'q str {
             .get(first.offset..last.offset + last.text.len())
             .unwrap_or(q),
         _ => "",
-    }
-}
-
-/// Sends a request to the first of `order` that answers, and returns its `results`.
-async fn ask(
-    gateway: &impl Cluster,
-    http: &awc::Client,
-    order: &[NodeId],
-    shard: &str,
-    request: &ForwardedQuery,
-) -> Result<Vec<Value>, ScatterError> {
-    let timeout: Duration = gateway.query_config().timeout;
-    let limit = gateway.query_config().max_shard_answer_size;
-    let (_, mut response) = read(gateway.nodes(), order, http, request, timeout)
-        .await
-        .map_err(|e| ScatterError::Unavailable {
-            shard: shard.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let status = response.status().as_u16();
-    let body = response
-        .body()
-        .limit(usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|e| match e {
-            awc::error::PayloadError::Overflow => ScatterError::TooLarge {
-                shard: shard.to_owned(),
-                limit,
-            },
-            other => ScatterError::Unavailable {
-                shard: shard.to_owned(),
-                reason: format!("answer cut short: {other}"),
-            },
-        })?;
-    let document: Value = match serde_json::from_slice(&body) {
-        Ok(document) => document,
-        Err(_) => return Err(ScatterError::Refused { status, body }),
-    };
-    if status != 200 || document.get("error").is_some() {
-        return Err(ScatterError::Refused { status, body });
-    }
-    match document {
-        Value::Object(mut document) => match document.remove("results") {
-            Some(Value::Array(results)) => Ok(results),
-            _ => Ok(Vec::new()),
-        },
-        _ => Ok(Vec::new()),
     }
 }
 

@@ -1,0 +1,236 @@
+//! Asking a shard for its own series only, when one of its nodes may hold other shards' series
+//! too: a node that is a replica of two shards, or data on the move (copies arriving, writes
+//! going to both layouts, copies not yet deleted). Left alone, such a node answers for every
+//! series it holds, and the merge counts them twice.
+//!
+//! Each shard is asked, by name, for the measurements the routes place on it (a regex source
+//! expanded into names on the replica asked), and for each measurement spread over shards by a
+//! tag, in a statement of its own, for the series whose tag value the routes place on it. A
+//! `SELECT` never combines measurements (each gives its own series, and `SLIMIT` counts within
+//! each), so the answers to these statements, merged, are the answer to the one they replace.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::shard_ask::{ask, ClientParams, Cluster, ScatterError};
+use crate::{
+    influxql::{
+        classify_query,
+        condition::and_where,
+        from::FromList,
+        quote::{ident, literal},
+        sources::{on_database, Measurement},
+        Statement,
+    },
+    node::{ForwardedQuery, NodeId},
+    router::{Placement, Router, ShardId},
+};
+
+/// How the statement sent to every shard is narrowed to each shard's own series.
+pub(super) struct Narrowing {
+    /// The statements of the text sent (a merge may add one for raw points), each with its
+    /// `FROM` list; every one reads the same sources.
+    statements: Vec<(String, FromList)>,
+    /// The database of the sources that do not name one.
+    db: Option<String>,
+}
+
+/// One statement a shard is asked: the `FROM` list, and the condition naming its series of a
+/// measurement spread by a tag.
+struct Piece {
+    from: String,
+    condition: Option<String>,
+}
+
+/// One shard being asked, and what asking it takes.
+pub(super) struct Asked<'a, C> {
+    /// The running gateway.
+    pub gateway: &'a C,
+    /// The routes the statement was planned with.
+    pub router: &'a Router,
+    /// The client for reads.
+    pub http: &'a awc::Client,
+    /// What the client asked for, besides `q`.
+    pub params: &'a ClientParams,
+    /// The shard's replicas, best first.
+    pub order: &'a [NodeId],
+    /// The shard's name, for errors.
+    pub name: &'a str,
+    /// The shard.
+    pub shard: ShardId,
+}
+
+impl Narrowing {
+    /// How to narrow `text`, the statement planned for every shard in place of `statement`;
+    /// `None` for what needs no narrowing (schema lists are de-duplicated by the merge) or
+    /// cannot be narrowed (a subquery, which the merge refuses anyway).
+    pub(super) fn of(statement: &Statement<'_>, text: &str, params: &ClientParams) -> Option<Self> {
+        if !statement.tokens.first()?.is_keyword("SELECT") {
+            return None;
+        }
+        let mut statements = Vec::new();
+        for one in classify_query(text).ok()? {
+            let (first, last) = (one.tokens.first()?, one.tokens.last()?);
+            let own = text.get(first.offset..last.offset + last.text.len())?;
+            let lexed = classify_query(own).ok()?;
+            let list = FromList::of(own, lexed.first()?)?;
+            statements.push((own.to_owned(), list));
+        }
+        let db = on_database(&statement.tokens).or_else(|| {
+            params
+                .passed
+                .iter()
+                .find(|(k, _)| k == "db")
+                .map(|(_, v)| v.clone())
+        });
+        let (_, list) = statements.first()?;
+        // Without a database influxd refuses the statement: let it say so.
+        if db.is_none() && list.sources.iter().any(|w| w.source.db.is_none()) {
+            return None;
+        }
+        Some(Narrowing { statements, db })
+    }
+
+    /// The requests asking `asked.shard` for its own series; none when it holds none of the
+    /// measurements read.
+    pub(super) async fn requests(
+        &self,
+        asked: &Asked<'_, impl Cluster>,
+    ) -> Result<Vec<ForwardedQuery>, ScatterError> {
+        let pieces = self.pieces(asked).await?;
+        let mut requests = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            let mut texts = Vec::with_capacity(self.statements.len());
+            for (text, list) in &self.statements {
+                let own = list.replaced(text, &piece.from);
+                let own = match &piece.condition {
+                    None => own,
+                    Some(condition) => {
+                        and_where(&own, condition).ok_or_else(|| ScatterError::Unavailable {
+                            shard: asked.name.to_owned(),
+                            reason: format!("the gateway could not narrow {own:?} to its series"),
+                        })?
+                    }
+                };
+                texts.push(own);
+            }
+            requests.push(asked.params.request(&texts.join(";\n"), Some("ns")));
+        }
+        Ok(requests)
+    }
+
+    async fn pieces(&self, asked: &Asked<'_, impl Cluster>) -> Result<Vec<Piece>, ScatterError> {
+        let Some((_, list)) = self.statements.first() else {
+            return Ok(Vec::new());
+        };
+        let mut plain: Vec<String> = Vec::new();
+        let mut spread: Vec<Piece> = Vec::new();
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        for written in &list.sources {
+            let Some(db) = written.source.db.as_ref().or(self.db.as_ref()) else {
+                continue;
+            };
+            let names = match &written.source.measurement {
+                Measurement::Name(name) => vec![name.clone()],
+                Measurement::Regex(regex) => {
+                    let q = format!(
+                        "SHOW MEASUREMENTS ON {} WITH MEASUREMENT =~ /{regex}/",
+                        ident(db)
+                    );
+                    listing(asked, &q, 0).await?
+                }
+            };
+            for name in names {
+                if !seen.insert((written.qualifier.clone(), name.clone())) {
+                    continue;
+                }
+                let from = format!("{}{}", written.qualifier, ident(&name));
+                match asked.router.placement(db, &name) {
+                    Placement::Shard(shard) if shard == asked.shard => plain.push(from),
+                    Placement::Shard(_) => {}
+                    Placement::ByTag { key, shards } if shards.contains(&asked.shard) => {
+                        let condition =
+                            tag_condition(asked, (db, &name, key.name()), shards).await?;
+                        spread.push(Piece {
+                            from,
+                            condition: Some(condition),
+                        });
+                    }
+                    Placement::ByTag { .. } => {}
+                }
+            }
+        }
+        let mut pieces = Vec::with_capacity(spread.len() + 1);
+        if !plain.is_empty() {
+            pieces.push(Piece {
+                from: plain.join(", "),
+                condition: None,
+            });
+        }
+        pieces.extend(spread);
+        Ok(pieces)
+    }
+}
+
+/// The condition naming the series of `measurement` (in `db`, spread by tag `key` over
+/// `shards`) that `asked.shard` holds: every value of the tag its replica knows that the routes
+/// place there (the empty one for series without the tag).
+async fn tag_condition(
+    asked: &Asked<'_, impl Cluster>,
+    (db, measurement, key): (&str, &str, &str),
+    shards: &[ShardId],
+) -> Result<String, ScatterError> {
+    let q = format!(
+        "SHOW TAG VALUES ON {} FROM {} WITH KEY = {}",
+        ident(db),
+        ident(measurement),
+        ident(key)
+    );
+    let key = ident(key);
+    let router = asked.router;
+    let mut terms: Vec<String> = listing(asked, &q, 1)
+        .await?
+        .into_iter()
+        .filter(|value| router.shard_for_tag(shards, value) == asked.shard)
+        .map(|value| format!("{key} = {}", literal(&value)))
+        .collect();
+    if router.shard_for_tag(shards, "") == asked.shard {
+        terms.push(format!("{key} = ''"));
+    }
+    Ok(if terms.is_empty() {
+        // Nothing of it here: a condition no series meets.
+        format!("({key} = '' AND {key} != '')")
+    } else {
+        format!("({})", terms.join(" OR "))
+    })
+}
+
+/// Column `column` of every row a `SHOW` statement gives, asked of the replica the statement
+/// will be asked of.
+async fn listing(
+    asked: &Asked<'_, impl Cluster>,
+    q: &str,
+    column: usize,
+) -> Result<Vec<String>, ScatterError> {
+    let request = asked.params.request(q, None);
+    let results = ask(asked.gateway, asked.http, asked.order, asked.name, &request)
+        .await
+        // Its refusal would read as the whole query's: the client would get one node's answer.
+        .map_err(|e| match e {
+            ScatterError::Refused { status, body } => ScatterError::Unavailable {
+                shard: asked.name.to_owned(),
+                reason: format!(
+                    "listing its series answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ),
+            },
+            other => other,
+        })?;
+    Ok(results
+        .iter()
+        .flat_map(|r| r["series"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|row| row.get(column).and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
