@@ -54,15 +54,11 @@ def gateway(directory, port, sinks, extra):
     return [GATEWAY, "--config", config]
 
 
-def total_allocations(root, name, command, writes, payload):
-    """Starts `command(directory, port)` under memcheck, sends `writes` writes, stops it: its total
-    allocations."""
-    directory = os.path.join(root, f"{name}-{writes}".replace(" ", "-").replace(",", ""))
-    os.makedirs(directory)
+def under_valgrind(tool, directory, name, command, writes, payload):
+    """Starts `command(directory, port)` under valgrind with `tool` (its options), sends `writes`
+    writes of `payload`, and stops it with SIGTERM."""
     port = free_port()
-    log = os.path.join(directory, "valgrind.log")
-    proc = subprocess.Popen(["valgrind", "--tool=memcheck", "--leak-check=no", f"--log-file={log}",
-                             *command(directory, port)],
+    proc = subprocess.Popen(["valgrind", *tool, *command(directory, port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
     try:
@@ -79,6 +75,16 @@ def total_allocations(root, name, command, writes, payload):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def total_allocations(root, name, command, writes, payload):
+    """Starts `command(directory, port)` under memcheck, sends `writes` writes, stops it: its total
+    allocations."""
+    directory = os.path.join(root, f"{name}-{writes}".replace(" ", "-").replace(",", ""))
+    os.makedirs(directory)
+    log = os.path.join(directory, "valgrind.log")
+    under_valgrind(["--tool=memcheck", "--leak-check=no", f"--log-file={log}"], directory, name,
+                   command, writes, payload)
     with open(log) as f:
         found = re.search(r"total heap usage: ([\d,]+) allocs", f.read())
     if not found:

@@ -19,7 +19,9 @@ three fields, timestamps varying per request) for --duration seconds; everything
 4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
    writing the same points straight, and the queue's disk use after the drain;
 5. peak RSS of the gateway under 8 connections with one of three nodes down;
-6. instructions per point of routing (valgrind --tool=callgrind) in each routing mode.
+6. instructions per point of routing (valgrind --tool=callgrind) in each routing mode;
+7. CPU per write of the gateway, influxd and the floor (from /proc), and how many of the
+   machine's cores were busy: what the two cores bound, and an estimate for eight.
 """
 
 import argparse
@@ -246,6 +248,61 @@ class Floor:
         self.proc.wait(timeout=10)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """The user and system CPU time process `pid` (all its threads) has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        # After the command's closing parenthesis, utime and stime are the 12th and 13th fields.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_ticks():
+    """(busy, all) CPU ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """CPU a measurement costs: of each watched process per request, and of the machine in all
+    (how many of its cores were busy), to tell what the two cores bound."""
+
+    def __init__(self):
+        self.rows = []
+
+    def measure(self, what, run, watched):
+        """Runs `run()` (returns points/s over `seconds`), watching `watched`: {label: pid}."""
+        before = {label: cpu_seconds(pid) for label, pid in watched.items()}
+        busy0, all0 = machine_ticks()
+        started = time.monotonic()
+        rate = run()
+        seconds = time.monotonic() - started
+        busy1, all1 = machine_ticks()
+        requests = rate / POINTS_PER_BATCH * seconds
+        per_request = {label: (cpu_seconds(pid) - before[label]) / requests * 1000
+                       for label, pid in watched.items()}
+        cores = os.cpu_count() * (busy1 - busy0) / max(all1 - all0, 1)
+        self.rows.append((what, rate, per_request, cores))
+        return rate
+
+    def report(self):
+        cores = os.cpu_count()
+        print(f"\nCPU per 5,000-point write (ms), and what {cores} cores bound "
+              f"(estimate for 8: the process alone on 8 cores, its CPU per write unchanged)",
+              flush=True)
+        for what, rate, per_request, busy in self.rows:
+            parts = []
+            for label, ms in per_request.items():
+                alone = 8 / (ms / 1000) * POINTS_PER_BATCH if ms > 0 else float("nan")
+                parts.append(f"{label} {ms:.3f} ms (8 cores: {alone / 1e6:.1f} M points/s)")
+            print(f"  {what:<44} {rate:>12,.0f} points/s, {busy:.2f} of {cores} cores busy; "
+                  + "; ".join(parts), flush=True)
+
+
 def points_per_second(rate):
     return rate * POINTS_PER_BATCH
 
@@ -341,8 +398,16 @@ def main():
         # 630,000 in one run), which the baseline's first sample alone would get: warm it up first.
         create(nodes[0].url, "warmup")
         throughput(nodes[0].url, "warmup", plain)
+        cpu = CpuMeter()
         direct, through = paired(lambda: throughput(nodes[0].url, "direct", plain),
                                  lambda: throughput(one.url, "one", plain))
+        cpu.measure("write straight to influxd", lambda: throughput(nodes[0].url, "direct", plain),
+                    {"influxd": nodes[0].proc.pid})
+        cpu.measure("write, 1 node, through the gateway", lambda: throughput(one.url, "one", plain),
+                    {"gateway": one.proc.pid, "influxd": nodes[0].proc.pid})
+        cpu.measure("write, 3 replicas, through the gateway",
+                    lambda: throughput(three.url, "three", plain),
+                    {"gateway": three.proc.pid, "each influxd": nodes[0].proc.pid})
         row("write, 1 node: gateway vs straight to influxd", direct, through, "points/s", 0.95)
         row("write, 1 node, write.max_in_flight: 1",
             *paired(lambda: throughput(nodes[0].url, "direct", plain),
@@ -429,6 +494,14 @@ def main():
         for name in order + order[::-1]:
             samples[name].append(throughput(targets[name], "x", plain))
         rate = {name: sum(values) / len(values) for name, values in samples.items()}
+        for name, what, proc in (("replicated", "null sink, gateway, 3 replicas", replicated),
+                                 ("sharded", "null sink, gateway, measurement shards", sharded),
+                                 ("tagged", "null sink, gateway, tag shards", tagged),
+                                 ("floor3", "null sink, floor to 3", floor_three),
+                                 ("split3", "null sink, floor split in 3", floor_split)):
+            cpu.measure(what, lambda n=name: throughput(targets[n], "x", plain),
+                        {"gateway" if proc not in (floor_three, floor_split) else "floor":
+                         proc.proc.pid})
         row("null sink, measurement shards: gateway vs nginx proxy", rate["proxy"],
             rate["sharded"], "points/s", 1.0)
         row("null sink, 3 replicas: gateway vs nginx proxy", rate["proxy"], rate["replicated"],
@@ -464,6 +537,8 @@ def main():
             except Exception:  # noqa: BLE001  (best effort while tearing down)
                 pass
         shutil.rmtree(root, ignore_errors=True)
+
+    cpu.report()
 
     # 4. Replay after an outage: its own script, its own processes.
     print(flush=True)

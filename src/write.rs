@@ -2,16 +2,15 @@
 //! level is met.
 
 use std::{
-    future::Future,
+    future::{poll_fn, Future},
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::Poll,
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures_util::{
-    future::join_all,
-    stream::{FuturesUnordered, StreamExt},
-};
+use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::{
@@ -288,7 +287,7 @@ impl Tally {
 /// node's actor handle in the gateway; a stand-in in tests that need an answer's timing.
 pub trait Replica {
     /// Hands `op` to the node; resolves to how it went.
-    fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + 'static;
+    fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + Unpin + 'static;
     /// Keeps `op`, refused by this node while its peers accepted it; resolves to whether the node
     /// is flagged `needs_resync` on disk.
     fn keep_refused(&self, op: Op, reason: String) -> impl Future<Output = bool> + 'static;
@@ -297,7 +296,7 @@ pub trait Replica {
 }
 
 impl Replica for NodeHandle {
-    fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
+    fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + Unpin + 'static {
         NodeHandle::deliver(self, op)
     }
 
@@ -378,22 +377,21 @@ async fn deliver<R: Replica>(
             .iter()
             .map(|b| (b.shard.name.as_str(), b.shard.replicas.len())),
     );
-    let mut answers = FuturesUnordered::new();
-    let mut pending: Vec<(usize, NodeId)> = Vec::new();
+    let mut answers = Answers {
+        pending: Vec::with_capacity(routed.batches.iter().map(|b| b.shard.replicas.len()).sum()),
+    };
     {
         let _order = order.lock().unwrap_or_else(|p| p.into_inner());
         for (shard, batch) in routed.batches.iter().enumerate() {
             let share = write(batch);
             for &node in &batch.shard.replicas {
                 let delivery = nodes[node].deliver(Op::Write(share.clone()));
-                answers.push(async move { (shard, node, delivery.await) });
-                pending.push((shard, node));
+                answers.pending.push((shard, node, delivery));
             }
         }
     }
     let decided = tokio::time::timeout_at(deadline, async {
         while let Some((shard, node, delivery)) = answers.next().await {
-            pending.retain(|&p| p != (shard, node));
             if let Some(outcome) = tally.record(shard, node, nodes[node].name(), delivery) {
                 return Some(outcome);
             }
@@ -427,11 +425,38 @@ async fn deliver<R: Replica>(
             unstored: Vec::new(),
         },
         Err(_) => tally.expire(
-            pending
-                .into_iter()
-                .map(|(shard, node)| (shard, nodes[node].name().to_owned())),
+            answers
+                .pending
+                .iter()
+                .map(|&(shard, node, _)| (shard, nodes[node].name().to_owned())),
             wait,
         ),
+    }
+}
+
+/// The replicas' answers to one write, taken as they come: `(shard, node, answer)` for each still
+/// to answer. Polled in place, a few replicas at most, where `FuturesUnordered` made a task (an
+/// allocation) for each.
+struct Answers<F> {
+    pending: Vec<(usize, NodeId, F)>,
+}
+
+impl<F: Future<Output = Delivery> + Unpin> Answers<F> {
+    /// The next answer to arrive; `None` once every replica has answered.
+    async fn next(&mut self) -> Option<(usize, NodeId, Delivery)> {
+        poll_fn(|cx| {
+            if self.pending.is_empty() {
+                return Poll::Ready(None);
+            }
+            for i in 0..self.pending.len() {
+                if let Poll::Ready(delivery) = Pin::new(&mut self.pending[i].2).poll(cx) {
+                    let (shard, node, _) = self.pending.swap_remove(i);
+                    return Poll::Ready(Some((shard, node, delivery)));
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -644,12 +669,12 @@ mod tests {
     }
 
     impl Replica for Stand {
-        fn deliver(&self, _: Op) -> impl Future<Output = Delivery> + 'static {
+        fn deliver(&self, _: Op) -> impl Future<Output = Delivery> + Unpin + 'static {
             let (answer, after) = (self.answer, self.answer_after);
-            async move {
+            Box::pin(async move {
                 tokio::time::sleep(after).await;
                 answer()
-            }
+            })
         }
 
         fn keep_refused(&self, _: Op, _: String) -> impl Future<Output = bool> + 'static {

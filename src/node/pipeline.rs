@@ -18,6 +18,8 @@
 
 use std::collections::VecDeque;
 
+use smallvec::{smallvec, SmallVec};
+
 use super::{
     client::QueuedBecause,
     op::{same_target_as, Carries, Op},
@@ -63,11 +65,15 @@ pub enum Answer {
     Transient,
 }
 
+/// The work one request carries: nearly always one write, kept inline so that sending it costs no
+/// allocation.
+pub type Group<W> = SmallVec<[W; 1]>;
+
 /// What to do with the work of a request whose answer came back.
 #[derive(Debug)]
 pub enum Landed<W> {
     /// Answer each piece of work with the node's answer.
-    Reply(Vec<W>),
+    Reply(Group<W>),
     /// Put these on disk, in this order: the failed group, then everything that was waiting.
     Queue(Vec<W>),
     /// A coalesced group was refused: its writes wait again at the front, to go one by one.
@@ -83,7 +89,7 @@ struct Flight<W> {
     id: FlightId,
     span: TimeSpan,
     mutation: bool,
-    group: Vec<W>,
+    group: Group<W>,
 }
 
 /// The in-memory line of one node and its requests on the wire.
@@ -194,7 +200,7 @@ impl<W: Carries> Pipeline<W> {
     /// one, once the group holds its share: influxd spreads concurrent requests over its cores,
     /// one large request much less. A write the group could overwrite would only wait for it, so
     /// it joins it whatever the share. Call only when [`Self::front_may_go`].
-    pub fn take_group(&mut self) -> Vec<W> {
+    pub fn take_group(&mut self) -> Group<W> {
         let free = self
             .limits
             .max_in_flight
@@ -205,20 +211,20 @@ impl<W: Carries> Pipeline<W> {
             .coalescible_points(max.saturating_mul(free))
             .div_ceil(free);
         let Some(first) = self.waiting.pop_front() else {
-            return Vec::new();
+            return Group::new();
         };
         if self.alone > 0 {
             self.alone -= 1;
-            return vec![first];
+            return smallvec![first];
         }
         let Op::Write(write) = first.op() else {
-            return vec![first];
+            return smallvec![first];
         };
         let target = std::sync::Arc::clone(&write.target);
         let mut open_end = !write.ends_cleanly;
         let mut span = write.span;
         let mut points = write.points;
-        let mut group = vec![first];
+        let mut group: Group<W> = smallvec![first];
         while let Some(Op::Write(next)) = self.waiting.front().map(Carries::op) {
             let more = next.points;
             if open_end
@@ -241,7 +247,7 @@ impl<W: Carries> Pipeline<W> {
     }
 
     /// Records `group` as on the wire; its answer comes back through [`Self::land`].
-    pub fn launch(&mut self, group: Vec<W>) -> FlightId {
+    pub fn launch(&mut self, group: Group<W>) -> FlightId {
         let mutation = group.iter().any(|w| w.op().is_mutation());
         // A mutation's span is unknown: it commutes with nothing.
         let span = group
@@ -269,7 +275,7 @@ impl<W: Carries> Pipeline<W> {
         let group = self.in_flight.swap_remove(i).group;
         match answer {
             Answer::Transient => {
-                let mut to_disk = group;
+                let mut to_disk = group.into_vec();
                 to_disk.extend(self.spill());
                 Landed::Queue(to_disk)
             }

@@ -31,12 +31,13 @@ use std::{
 };
 
 use actix::prelude::*;
+use futures_util::future::Either;
 use tokio::sync::oneshot;
 
 use super::{
     client::{self, Delivery, ExchangeError, GatewayError, NodeError, QueuedBecause, Retry},
     op::{self, Carries, Op},
-    pipeline::{Answer, Conditions, Landed, Limits, Pipeline},
+    pipeline::{Answer, Conditions, Group, Landed, Limits, Pipeline},
     queue::{self, NodeQueue, QueueError},
     status::{NodeState, NodeStatus},
 };
@@ -146,6 +147,8 @@ pub struct Node {
     status: Arc<NodeStatus>,
     queue: NodeQueue,
     http: awc::Client,
+    /// The `/write` URL last sent, kept parsed.
+    write_urls: client::WriteUrls,
     settings: NodeSettings,
     next_seq: u64,
     /// What waits in memory and what is on the wire.
@@ -183,6 +186,7 @@ impl Node {
             status,
             queue,
             http,
+            write_urls: client::WriteUrls::default(),
             settings,
             next_seq,
             pipeline,
@@ -315,11 +319,7 @@ impl Node {
                         node.status.set_waiting(0);
                     }
                     // The requester may have given up (timeout, client gone): the work was done.
-                    Landed::Reply(group) => {
-                        for pending in group {
-                            let _ = pending.reply.send(delivery.clone());
-                        }
-                    }
+                    Landed::Reply(group) => answer_each(group, delivery),
                     // Gone: a stop queued it already.
                     Landed::Retry | Landed::Gone => {}
                 }
@@ -362,7 +362,7 @@ impl Node {
         true
     }
 
-    fn send(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
+    fn send(&mut self, op: Op) -> impl Future<Output = Delivery> + 'static {
         let http = self.http.clone();
         let status = Arc::clone(&self.status);
         let (write_timeout, query_timeout) =
@@ -372,19 +372,19 @@ impl Node {
             Op::Write(_) => write_timeout,
             Op::Mutation(_) => query_timeout,
         } + BODY_GRACE;
+        status.traffic().sent(&op);
+        let exchange = match op {
+            Op::Write(write) => {
+                let url = self.write_urls.get(status.url(), &write.target.query);
+                Either::Left(async move { client::write(&http, &url, &write, write_timeout).await })
+            }
+            Op::Mutation(query) => Either::Right(async move {
+                client::query_buffered(&http, status.url(), &query, query_timeout).await
+            }),
+        };
+        let status = Arc::clone(&self.status);
         async move {
             let _in_flight = status.start_request();
-            status.traffic().sent(&op);
-            let exchange = async {
-                match op {
-                    Op::Write(write) => {
-                        client::write(&http, status.url(), &write, write_timeout).await
-                    }
-                    Op::Mutation(query) => {
-                        client::query_buffered(&http, status.url(), &query, query_timeout).await
-                    }
-                }
-            };
             let delivery = tokio::time::timeout(limit, exchange)
                 .await
                 .unwrap_or(Delivery::Failed(ExchangeError::Timeout(limit).into()));
@@ -401,6 +401,19 @@ impl Node {
             Delivery::Failed(e) => self.status.record_error(&e.to_string()),
             Delivery::Queued(_) => {}
         }
+    }
+}
+
+/// Answers each piece of work a request carried with the node's answer; the last, nearly always
+/// the only one, takes the answer itself rather than a copy.
+fn answer_each(group: Group<Pending>, delivery: Delivery) {
+    let mut group = group.into_iter();
+    let last = group.next_back();
+    for pending in group {
+        let _ = pending.reply.send(delivery.clone());
+    }
+    if let Some(last) = last {
+        let _ = last.reply.send(delivery);
     }
 }
 
