@@ -50,7 +50,7 @@ pub fn line_ends(body: &[u8]) -> LineEnds<'_> {
     LineEnds {
         body,
         pos: 0,
-        newlines: plain.then(|| memchr::memchr_iter(b'\n', body)),
+        newlines: plain.then(|| Newlines::new(body)),
     }
 }
 
@@ -60,7 +60,55 @@ pub struct LineEnds<'a> {
     body: &'a [u8],
     pos: usize,
     /// With no quote or backslash anywhere, the newlines, each the end of a line.
-    newlines: Option<memchr::Memchr<'a>>,
+    newlines: Option<Newlines<'a>>,
+}
+
+/// The position of every `\n` in a body, in order, found 64 bytes at a time
+/// ([`simd::newlines`]): the next line's end is a bit of a mask already built, where a `memchr`
+/// call for each line set up its search afresh.
+#[derive(Debug, Clone)]
+pub struct Newlines<'a> {
+    body: &'a [u8],
+    /// Where the block after the one in `mask` starts.
+    next: usize,
+    /// Bit `i`: a newline at `next - 64 + i`, for those not taken yet.
+    mask: u64,
+}
+
+impl<'a> Newlines<'a> {
+    /// The newlines of `body`.
+    pub fn new(body: &'a [u8]) -> Self {
+        Newlines {
+            body,
+            next: 0,
+            mask: 0,
+        }
+    }
+}
+
+impl Iterator for Newlines<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            let start = self.next;
+            let rest = self.body.get(start..).filter(|rest| !rest.is_empty())?;
+            self.mask = match rest.first_chunk::<64>() {
+                Some(block) => simd::newlines(block),
+                None => {
+                    // The last, short block: padded with bytes that are not newlines.
+                    let mut block = [0u8; 64];
+                    block[..rest.len()].copy_from_slice(rest);
+                    simd::newlines(&block)
+                }
+            };
+            self.next = start + 64;
+        }
+        let bit = self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(self.next - 64 + bit)
+    }
 }
 
 impl LineEnds<'_> {
@@ -753,6 +801,19 @@ mod tests {
             let mut line = vec![b'n'; plain_run];
             line.extend_from_slice(&text);
             proptest::prop_assert_eq!(key_bounds(&line), key_bounds_by_bytes(&line), "{:?}", line);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_newline_is_found_in_order_as_memchr_finds_it(
+            body in proptest::collection::vec(
+                proptest::sample::select(b"\n\n\rab ,=\x8a".to_vec()), 0..300
+            ),
+        ) {
+            let found: Vec<usize> = Newlines::new(&body).collect();
+            let expected: Vec<usize> = memchr::memchr_iter(b'\n', &body).collect();
+            proptest::prop_assert_eq!(found, expected);
         }
     }
 
