@@ -1,6 +1,6 @@
-//! Any bytes through the routing scanner and the router: no panic, every byte in exactly one line,
-//! a tag found by the 16-byte pair walk as by the byte loop, every point line in exactly one shard
-//! body.
+//! Any bytes through the routing scanner and the router: no panic, every newline found by the
+//! 64-byte masks as by a byte loop, every byte in exactly one line, a tag found by the 16-byte pair
+//! walk as by the byte loop, every point line in exactly one shard body.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use influx_gateway::{
     blueprint::Blueprint,
-    line_protocol::{lines, LineKind, TagKey},
+    line_protocol::{lines, LineKind, Newlines, TagKey},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -33,6 +33,12 @@ fn customer() -> &'static TagKey {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let by_bytes = data
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .map(|(i, _)| i);
+    assert!(Newlines::new(data).eq(by_bytes));
     let mut covered = 0;
     let (mut points, mut invalid) = (0, 0);
     for line in lines(data) {
