@@ -3,13 +3,15 @@
 //! `scan/*` compares the gateway's scanner (what routing needs: each line's measurement and one
 //! tag) with a full parse by the `influxdb-line-protocol` crate; `name end/*` the SSE2 probe that
 //! finds where a name ends against the byte loop, on the benchmark's batch and on pathological
-//! bodies (200 tags a line, escaped names, quoted newlines); `route/*` is the whole pass a write
+//! bodies (200 tags a line, escaped names, quoted newlines); `newlines/*` the 64-byte newline
+//! masks against `memchr` a line and the byte loop, on the same bodies and on short and very long
+//! lines; `route/*` is the whole pass a write
 //! gets before the nodes' actors (points, time span, the split into per-shard bodies) in each
 //! routing mode. Run with `cargo bench --bench routing`.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use influx_gateway::line_protocol::{lines, simd, LineKind, TagKey};
+use influx_gateway::line_protocol::{lines, simd, LineKind, Newlines, TagKey};
 
 #[path = "shared/workload.rs"]
 mod workload;
@@ -110,6 +112,33 @@ fn name_end(c: &mut Criterion) {
     group.finish();
 }
 
+/// Every newline of each body: the 64-byte SSE2 masks (`Newlines`), a `memchr` call a line (what
+/// they replaced), and the byte loop (the reference). Beside the pathological bodies, 100,000
+/// points of 6 bytes (a mask serves ten lines) and one line of 400 kB (a mask serves none).
+fn newlines(c: &mut Criterion) {
+    let mut bodies = pathological();
+    bodies.push(("6-byte lines", Bytes::from("m v=1\n".repeat(100_000))));
+    bodies.push(("one 400 kB line", {
+        let mut line = "m ".to_owned() + &"v=1,".repeat(100_000);
+        line.push_str("w=1\n");
+        Bytes::from(line)
+    }));
+    let mut group = c.benchmark_group("newlines");
+    for (name, body) in bodies {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("simd masks", name), &body, |b, body| {
+            b.iter(|| Newlines::new(body).fold(0usize, |sum, at| sum ^ at))
+        });
+        group.bench_with_input(BenchmarkId::new("memchr", name), &body, |b, body| {
+            b.iter(|| memchr::memchr_iter(b'\n', body).fold(0usize, |sum, at| sum ^ at))
+        });
+        group.bench_with_input(BenchmarkId::new("byte loop", name), &body, |b, body| {
+            b.iter(|| memchr_newlines(body).fold(0usize, |sum, at| sum ^ (at - 1)))
+        });
+    }
+    group.finish();
+}
+
 /// Where each line after the first starts.
 fn memchr_newlines(body: &[u8]) -> impl Iterator<Item = usize> + '_ {
     body.iter()
@@ -131,5 +160,5 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan, name_end, route);
+criterion_group!(benches, scan, name_end, newlines, route);
 criterion_main!(benches);

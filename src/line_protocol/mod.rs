@@ -815,6 +815,18 @@ mod tests {
             let expected: Vec<usize> = memchr::memchr_iter(b'\n', &body).collect();
             proptest::prop_assert_eq!(found, expected);
         }
+
+        #[test]
+        fn newlines_after_long_lines_are_found_too(
+            body in proptest::collection::vec(
+                proptest::prop_oneof![150 => proptest::strategy::Just(b'a'), 1 => proptest::strategy::Just(b'\n')],
+                0..2000
+            ),
+        ) {
+            let found: Vec<usize> = Newlines::new(&body).collect();
+            let expected: Vec<usize> = memchr::memchr_iter(b'\n', &body).collect();
+            proptest::prop_assert_eq!(found, expected);
+        }
     }
 
     proptest::proptest! {
