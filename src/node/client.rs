@@ -298,7 +298,8 @@ pub enum WriteUrl {
 
 /// The `/write` URL a node was last sent, kept parsed: a node's writes nearly all carry the same
 /// parameters (one database, one precision), and formatting and parsing the URL was a third of
-/// the allocations a write cost a replica.
+/// the allocations a write cost a replica. Only the parameters are compared: a node's URL is
+/// fixed for its actor's life (a reload that changes `nodes` waits for a restart).
 #[derive(Debug, Default)]
 pub struct WriteUrls {
     last: Option<(String, Uri)>,
