@@ -296,27 +296,40 @@ pub enum WriteUrl {
     Invalid(String),
 }
 
-/// The `/write` URL a node was last sent, kept parsed: a node's writes nearly all carry the same
+/// The `/write` URLs a node was last sent, kept parsed: a node's writes nearly all carry the same
 /// parameters (one database, one precision), and formatting and parsing the URL was a third of
-/// the allocations a write cost a replica. Only the parameters are compared: a node's URL is
-/// fixed for its actor's life (a reload that changes `nodes` waits for a restart).
-#[derive(Debug, Default)]
+/// the allocations a write cost a replica. A few are kept, for writes to several databases.
+#[derive(Debug)]
 pub struct WriteUrls {
-    last: Option<(String, Uri)>,
+    base: String,
+    /// `(query string, URL)`, the most recently added last.
+    kept: Vec<(String, Uri)>,
 }
 
 impl WriteUrls {
-    /// The URL of `/write` on the node at `base` with query string `query`.
-    pub fn get(&mut self, base: &str, query: &str) -> WriteUrl {
-        if let Some((last, uri)) = &self.last {
-            if last == query {
-                return WriteUrl::Parsed(uri.clone());
-            }
+    /// How many parameter sets are kept parsed.
+    const KEPT: usize = 4;
+
+    /// For the node at `base`.
+    pub fn new(base: &str) -> Self {
+        WriteUrls {
+            base: base.to_owned(),
+            kept: Vec::with_capacity(Self::KEPT),
         }
-        let url = format!("{base}/write?{query}");
+    }
+
+    /// The URL of `/write` with query string `query`.
+    pub fn get(&mut self, query: &str) -> WriteUrl {
+        if let Some((_, uri)) = self.kept.iter().find(|(kept, _)| kept == query) {
+            return WriteUrl::Parsed(uri.clone());
+        }
+        let url = format!("{}/write?{query}", self.base);
         match Uri::try_from(url.as_str()) {
             Ok(uri) => {
-                self.last = Some((query.to_owned(), uri.clone()));
+                if self.kept.len() == Self::KEPT {
+                    self.kept.remove(0);
+                }
+                self.kept.push((query.to_owned(), uri.clone()));
                 WriteUrl::Parsed(uri)
             }
             Err(_) => WriteUrl::Invalid(url),

@@ -118,7 +118,7 @@ impl NodeHandle {
     }
 
     /// Hands `op` to the actor without waiting for room: a full mailbox answers busy at once.
-    pub fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + 'static {
+    pub fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + Unpin + 'static {
         let (reply, answer) = oneshot::channel();
         match self.addr.try_send(Job { op, reply }) {
             Ok(()) => {

@@ -6,11 +6,15 @@
 //! Each shard is asked, by name, for the measurements the routes place on it (a regex source
 //! expanded into names on the replica asked), and for each measurement spread over shards by a
 //! tag, in a statement of its own, for the series whose tag value the routes place on it. A
-//! `SELECT` never combines measurements (each gives its own series, and `SLIMIT` counts within
-//! each), so the answers to these statements, merged, are the answer to the one they replace.
+//! `SELECT` never puts two measurements' points in one series, and `SLIMIT` counts within each,
+//! so the merged answers hold the points the one statement would. What a wildcard (`*`,
+//! `GROUP BY *`) expands to is another matter: influxd takes the union over all of a statement's
+//! sources, and a statement asked of some of them sees only theirs, as any statement spanning
+//! shards does (the README's known gaps).
 
 use std::collections::HashSet;
 
+use futures_util::future::join_all;
 use serde_json::Value;
 
 use super::shard_ask::{ask, ClientParams, Cluster, ScatterError};
@@ -62,19 +66,42 @@ pub(super) struct Asked<'a, C> {
 }
 
 impl Narrowing {
-    /// How to narrow `text`, the statement planned for every shard in place of `statement`;
-    /// `None` for what needs no narrowing (schema lists are de-duplicated by the merge) or
-    /// cannot be narrowed (a subquery, which the merge refuses anyway).
-    pub(super) fn of(statement: &Statement<'_>, text: &str, params: &ClientParams) -> Option<Self> {
-        if !statement.tokens.first()?.is_keyword("SELECT") {
-            return None;
+    /// How to narrow `text`, the statement planned for every shard in place of `statement`:
+    /// `None` for what needs no narrowing (schema lists are de-duplicated by the merge) or what
+    /// influxd refuses anyway (no database); an error, the statement's refusal, when a `SELECT`'s
+    /// sources cannot be read (a bound parameter for a name, say): sent whole, it would count the
+    /// series of other shards.
+    pub(super) fn of(
+        statement: &Statement<'_>,
+        text: &str,
+        params: &ClientParams,
+    ) -> Result<Option<Self>, String> {
+        if !statement
+            .tokens
+            .first()
+            .is_some_and(|t| t.is_keyword("SELECT"))
+        {
+            return Ok(None);
         }
+        let unreadable = || {
+            "a node here holds the series of other shards too (it is a replica of two shards, or \
+             data is being moved), so each shard must be asked for its measurements by name, and \
+             the gateway cannot read this statement's FROM: name the measurements plainly"
+                .to_owned()
+        };
         let mut statements = Vec::new();
-        for one in classify_query(text).ok()? {
-            let (first, last) = (one.tokens.first()?, one.tokens.last()?);
-            let own = text.get(first.offset..last.offset + last.text.len())?;
-            let lexed = classify_query(own).ok()?;
-            let list = FromList::of(own, lexed.first()?)?;
+        for one in classify_query(text).map_err(|_| unreadable())? {
+            let (Some(first), Some(last)) = (one.tokens.first(), one.tokens.last()) else {
+                continue;
+            };
+            let own = text
+                .get(first.offset..last.offset + last.text.len())
+                .ok_or_else(unreadable)?;
+            let lexed = classify_query(own).map_err(|_| unreadable())?;
+            let list = lexed
+                .first()
+                .and_then(|one| FromList::of(own, one))
+                .ok_or_else(unreadable)?;
             statements.push((own.to_owned(), list));
         }
         let db = on_database(&statement.tokens).or_else(|| {
@@ -84,12 +111,14 @@ impl Narrowing {
                 .find(|(k, _)| k == "db")
                 .map(|(_, v)| v.clone())
         });
-        let (_, list) = statements.first()?;
+        let Some((_, list)) = statements.first() else {
+            return Err(unreadable());
+        };
         // Without a database influxd refuses the statement: let it say so.
         if db.is_none() && list.sources.iter().any(|w| w.source.db.is_none()) {
-            return None;
+            return Ok(None);
         }
-        Some(Narrowing { statements, db })
+        Ok(Some(Narrowing { statements, db }))
     }
 
     /// The requests asking `asked.shard` for its own series; none when it holds none of the
@@ -120,17 +149,18 @@ impl Narrowing {
         Ok(requests)
     }
 
+    /// The statements `asked.shard` must be asked, by their `FROM` and condition. The listings
+    /// they need (a regex's measurements, a spread measurement's tag values) are asked all at
+    /// once.
     async fn pieces(&self, asked: &Asked<'_, impl Cluster>) -> Result<Vec<Piece>, ScatterError> {
         let Some((_, list)) = self.statements.first() else {
             return Ok(Vec::new());
         };
-        let mut plain: Vec<String> = Vec::new();
-        let mut spread: Vec<Piece> = Vec::new();
-        let mut seen: HashSet<(String, String)> = HashSet::new();
-        for written in &list.sources {
-            let Some(db) = written.source.db.as_ref().or(self.db.as_ref()) else {
-                continue;
-            };
+        let sources = list.sources.iter().filter_map(|written| {
+            let db = written.source.db.as_ref().or(self.db.as_ref())?;
+            Some((written, db))
+        });
+        let named = join_all(sources.map(|(written, db)| async move {
             let names = match &written.source.measurement {
                 Measurement::Name(name) => vec![name.clone()],
                 Measurement::Regex(regex) => {
@@ -141,8 +171,16 @@ impl Narrowing {
                     listing(asked, &q, 0).await?
                 }
             };
+            Ok::<_, ScatterError>((written, db, names))
+        }))
+        .await;
+        let mut plain: Vec<String> = Vec::new();
+        let mut spread = Vec::new();
+        let mut seen: HashSet<(&str, String)> = HashSet::new();
+        for named in named {
+            let (written, db, names) = named?;
             for name in names {
-                if !seen.insert((written.qualifier.clone(), name.clone())) {
+                if !seen.insert((&written.qualifier, name.clone())) {
                     continue;
                 }
                 let from = format!("{}{}", written.qualifier, ident(&name));
@@ -150,17 +188,18 @@ impl Narrowing {
                     Placement::Shard(shard) if shard == asked.shard => plain.push(from),
                     Placement::Shard(_) => {}
                     Placement::ByTag { key, shards } if shards.contains(&asked.shard) => {
-                        let condition =
-                            tag_condition(asked, (db, &name, key.name()), shards).await?;
-                        spread.push(Piece {
-                            from,
-                            condition: Some(condition),
-                        });
+                        spread.push((from, db, name, key.name(), shards));
                     }
                     Placement::ByTag { .. } => {}
                 }
             }
         }
+        let conditions = join_all(
+            spread
+                .iter()
+                .map(|(_, db, name, key, shards)| tag_condition(asked, (db, name, key), shards)),
+        )
+        .await;
         let mut pieces = Vec::with_capacity(spread.len() + 1);
         if !plain.is_empty() {
             pieces.push(Piece {
@@ -168,7 +207,12 @@ impl Narrowing {
                 condition: None,
             });
         }
-        pieces.extend(spread);
+        for ((from, ..), condition) in spread.into_iter().zip(conditions) {
+            pieces.push(Piece {
+                from,
+                condition: Some(condition?),
+            });
+        }
         Ok(pieces)
     }
 }
@@ -176,6 +220,11 @@ impl Narrowing {
 /// The condition naming the series of `measurement` (in `db`, spread by tag `key` over
 /// `shards`) that `asked.shard` holds: every value of the tag its replica knows that the routes
 /// place there (the empty one for series without the tag).
+///
+/// The listing is asked of the shard's replicas in the order the statement will be. Should the
+/// replica that answered it fail before the statement is asked, the next one is asked the
+/// statement with the first one's list: while data moves it may hold values the first did not
+/// list yet, whose points that one answer then lacks.
 async fn tag_condition(
     asked: &Asked<'_, impl Cluster>,
     (db, measurement, key): (&str, &str, &str),
@@ -206,8 +255,8 @@ async fn tag_condition(
     })
 }
 
-/// Column `column` of every row a `SHOW` statement gives, asked of the replica the statement
-/// will be asked of.
+/// Column `column` of every row a `SHOW` statement gives, asked of the shard's replicas in the
+/// order the statement will be (see [`tag_condition`]).
 async fn listing(
     asked: &Asked<'_, impl Cluster>,
     q: &str,
@@ -227,10 +276,57 @@ async fn listing(
             },
             other => other,
         })?;
+    // influxd answers a statement that failed (a timeout, too many queries) with 200 and the
+    // error in its result: an empty list read from it would drop the shard's series unseen.
+    if let Some(error) = results.iter().find_map(|r| r.get("error")) {
+        return Err(ScatterError::Unavailable {
+            shard: asked.name.to_owned(),
+            reason: format!("listing its series failed: {error}"),
+        });
+    }
     Ok(results
         .iter()
         .flat_map(|r| r["series"].as_array().cloned().unwrap_or_default())
         .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
         .filter_map(|row| row.get(column).and_then(Value::as_str).map(str::to_owned))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn narrowing(q: &str) -> Result<Option<Narrowing>, String> {
+        let statements = classify_query(q).expect("lexes");
+        let params = ClientParams::new("db=db", None, None);
+        Narrowing::of(&statements[0], q, &params)
+    }
+
+    #[test]
+    fn a_select_with_named_sources_is_narrowed_statement_by_statement() {
+        let q = "SELECT v FROM cpu, \"db\"..disk; SELECT v FROM cpu, \"db\"..disk";
+        let narrowing = narrowing(q).expect("readable").expect("narrowed");
+        assert_eq!(narrowing.statements.len(), 2);
+        assert_eq!(narrowing.db.as_deref(), Some("db"));
+    }
+
+    #[test]
+    fn what_needs_no_narrowing_is_sent_whole() {
+        assert!(matches!(
+            narrowing("SHOW TAG KEYS FROM cpu, disk"),
+            Ok(None)
+        ));
+        let statements = classify_query("SELECT v FROM cpu").expect("lexes");
+        let no_db = ClientParams::new("", None, None);
+        assert!(matches!(
+            Narrowing::of(&statements[0], "SELECT v FROM cpu", &no_db),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn a_select_whose_sources_cannot_be_read_is_refused_rather_than_sent_whole() {
+        let why = narrowing("SELECT v FROM cpu, $m").err().expect("refused");
+        assert!(why.contains("by name"), "{why}");
+    }
 }

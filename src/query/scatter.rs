@@ -9,6 +9,7 @@
 //! merged answer is one JSON document even when `chunked=true` was asked for.
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use serde_json::{Map, Value};
 
 use super::{
@@ -118,9 +119,18 @@ async fn answer(
                 }
             };
             let request = params.request(&plan.text, Some("ns"));
-            let narrowing = (gateway.strays_possible() || overlapping(router, shards))
-                .then(|| Narrowing::of(&routed.statement, &plan.text, params))
-                .flatten();
+            let narrowing = if gateway.strays_possible() || overlapping(router, shards) {
+                match Narrowing::of(&routed.statement, &plan.text, params) {
+                    Ok(narrowing) => narrowing,
+                    Err(why) => {
+                        let mut result = Map::new();
+                        result.insert("error".into(), why.into());
+                        return Ok(Value::Object(result));
+                    }
+                }
+            } else {
+                None
+            };
             let asked = shards.iter().zip(&names).map(|(&shard, name)| {
                 let order = gateway.replica_read_order(&router.shards()[shard].replicas);
                 let (request, narrowing) = (&request, &narrowing);
@@ -141,14 +151,21 @@ async fn answer(
                     let answers = requests
                         .iter()
                         .map(|request| ask(gateway, http, &order, name, request));
-                    futures_util::future::try_join_all(answers).await
+                    first_error(join_all(answers).await)
                 }
             });
-            let answers = futures_util::future::try_join_all(asked).await?;
+            // Every shard's answer awaited, and the first failure in shard order reported: the
+            // client hears the same error whichever shard answered first.
+            let answers = first_error(join_all(asked).await)?;
             let answers = answers.into_iter().flatten().collect();
             Ok(plan.merger.merge(answers, params.epoch))
         }
     }
+}
+
+/// The answers in order, or the first failure among them.
+fn first_error<T>(results: Vec<Result<T, ScatterError>>) -> Result<Vec<T>, ScatterError> {
+    results.into_iter().collect()
 }
 
 /// Whether a node is a replica of two of `shards`: it holds the series of both.

@@ -183,10 +183,10 @@ impl Node {
             capacity: settings.capacity,
         });
         Node {
+            write_urls: client::WriteUrls::new(status.url()),
             status,
             queue,
             http,
-            write_urls: client::WriteUrls::default(),
             settings,
             next_seq,
             pipeline,
@@ -375,14 +375,16 @@ impl Node {
         status.traffic().sent(&op);
         let exchange = match op {
             Op::Write(write) => {
-                let url = self.write_urls.get(status.url(), &write.target.query);
+                let url = self.write_urls.get(&write.target.query);
                 Either::Left(async move { client::write(&http, &url, &write, write_timeout).await })
             }
-            Op::Mutation(query) => Either::Right(async move {
-                client::query_buffered(&http, status.url(), &query, query_timeout).await
-            }),
+            Op::Mutation(query) => {
+                let node = Arc::clone(&status);
+                Either::Right(async move {
+                    client::query_buffered(&http, node.url(), &query, query_timeout).await
+                })
+            }
         };
-        let status = Arc::clone(&self.status);
         async move {
             let _in_flight = status.start_request();
             let delivery = tokio::time::timeout(limit, exchange)
