@@ -126,6 +126,12 @@ fn statements() -> Vec<String> {
         "SELECT mean(v) FROM diskio GROUP BY host",
         // Raw rows across shards.
         "SELECT v FROM cpu, diskio",
+        // Wildcards over measurements on both shards: every series gets the union's columns.
+        "SELECT * FROM cpu, diskio",
+        "SELECT * FROM cpu, http_requests LIMIT 3",
+        "SELECT count(*) FROM cpu, http_requests",
+        "SELECT v FROM cpu, diskio GROUP BY *",
+        "SELECT count(n), count(latency) FROM cpu, http_requests",
         "SELECT * FROM /^(net_|disk)/",
         "SELECT v FROM cpu, diskio LIMIT 3",
         "SELECT v FROM cpu, diskio ORDER BY time DESC LIMIT 2",

@@ -8,9 +8,9 @@
 //! tag, in a statement of its own, for the series whose tag value the routes place on it. A
 //! `SELECT` never puts two measurements' points in one series, and `SLIMIT` counts within each,
 //! so the merged answers hold the points the one statement would. What a wildcard (`*`,
-//! `GROUP BY *`) expands to is another matter: influxd takes the union over all of a statement's
-//! sources, and a statement asked of some of them sees only theirs, as any statement spanning
-//! shards does (the README's known gaps).
+//! `GROUP BY *`) expands to differs, as for any statement spanning shards: influxd takes the union
+//! over all of a statement's sources, a statement asked of some sees only theirs, and the merge
+//! gives every series the union (`merge::combine`).
 
 use std::collections::HashSet;
 

@@ -169,6 +169,7 @@ impl Merger {
             }
         }
         if !self.mode.is_schema_list() {
+            every_tag_key(&mut groups);
             groups.sort_by(|a, b| {
                 compare_values(a.name.as_ref(), b.name.as_ref())
                     .then_with(|| tag_key(&a.tags).cmp(&tag_key(&b.tags)))
@@ -178,11 +179,14 @@ impl Merger {
                 groups.reverse();
             }
         }
-        let series: Vec<Value> = self
+        let mut series: Vec<Value> = self
             .series_limits(groups)
             .into_iter()
             .filter_map(|group| self.series(group, epoch))
             .collect();
+        if !self.mode.is_schema_list() {
+            every_column(&mut series);
+        }
         let mut out = Map::new();
         if !series.is_empty() {
             out.insert("series".into(), Value::Array(series));
@@ -228,7 +232,7 @@ impl Merger {
                 self.aggregate(group.parts, group.points, columns, fill)
             }
             Mode::Pick { name, function } => pick(group.parts, name, *function),
-            Mode::Wildcard { function } => self.wildcard(group.parts, *function),
+            Mode::Wildcard { function, by_time } => self.wildcard(group.parts, *function, *by_time),
         };
         let skip = usize::try_from(self.offset).unwrap_or(usize::MAX);
         let take = self
@@ -407,7 +411,7 @@ impl Merger {
     }
 
     /// `count(*)` / `sum(*)`: every column combined the same way, per time.
-    fn wildcard(&self, parts: Vec<Part>, function: Combine) -> Part {
+    fn wildcard(&self, parts: Vec<Part>, function: Combine, by_time: bool) -> Part {
         let names = value_columns(&parts);
         let outputs: Vec<Output> = names
             .iter()
@@ -432,7 +436,84 @@ impl Merger {
                 (cols, rows)
             })
             .collect();
-        self.aggregate(parts, Vec::new(), &outputs, &Fill::Null)
+        let fill = if by_time { Fill::Null } else { Fill::None };
+        self.aggregate(parts, Vec::new(), &outputs, &fill)
+    }
+}
+
+/// Gives every grouped series each tag key some series of the statement has, `""` where it has
+/// none, keys in order: influxd groups by the union of the keys of all a statement's sources
+/// (`GROUP BY *`), where a shard knows only those of its own series.
+fn every_tag_key(groups: &mut [Group]) {
+    let mut keys: Vec<String> = groups
+        .iter()
+        .filter_map(|g| g.tags.as_ref().and_then(Value::as_object))
+        .flat_map(|tags| tags.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for group in groups {
+        let Some(Value::Object(tags)) = &mut group.tags else {
+            continue;
+        };
+        if tags.keys().eq(keys.iter()) {
+            continue;
+        }
+        let mut all = Map::new();
+        for key in &keys {
+            let value = tags.remove(key).unwrap_or_else(|| Value::from(""));
+            all.insert(key.clone(), value);
+        }
+        *tags = all;
+    }
+}
+
+/// Gives every series of a statement the same columns when the shards' differ: `time`, then the
+/// union of the others sorted, `null` where a series has none, as influxd expands a wildcard
+/// (`SELECT *`, `count(*)`) over all of a statement's sources where a shard sees only its own.
+fn every_column(series: &mut [Value]) {
+    let columns_of = |s: &Value| -> Vec<String> {
+        s["columns"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all: Vec<Vec<String>> = series.iter().map(columns_of).collect();
+    if all.windows(2).all(|w| w[0] == w[1])
+        || all
+            .iter()
+            .any(|c| c.first().map(String::as_str) != Some("time"))
+    {
+        return;
+    }
+    let mut union: Vec<String> = all.iter().flat_map(|c| c.iter().skip(1).cloned()).collect();
+    union.sort();
+    union.dedup();
+    let union: Vec<String> = std::iter::once("time".to_owned()).chain(union).collect();
+    for (one, columns) in series.iter_mut().zip(all) {
+        if columns == union {
+            continue;
+        }
+        let at: Vec<Option<usize>> = union
+            .iter()
+            .map(|u| columns.iter().position(|c| c == u))
+            .collect();
+        if let Some(Value::Array(rows)) = one.get_mut("values") {
+            for row in rows.iter_mut() {
+                if let Value::Array(cells) = row {
+                    let padded = at
+                        .iter()
+                        .map(|i| i.and_then(|i| cells.get(i).cloned()).unwrap_or(Value::Null))
+                        .collect();
+                    *cells = padded;
+                }
+            }
+        }
+        one["columns"] = Value::Array(union.iter().cloned().map(Value::String).collect());
     }
 }
 
@@ -673,4 +754,65 @@ fn tag_key(tags: &Option<Value>) -> Vec<(String, String)> {
         .unwrap_or_default();
     pairs.sort();
     pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn series_that_saw_different_columns_all_get_the_union() {
+        let mut series = vec![
+            json!({"name": "cpu", "columns": ["time", "host", "v"], "values": [[1, "a", 0.5]]}),
+            json!({"name": "disk", "columns": ["time", "used", "host"], "values": [[2, 7, "b"]]}),
+        ];
+        every_column(&mut series);
+        assert_eq!(
+            series,
+            vec![
+                json!({"name": "cpu", "columns": ["time", "host", "used", "v"],
+                       "values": [[1, "a", null, 0.5]]}),
+                json!({"name": "disk", "columns": ["time", "host", "used", "v"],
+                       "values": [[2, "b", 7, null]]}),
+            ]
+        );
+    }
+
+    #[test]
+    fn series_that_saw_the_same_columns_keep_their_order() {
+        let same = vec![
+            json!({"name": "a", "columns": ["time", "v", "n"], "values": [[1, 1, 2]]}),
+            json!({"name": "b", "columns": ["time", "v", "n"], "values": [[1, 3, 4]]}),
+        ];
+        let mut series = same.clone();
+        every_column(&mut series);
+        assert_eq!(series, same);
+    }
+
+    #[test]
+    fn grouped_series_get_every_tag_key_in_order() {
+        let group = |name: &str, tags: Value| Group {
+            name: Some(Value::from(name)),
+            tags: Some(tags),
+            parts: Vec::new(),
+            points: Vec::new(),
+        };
+        let mut groups = vec![
+            group("cpu", json!({"region": "east", "host": "h0"})),
+            group("disk", json!({"host": "h1"})),
+        ];
+        every_tag_key(&mut groups);
+        let tags: Vec<String> = groups
+            .iter()
+            .map(|g| serde_json::to_string(&g.tags).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                r#"{"host":"h0","region":"east"}"#,
+                r#"{"host":"h1","region":""}"#
+            ]
+        );
+    }
 }

@@ -102,7 +102,12 @@ enum Mode {
     /// One selector keeping its point's time: the best row wins.
     Pick { name: String, function: Pick },
     /// `count(*)` or `sum(*)`: every column combined the same way.
-    Wildcard { function: Combine },
+    Wildcard {
+        /// How every column combines.
+        function: Combine,
+        /// Whether the statement groups by time: only then is an empty count 0.
+        by_time: bool,
+    },
 }
 
 impl Mode {

@@ -179,7 +179,12 @@ fn select_mode(
             ));
         }
     }
-    let fill = fill_after_merge(shape, edits);
+    let fill = match fill_after_merge(shape, edits) {
+        // Without time buckets nothing is filled: influxd's count of a field a measurement lacks
+        // is null there, not the 0 of an empty bucket.
+        Fill::Null if !shape.group_by_time => Fill::None,
+        fill => fill,
+    };
     let points =
         (!point_fields.is_empty()).then(|| points_statement(q, tokens, shape, &point_fields));
     Ok((Mode::Aggregate { columns, fill }, points))
@@ -251,9 +256,11 @@ fn wildcard_mode(shape: &Shape, calls: &[&str]) -> Option<Result<Mode, Unmergeab
     Some(match function {
         "count" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
             function: Combine::Count,
+            by_time: shape.group_by_time,
         }),
         "sum" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
             function: Combine::Sum,
+            by_time: shape.group_by_time,
         }),
         _ => Err(Unmergeable::new(
             format!("{}() over a wildcard", calls[0]),
