@@ -463,6 +463,45 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A write's span is the span of every line's number, read a byte at a time and scaled:
+        /// 19-digit words (near `i64::MAX` too), other lengths, negative ones and lines without
+        /// a timestamp mixed, in every precision.
+        #[test]
+        fn the_span_is_the_least_and_greatest_number_scaled(
+            words in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "1[0-9]{18}",
+                    "9[0-9]{18}",
+                    "922337203685477580[0-9]",
+                    "-?[0-9]{1,18}",
+                    "[a-z]{0,3}",
+                ],
+                0..12,
+            ),
+            precision in proptest::sample::select(vec![None, Some("s"), Some("ms"), Some("h"), Some("ns")]),
+        ) {
+            let mut stamps = Timestamps::new(precision);
+            let unit = nanoseconds_per_unit(precision);
+            let mut expected = Some((i64::MAX, i64::MIN));
+            for word in &words {
+                let line = format!("cpu v=1 {word}");
+                stamps.line(line.as_bytes());
+                let scaled = reference(line.as_bytes()).and_then(|t| t.checked_mul(unit));
+                expected = match (expected, scaled) {
+                    (Some((first, last)), Some(t)) => Some((first.min(t), last.max(t))),
+                    _ => None,
+                };
+            }
+            let expected = match expected {
+                None => TimeSpan::Unknown,
+                Some((first, last)) if first > last => TimeSpan::Nothing,
+                Some((first, last)) => TimeSpan::Range { first, last },
+            };
+            proptest::prop_assert_eq!(stamps.span(), expected, "{:?} {:?}", words, precision);
+        }
+    }
+
     #[test]
     fn only_disjoint_spans_commute() {
         assert!(range(1, 5).commutes_with(range(6, 9)));
