@@ -14,7 +14,10 @@
 
 use std::collections::HashSet;
 
-use futures_util::future::join_all;
+use futures_util::{
+    future::join_all,
+    stream::{self, StreamExt},
+};
 use serde_json::Value;
 
 use super::shard_ask::{ask, ClientParams, Cluster, ScatterError};
@@ -30,6 +33,9 @@ use crate::{
     node::{ForwardedQuery, NodeId},
     router::{Placement, Router, ShardId},
 };
+
+/// How many listings one shard's narrowing asks at once.
+const LISTINGS_AT_ONCE: usize = 4;
 
 /// How the statement sent to every shard is narrowed to each shard's own series.
 pub(super) struct Narrowing {
@@ -194,11 +200,15 @@ impl Narrowing {
                 }
             }
         }
-        let conditions = join_all(
+        // A regex may match many spread measurements: a few listings at a time, so that one
+        // query does not trip influxd's max-concurrent-queries.
+        let conditions: Vec<Result<String, ScatterError>> = stream::iter(
             spread
                 .iter()
                 .map(|(_, db, name, key, shards)| tag_condition(asked, (db, name, key), shards)),
         )
+        .buffered(LISTINGS_AT_ONCE)
+        .collect()
         .await;
         let mut pieces = Vec::with_capacity(spread.len() + 1);
         if !plain.is_empty() {
@@ -276,12 +286,14 @@ async fn listing(
             },
             other => other,
         })?;
-    // influxd answers a statement that failed (a timeout, too many queries) with 200 and the
-    // error in its result: an empty list read from it would drop the shard's series unseen.
+    // influxd answers a statement that failed (no such database, a timeout) with 200 and the
+    // error in its result: an empty list read from it would drop the shard's series unseen. The
+    // error is the statement's, as one influxd would have given it.
     if let Some(error) = results.iter().find_map(|r| r.get("error")) {
-        return Err(ScatterError::Unavailable {
-            shard: asked.name.to_owned(),
-            reason: format!("listing its series failed: {error}"),
+        return Err(ScatterError::Failed {
+            error: error
+                .as_str()
+                .map_or_else(|| error.to_string(), str::to_owned),
         });
     }
     Ok(results

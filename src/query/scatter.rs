@@ -156,7 +156,15 @@ async fn answer(
             });
             // Every shard's answer awaited, and the first failure in shard order reported: the
             // client hears the same error whichever shard answered first.
-            let answers = first_error(join_all(asked).await)?;
+            let answers = match first_error(join_all(asked).await) {
+                Ok(answers) => answers,
+                Err(ScatterError::Failed { error }) => {
+                    let mut result = Map::new();
+                    result.insert("error".into(), error.into());
+                    return Ok(Value::Object(result));
+                }
+                Err(e) => return Err(e),
+            };
             let answers = answers.into_iter().flatten().collect();
             Ok(plan.merger.merge(answers, params.epoch))
         }

@@ -57,6 +57,13 @@ pub enum ScatterError {
         /// The node's body.
         body: Bytes,
     },
+    /// A statement the gateway asked on the way (a listing) failed as influxd reports a failed
+    /// statement, in its result (`database not found`, a timeout): the statement's own result.
+    #[error("{error}")]
+    Failed {
+        /// influxd's words.
+        error: String,
+    },
 }
 
 /// What the client asked for, besides `q`.

@@ -184,8 +184,17 @@ impl Merger {
             .into_iter()
             .filter_map(|group| self.series(group, epoch))
             .collect();
-        if !self.mode.is_schema_list() {
-            every_column(&mut series);
+        if self.one_wildcard {
+            // What influxd puts in a column a series lacks: its fill value for `count(*)` and the
+            // like under `fill(n)`, null otherwise.
+            let pad = match &self.mode {
+                Mode::Wildcard {
+                    fill: Fill::Value(n),
+                    ..
+                } => Value::Number(n.clone()),
+                _ => Value::Null,
+            };
+            every_column(&mut series, &pad);
         }
         let mut out = Map::new();
         if !series.is_empty() {
@@ -232,7 +241,7 @@ impl Merger {
                 self.aggregate(group.parts, group.points, columns, fill)
             }
             Mode::Pick { name, function } => pick(group.parts, name, *function),
-            Mode::Wildcard { function, by_time } => self.wildcard(group.parts, *function, *by_time),
+            Mode::Wildcard { function, fill } => self.wildcard(group.parts, *function, fill),
         };
         let skip = usize::try_from(self.offset).unwrap_or(usize::MAX);
         let take = self
@@ -411,7 +420,7 @@ impl Merger {
     }
 
     /// `count(*)` / `sum(*)`: every column combined the same way, per time.
-    fn wildcard(&self, parts: Vec<Part>, function: Combine, by_time: bool) -> Part {
+    fn wildcard(&self, parts: Vec<Part>, function: Combine, fill: &Fill) -> Part {
         let names = value_columns(&parts);
         let outputs: Vec<Output> = names
             .iter()
@@ -436,8 +445,7 @@ impl Merger {
                 (cols, rows)
             })
             .collect();
-        let fill = if by_time { Fill::Null } else { Fill::None };
-        self.aggregate(parts, Vec::new(), &outputs, &fill)
+        self.aggregate(parts, Vec::new(), &outputs, fill)
     }
 }
 
@@ -452,8 +460,14 @@ fn every_tag_key(groups: &mut [Group]) {
         .collect();
     keys.sort();
     keys.dedup();
+    if keys.is_empty() {
+        return;
+    }
     for group in groups {
-        let Some(Value::Object(tags)) = &mut group.tags else {
+        // A series of a measurement without tags comes back without them, where influxd gives
+        // it every key of the union too.
+        let tags = group.tags.get_or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(tags) = tags else {
             continue;
         };
         if tags.keys().eq(keys.iter()) {
@@ -471,7 +485,7 @@ fn every_tag_key(groups: &mut [Group]) {
 /// Gives every series of a statement the same columns when the shards' differ: `time`, then the
 /// union of the others sorted, `null` where a series has none, as influxd expands a wildcard
 /// (`SELECT *`, `count(*)`) over all of a statement's sources where a shard sees only its own.
-fn every_column(series: &mut [Value]) {
+fn every_column(series: &mut [Value], pad: &Value) {
     let columns_of = |s: &Value| -> Vec<String> {
         s["columns"]
             .as_array()
@@ -507,7 +521,10 @@ fn every_column(series: &mut [Value]) {
                 if let Value::Array(cells) = row {
                     let padded = at
                         .iter()
-                        .map(|i| i.and_then(|i| cells.get(i).cloned()).unwrap_or(Value::Null))
+                        .map(|i| {
+                            i.and_then(|i| cells.get(i).cloned())
+                                .unwrap_or_else(|| pad.clone())
+                        })
                         .collect();
                     *cells = padded;
                 }
@@ -767,7 +784,7 @@ mod tests {
             json!({"name": "cpu", "columns": ["time", "host", "v"], "values": [[1, "a", 0.5]]}),
             json!({"name": "disk", "columns": ["time", "used", "host"], "values": [[2, 7, "b"]]}),
         ];
-        every_column(&mut series);
+        every_column(&mut series, &Value::Null);
         assert_eq!(
             series,
             vec![
@@ -786,7 +803,7 @@ mod tests {
             json!({"name": "b", "columns": ["time", "v", "n"], "values": [[1, 3, 4]]}),
         ];
         let mut series = same.clone();
-        every_column(&mut series);
+        every_column(&mut series, &Value::Null);
         assert_eq!(series, same);
     }
 

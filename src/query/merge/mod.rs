@@ -81,6 +81,8 @@ pub struct Merger {
     offset: u64,
     slimit: Option<u64>,
     soffset: u64,
+    /// The statement's one field is a wildcard: every series gets the union of the columns.
+    one_wildcard: bool,
 }
 
 #[derive(Debug)]
@@ -105,8 +107,8 @@ enum Mode {
     Wildcard {
         /// How every column combines.
         function: Combine,
-        /// Whether the statement groups by time: only then is an empty count 0.
-        by_time: bool,
+        /// What fills an empty bucket, after the merge.
+        fill: Fill,
     },
 }
 

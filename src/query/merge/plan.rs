@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::{Combine, Merger, Mode, Output, Pick, Refusal, Scatter, ScatterContext, COMBINABLE};
 use crate::influxql::{
     select::{shape, Field, Fill, Shape},
-    Statement, Token,
+    Statement, Token, TokenKind,
 };
 
 /// Plans `statement` of query `q` across the shards of `context`.
@@ -82,8 +82,26 @@ pub fn scatter(
             offset,
             slimit: shape.slimit.as_ref().map(|c| c.value),
             soffset,
+            one_wildcard: one_wildcard(tokens, &shape),
         },
     })
+}
+
+/// Whether the statement's one field is a wildcard: `*`, a regex, or a call on one (`count(*)`).
+/// Only then are its columns the sorted union of its sources' fields and tags, which the merge
+/// can rebuild from the shards' answers.
+fn one_wildcard(tokens: &[Token<'_>], shape: &Shape) -> bool {
+    let [only] = shape.fields.as_slice() else {
+        return false;
+    };
+    match &only.field {
+        Field::Call { wildcard, .. } => *wildcard,
+        Field::Raw => tokens
+            .get(only.tokens.clone())
+            .and_then(<[Token<'_>]>::first)
+            .is_some_and(|t| t.is_punct("*") || t.kind == TokenKind::Regex),
+        _ => false,
+    }
 }
 
 /// `Some(Ok(mode))` for a SHOW list that unions, `Some(Err(what))` for one that does not, `None`
@@ -157,7 +175,7 @@ fn select_mode(
         return Ok((Mode::Rows, None));
     }
     check_combinable(shape)?;
-    if let Some(mode) = wildcard_mode(shape, &calls) {
+    if let Some(mode) = wildcard_mode(shape, &calls, edits) {
         return mode.map(|mode| (mode, None));
     }
     let single_pick = match calls.as_slice() {
@@ -179,12 +197,7 @@ fn select_mode(
             ));
         }
     }
-    let fill = match fill_after_merge(shape, edits) {
-        // Without time buckets nothing is filled: influxd's count of a field a measurement lacks
-        // is null there, not the 0 of an empty bucket.
-        Fill::Null if !shape.group_by_time => Fill::None,
-        fill => fill,
-    };
+    let fill = merged_fill(shape, edits);
     let points =
         (!point_fields.is_empty()).then(|| points_statement(q, tokens, shape, &point_fields));
     Ok((Mode::Aggregate { columns, fill }, points))
@@ -241,7 +254,11 @@ fn check_combinable(shape: &Shape) -> Result<(), Unmergeable> {
 
 /// For a call over a wildcard, whose columns are known only from the answers: the mode if it is a
 /// lone `count` or `sum`, else the refusal; `None` without a wildcard.
-fn wildcard_mode(shape: &Shape, calls: &[&str]) -> Option<Result<Mode, Unmergeable>> {
+fn wildcard_mode(
+    shape: &Shape,
+    calls: &[&str],
+    edits: &mut Vec<(Range<usize>, String)>,
+) -> Option<Result<Mode, Unmergeable>> {
     let wildcard = shape
         .fields
         .iter()
@@ -256,11 +273,11 @@ fn wildcard_mode(shape: &Shape, calls: &[&str]) -> Option<Result<Mode, Unmergeab
     Some(match function {
         "count" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
             function: Combine::Count,
-            by_time: shape.group_by_time,
+            fill: merged_fill(shape, edits),
         }),
         "sum" if shape.fields.len() == 1 => Ok(Mode::Wildcard {
             function: Combine::Sum,
-            by_time: shape.group_by_time,
+            fill: merged_fill(shape, edits),
         }),
         _ => Err(Unmergeable::new(
             format!("{}() over a wildcard", calls[0]),
@@ -366,6 +383,15 @@ fn shard_parts(
             format!("count{args} AS \"__gw_{index}\"")
         }
         _ => format!("{function}{args} AS \"__gw_{index}\""),
+    }
+}
+
+/// [`fill_after_merge`], where without time buckets `fill(null)` fills nothing: influxd's count
+/// of a field a measurement lacks is null there, not the 0 of an empty bucket.
+fn merged_fill(shape: &Shape, edits: &mut Vec<(Range<usize>, String)>) -> Fill {
+    match fill_after_merge(shape, edits) {
+        Fill::Null if !shape.group_by_time => Fill::None,
+        fill => fill,
     }
 }
 
