@@ -34,8 +34,10 @@ use crate::{
     router::{Placement, Router, ShardId},
 };
 
-/// How many listings one shard's narrowing asks at once.
-const LISTINGS_AT_ONCE: usize = 4;
+/// How many statements one shard's narrowing asks at once, listings or narrowed statements: a
+/// regex may match many spread measurements, and one query must not trip influxd's
+/// max-concurrent-queries.
+pub(super) const AT_ONCE: usize = 4;
 
 /// How the statement sent to every shard is narrowed to each shard's own series.
 pub(super) struct Narrowing {
@@ -156,8 +158,8 @@ impl Narrowing {
     }
 
     /// The statements `asked.shard` must be asked, by their `FROM` and condition. The listings
-    /// they need (a regex's measurements, a spread measurement's tag values) are asked all at
-    /// once.
+    /// they need are asked side by side: each regex's measurements at once (a `FROM` names few),
+    /// then the spread measurements' tag values [`AT_ONCE`] at a time.
     async fn pieces(&self, asked: &Asked<'_, impl Cluster>) -> Result<Vec<Piece>, ScatterError> {
         let Some((_, list)) = self.statements.first() else {
             return Ok(Vec::new());
@@ -200,14 +202,12 @@ impl Narrowing {
                 }
             }
         }
-        // A regex may match many spread measurements: a few listings at a time, so that one
-        // query does not trip influxd's max-concurrent-queries.
         let conditions: Vec<Result<String, ScatterError>> = stream::iter(
             spread
                 .iter()
                 .map(|(_, db, name, key, shards)| tag_condition(asked, (db, name, key), shards)),
         )
-        .buffered(LISTINGS_AT_ONCE)
+        .buffered(AT_ONCE)
         .collect()
         .await;
         let mut pieces = Vec::with_capacity(spread.len() + 1);

@@ -9,12 +9,15 @@
 //! merged answer is one JSON document even when `chunked=true` was asked for.
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::{
+    future::join_all,
+    stream::{self, StreamExt},
+};
 use serde_json::{Map, Value};
 
 use super::{
     merge::{self, ScatterContext},
-    narrow::{Asked, Narrowing},
+    narrow::{Asked, Narrowing, AT_ONCE},
     shard_ask::{ask, ClientParams, Cluster, ScatterError},
     Routed, Target,
 };
@@ -151,7 +154,8 @@ async fn answer(
                     let answers = requests
                         .iter()
                         .map(|request| ask(gateway, http, &order, name, request));
-                    first_error(join_all(answers).await)
+                    let answers = stream::iter(answers).buffered(AT_ONCE).collect().await;
+                    first_error(answers)
                 }
             });
             // Every shard's answer awaited, and the first failure in shard order reported: the
