@@ -483,8 +483,9 @@ fn every_tag_key(groups: &mut [Group]) {
 }
 
 /// Gives every series of a statement the same columns when the shards' differ: `time`, then the
-/// union of the others sorted, `null` where a series has none, as influxd expands a wildcard
-/// (`SELECT *`, `count(*)`) over all of a statement's sources where a shard sees only its own.
+/// union of the others sorted, `pad` (null, or a fill value) where a series has none, as influxd
+/// expands a lone wildcard (`SELECT *`, `count(*)`) over all of a statement's sources where a
+/// shard sees only its own.
 fn every_column(series: &mut [Value], pad: &Value) {
     let columns_of = |s: &Value| -> Vec<String> {
         s["columns"]
