@@ -804,6 +804,14 @@ mod tests {
         }
     }
 
+    fn newlines_found(body: &[u8]) -> Vec<usize> {
+        Newlines::new(body).collect()
+    }
+
+    fn memchr_newlines(body: &[u8]) -> Vec<usize> {
+        memchr::memchr_iter(b'\n', body).collect()
+    }
+
     proptest::proptest! {
         #[test]
         fn every_newline_is_found_in_order_as_memchr_finds_it(
@@ -811,9 +819,7 @@ mod tests {
                 proptest::sample::select(b"\n\n\rab ,=\x8a".to_vec()), 0..300
             ),
         ) {
-            let found: Vec<usize> = Newlines::new(&body).collect();
-            let expected: Vec<usize> = memchr::memchr_iter(b'\n', &body).collect();
-            proptest::prop_assert_eq!(found, expected);
+            proptest::prop_assert_eq!(newlines_found(&body), memchr_newlines(&body));
         }
 
         #[test]
@@ -823,9 +829,7 @@ mod tests {
                 0..2000
             ),
         ) {
-            let found: Vec<usize> = Newlines::new(&body).collect();
-            let expected: Vec<usize> = memchr::memchr_iter(b'\n', &body).collect();
-            proptest::prop_assert_eq!(found, expected);
+            proptest::prop_assert_eq!(newlines_found(&body), memchr_newlines(&body));
         }
     }
 

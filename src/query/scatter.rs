@@ -40,9 +40,7 @@ pub async fn scatter(
     let mut failed = false;
     for (id, routed) in statements.iter().enumerate() {
         let mut result = if failed {
-            let mut not_executed = Map::new();
-            not_executed.insert("error".into(), "not executed".into());
-            Value::Object(not_executed)
+            failed_result("not executed")
         } else {
             answer(gateway, router, http, q, routed, params).await?
         };
@@ -115,21 +113,13 @@ async fn answer(
             };
             let plan = match merge::scatter(q, &routed.statement, &context) {
                 Ok(plan) => plan,
-                Err(refusal) => {
-                    let mut result = Map::new();
-                    result.insert("error".into(), refusal.to_string().into());
-                    return Ok(Value::Object(result));
-                }
+                Err(refusal) => return Ok(failed_result(refusal.to_string())),
             };
             let request = params.request(&plan.text, Some("ns"));
             let narrowing = if gateway.strays_possible() || overlapping(router, shards) {
                 match Narrowing::of(&routed.statement, &plan.text, params) {
                     Ok(narrowing) => narrowing,
-                    Err(why) => {
-                        let mut result = Map::new();
-                        result.insert("error".into(), why.into());
-                        return Ok(Value::Object(result));
-                    }
+                    Err(why) => return Ok(failed_result(why)),
                 }
             } else {
                 None
@@ -162,17 +152,20 @@ async fn answer(
             // client hears the same error whichever shard answered first.
             let answers = match first_error(join_all(asked).await) {
                 Ok(answers) => answers,
-                Err(ScatterError::Failed { error }) => {
-                    let mut result = Map::new();
-                    result.insert("error".into(), error.into());
-                    return Ok(Value::Object(result));
-                }
+                Err(ScatterError::Failed { error }) => return Ok(failed_result(error)),
                 Err(e) => return Err(e),
             };
             let answers = answers.into_iter().flatten().collect();
             Ok(plan.merger.merge(answers, params.epoch))
         }
     }
+}
+
+/// A statement's result that says it failed, in InfluxDB's words.
+fn failed_result(error: impl Into<String>) -> Value {
+    let mut result = Map::new();
+    result.insert("error".into(), Value::String(error.into()));
+    Value::Object(result)
 }
 
 /// The answers in order, or the first failure among them.

@@ -285,7 +285,7 @@ impl Merger {
             parts.first().map(|p| p.0.clone()).unwrap_or_default()
         } else {
             std::iter::once("time".to_owned())
-                .chain(value_columns(&parts))
+                .chain(value_columns(parts.iter().map(|p| p.0.as_slice())))
                 .collect()
         };
         let several = parts.len() > 1;
@@ -295,18 +295,12 @@ impl Merger {
                 rows.extend(part_rows);
                 continue;
             }
-            let at: Vec<Option<usize>> = columns
-                .iter()
-                .map(|c| cols.iter().position(|k| k == c))
-                .collect();
-            for row in part_rows {
-                let cells = row.as_array().cloned().unwrap_or_default();
-                rows.push(Value::Array(
-                    at.iter()
-                        .map(|i| i.and_then(|i| cells.get(i).cloned()).unwrap_or(Value::Null))
-                        .collect(),
-                ));
-            }
+            let at = positions(&columns, &cols);
+            rows.extend(
+                part_rows
+                    .iter()
+                    .map(|row| realigned(row, &at, &Value::Null)),
+            );
         }
         if several {
             // Stable: rows of one time keep the shards' order.
@@ -421,7 +415,7 @@ impl Merger {
 
     /// `count(*)` / `sum(*)`: every column combined the same way, per time.
     fn wildcard(&self, parts: Vec<Part>, function: Combine, fill: &Fill) -> Part {
-        let names = value_columns(&parts);
+        let names = value_columns(parts.iter().map(|p| p.0.as_slice()));
         let outputs: Vec<Output> = names
             .iter()
             .enumerate()
@@ -505,45 +499,51 @@ fn every_column(series: &mut [Value], pad: &Value) {
     {
         return;
     }
-    let mut union: Vec<String> = all.iter().flat_map(|c| c.iter().skip(1).cloned()).collect();
-    union.sort();
-    union.dedup();
-    let union: Vec<String> = std::iter::once("time".to_owned()).chain(union).collect();
+    let union: Vec<String> = std::iter::once("time".to_owned())
+        .chain(value_columns(all.iter().map(Vec::as_slice)))
+        .collect();
     for (one, columns) in series.iter_mut().zip(all) {
         if columns == union {
             continue;
         }
-        let at: Vec<Option<usize>> = union
-            .iter()
-            .map(|u| columns.iter().position(|c| c == u))
-            .collect();
+        let at = positions(&union, &columns);
         if let Some(Value::Array(rows)) = one.get_mut("values") {
-            for row in rows.iter_mut() {
-                if let Value::Array(cells) = row {
-                    let padded = at
-                        .iter()
-                        .map(|i| {
-                            i.and_then(|i| cells.get(i).cloned())
-                                .unwrap_or_else(|| pad.clone())
-                        })
-                        .collect();
-                    *cells = padded;
-                }
+            for row in rows.iter_mut().filter(|row| row.is_array()) {
+                *row = realigned(row, &at, pad);
             }
         }
         one["columns"] = Value::Array(union.iter().cloned().map(Value::String).collect());
     }
 }
 
-/// Every column but time that some shard gave, sorted as InfluxDB sorts `SELECT *` columns.
-fn value_columns(parts: &[Part]) -> Vec<String> {
-    let mut names: Vec<String> = parts
-        .iter()
-        .flat_map(|p| p.0.iter().skip(1).cloned())
-        .collect();
+/// Every column but time among the column lists (each `time` first), sorted as InfluxDB sorts
+/// `SELECT *` columns.
+fn value_columns<'c>(lists: impl Iterator<Item = &'c [String]>) -> Vec<String> {
+    let mut names: Vec<String> = lists.flat_map(|c| c.iter().skip(1).cloned()).collect();
     names.sort();
     names.dedup();
     names
+}
+
+/// For each column of `to`, where it is among `from`.
+fn positions(to: &[String], from: &[String]) -> Vec<Option<usize>> {
+    to.iter()
+        .map(|c| from.iter().position(|k| k == c))
+        .collect()
+}
+
+/// A row written for one list of columns, rewritten for another ([`positions`] of the one in the
+/// other): `pad` for a column it lacks.
+fn realigned(row: &Value, at: &[Option<usize>], pad: &Value) -> Value {
+    let cells = row.as_array().map(Vec::as_slice).unwrap_or_default();
+    Value::Array(
+        at.iter()
+            .map(|i| {
+                i.and_then(|i| cells.get(i).cloned())
+                    .unwrap_or_else(|| pad.clone())
+            })
+            .collect(),
+    )
 }
 
 /// Fills empty buckets (`None`) as `fill` says, in time order; under `fill(null)` an empty count
