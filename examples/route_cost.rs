@@ -3,9 +3,10 @@
 //! `bench/run.py` runs it with 1 and 11 iterations and divides the difference by 10 × 5,000
 //! points, so that start-up and the workload's construction cancel out.
 //!
-//! `cargo build --release --example route_cost && target/release/examples/route_cost MODE ITERATIONS`
-//! with MODE one of `replication`, `measurement`, `tag`. It also prints the wall time per batch,
-//! for comparing two builds run one after the other (the least of three runs of 2,000 batches).
+//! `cargo build --release --example route_cost && target/release/examples/route_cost MODE ITERATIONS
+//! [grouped]` with MODE one of `replication`, `measurement`, `tag`; `grouped` routes the same
+//! points grouped by measurement, as Telegraf sends them, instead of interleaved. It also prints
+//! the wall time per batch.
 
 #[path = "../benches/shared/workload.rs"]
 mod workload;
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
         args.get(1),
         args.get(2).and_then(|n| n.parse::<usize>().ok()),
     ) else {
-        eprintln!("usage: route_cost replication|measurement|tag ITERATIONS");
+        eprintln!("usage: route_cost replication|measurement|tag ITERATIONS [grouped]");
         return ExitCode::FAILURE;
     };
     let index = match mode.as_str() {
@@ -36,7 +37,12 @@ fn main() -> ExitCode {
     influx_gateway::memory::configure();
     let modes = workload::modes();
     let config = &modes[index].1;
-    let body = workload::batch();
+    let grouped = args.get(3).is_some_and(|a| a == "grouped");
+    let body = if grouped {
+        workload::grouped_batch()
+    } else {
+        workload::batch()
+    };
     let mut batches = 0;
     let started = Instant::now();
     for _ in 0..iterations {
@@ -48,7 +54,8 @@ fn main() -> ExitCode {
     }
     let elapsed = started.elapsed();
     println!(
-        "{mode}: {iterations} × {} points, {batches} shard batches, {:.1} µs a batch",
+        "{mode}{}: {iterations} × {} points, {batches} shard batches, {:.1} µs a batch",
+        if grouped { " (grouped)" } else { "" },
         workload::POINTS,
         elapsed.as_secs_f64() * 1e6 / iterations.max(1) as f64
     );

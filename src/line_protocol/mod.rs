@@ -239,9 +239,10 @@ enum Part {
 impl<'a> Iterator for Lines<'a> {
     type Item = Line<'a>;
 
-    // Inlined into the router's loop: returned through memory, a line was written field by field
-    // and read back whole, which stalled on every line.
-    #[inline]
+    // Always inlined into the router's loop: returned through memory, a line was written field
+    // by field and read back whole, which stalled on every line, and a plain `#[inline]` was not
+    // always followed once the loop grew.
+    #[inline(always)]
     fn next(&mut self) -> Option<Line<'a>> {
         let text = self.ends.next()?;
         let body = self.ends.body;

@@ -85,12 +85,21 @@ impl Scan {
 
 /// The time span of a write gathered one line at a time: what [`Scan`] does for a whole body,
 /// and what the router does while it splits one, so that a sharded body is read once.
+///
+/// Nearly every timestamp is written in 19 digits (nanoseconds since 2001). Those are kept as
+/// written and compared as [`Word`]s, whose order is the numbers' order, and only the least and
+/// the greatest are read as numbers, when the span is asked for: reading each one cost more than
+/// the rest of the scan. Any other word is read and scaled as it comes.
 #[derive(Debug, Clone, Copy)]
 pub struct Timestamps {
     /// Nanoseconds per unit of the write's precision; 0 once the span is known to be unknown.
     unit: i64,
+    /// The least and greatest of the timestamps not written in 19 digits, scaled.
     first: i64,
     last: i64,
+    /// The least and greatest 19-digit words; `least > greatest` while there is none.
+    least: Word,
+    greatest: Word,
 }
 
 impl Timestamps {
@@ -100,6 +109,8 @@ impl Timestamps {
             unit: nanoseconds_per_unit(precision),
             first: i64::MAX,
             last: i64::MIN,
+            least: Word::ABOVE_ALL,
+            greatest: Word::BELOW_ALL,
         }
     }
 
@@ -118,7 +129,24 @@ impl Timestamps {
         if self.unit == 0 {
             return;
         }
-        match last_word_timestamp(line).and_then(|t| t.checked_mul(self.unit)) {
+        if let Some(word) = Word::of(line) {
+            // Branches, not conditional moves of three words each: timestamps mostly rise
+            // through a write, so that one of them is taken for every line and the other for none.
+            if word > self.greatest {
+                self.greatest = word;
+            }
+            if word < self.least {
+                self.least = word;
+            }
+            return;
+        }
+        self.other_line(line);
+    }
+
+    /// A line whose last word is not 19 digits.
+    #[inline(never)]
+    fn other_line(&mut self, line: &[u8]) {
+        match any_word_timestamp(line).and_then(|t| t.checked_mul(self.unit)) {
             Some(time) => {
                 self.first = self.first.min(time);
                 self.last = self.last.max(time);
@@ -130,15 +158,76 @@ impl Timestamps {
     /// The span of the lines taken in.
     pub fn span(&self) -> TimeSpan {
         if self.unit == 0 {
-            TimeSpan::Unknown
-        } else if self.first > self.last {
+            return TimeSpan::Unknown;
+        }
+        let (mut first, mut last) = (self.first, self.last);
+        if self.least <= self.greatest {
+            // Words are never negative, so scaling keeps their order: when the greatest fits in
+            // an `i64` once scaled, every word between does.
+            let scaled = |word: Word| word.value().and_then(|t| t.checked_mul(self.unit));
+            let (Some(least), Some(greatest)) = (scaled(self.least), scaled(self.greatest)) else {
+                return TimeSpan::Unknown;
+            };
+            first = first.min(least);
+            last = last.max(greatest);
+        }
+        if first > last {
             TimeSpan::Nothing
         } else {
-            TimeSpan::Range {
-                first: self.first,
-                last: self.last,
-            }
+            TimeSpan::Range { first, last }
         }
+    }
+}
+
+/// A line's last 20 bytes when they are a space and 19 ASCII digits, not escaped, as big-endian
+/// numbers, so that words compare as the timestamps they write: the space and the first three
+/// digits, then the other sixteen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Word {
+    lead: u32,
+    rest: u128,
+}
+
+impl Word {
+    /// Above every word: its bytes are not a space and digits.
+    const ABOVE_ALL: Word = Word {
+        lead: u32::MAX,
+        rest: u128::MAX,
+    };
+    /// Below every word.
+    const BELOW_ALL: Word = Word { lead: 0, rest: 0 };
+
+    /// The line's last word when it is 19 digits: checked and kept in three loads.
+    #[inline(always)]
+    fn of(line: &[u8]) -> Option<Word> {
+        let (head, word) = line.split_last_chunk::<20>()?;
+        let (lead, middle, low) = split_word(word);
+        // The space and three digits: as for eight, each digit's high nibble is 3 before and
+        // after adding 6, and the space is itself.
+        let lead_ok = lead & 0xF0F0_F0FF == 0x3030_3020
+            && lead.wrapping_add(0x0606_0600) & 0xF0F0_F000 == 0x3030_3000;
+        (lead_ok && all_digits(middle) && all_digits(low) && head.last() != Some(&b'\\')).then(
+            || Word {
+                lead: lead.swap_bytes(),
+                rest: u128::from(middle.swap_bytes()) << 64 | u128::from(low.swap_bytes()),
+            },
+        )
+    }
+
+    /// The number the word writes, if an `i64` holds it.
+    fn value(self) -> Option<i64> {
+        let lead = self.lead.swap_bytes();
+        let middle = ((self.rest >> 64) as u64).swap_bytes();
+        let low = (self.rest as u64).swap_bytes();
+        let leading = u64::from((lead >> 8) & 0xF) * 100
+            + u64::from((lead >> 16) & 0xF) * 10
+            + u64::from(lead >> 24 & 0xF);
+        i64::try_from(
+            leading * 10_000_000_000_000_000
+                + digits_value(middle) * 100_000_000
+                + digits_value(low),
+        )
+        .ok()
     }
 }
 
@@ -188,31 +277,14 @@ fn nanoseconds_per_unit(precision: Option<&str>) -> i64 {
 }
 
 /// The line's last word as a timestamp: an optional `-` and at most 19 decimal digits after the
-/// last space, nothing else. Read from the line's end: this runs for every point of every write,
-/// and looking for the space first (`memrchr`) and then parsing cost twice as much.
-#[inline]
+/// last space, nothing else. Read from the line's end: looking for the space first (`memrchr`)
+/// and then parsing cost twice as much.
+#[cfg(test)]
 fn last_word_timestamp(line: &[u8]) -> Option<i64> {
-    // Nanoseconds since 2001 are 19 digits: the usual word, checked and read in three loads, the
-    // rest of the rule left to a call that is rarely made.
-    if let Some((head, word)) = line.split_last_chunk::<20>() {
-        let (lead, middle, low) = split_word(word);
-        // The space and three digits: as for eight, each digit's high nibble is 3 before and
-        // after adding 6, and the space is itself.
-        let lead_ok = lead & 0xF0F0_F0FF == 0x3030_3020
-            && lead.wrapping_add(0x0606_0600) & 0xF0F0_F000 == 0x3030_3000;
-        if lead_ok && all_digits(middle) && all_digits(low) && head.last() != Some(&b'\\') {
-            let leading = u64::from((lead >> 8) & 0xF) * 100
-                + u64::from((lead >> 16) & 0xF) * 10
-                + u64::from(lead >> 24 & 0xF);
-            return i64::try_from(
-                leading * 10_000_000_000_000_000
-                    + digits_value(middle) * 100_000_000
-                    + digits_value(low),
-            )
-            .ok();
-        }
+    match Word::of(line) {
+        Some(word) => word.value(),
+        None => any_word_timestamp(line),
     }
-    any_word_timestamp(line)
 }
 
 /// The last 20 bytes of a line as the space-and-three-digits before a 19-digit word, then its
@@ -460,6 +532,20 @@ mod tests {
             let len = line.len();
             line[len - 20 + at] = byte;
             proptest::prop_assert_eq!(last_word_timestamp(&line), reference(&line), "{:?}", line);
+        }
+    }
+
+    proptest::proptest! {
+        /// Words kept unparsed order as the numbers they write, and read back as them.
+        #[test]
+        fn words_order_as_their_numbers(a in "[0-9]{19}", b in "[0-9]{19}") {
+            let word = |digits: &str| Word::of(format!("cpu v=1 {digits}").as_bytes());
+            let (Some(x), Some(y)) = (word(&a), word(&b)) else {
+                return Err(proptest::test_runner::TestCaseError::fail("not a word"));
+            };
+            let number = |digits: &str| digits.parse::<u64>().unwrap_or(u64::MAX);
+            proptest::prop_assert_eq!(x.cmp(&y), number(&a).cmp(&number(&b)));
+            proptest::prop_assert_eq!(x.value(), i64::try_from(number(&a)).ok());
         }
     }
 
