@@ -51,10 +51,31 @@ pub fn scalar_newlines(bytes: &[u8; 64]) -> u64 {
         .fold(0, |mask, (i, &b)| mask | u64::from(b == b'\n') << i)
 }
 
+/// Whether all 16 bytes are ASCII digits.
+#[inline]
+pub fn all_digits(bytes: &[u8; 16]) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: `sse2::all_digits` needs SSE2, and this is compiled only where the target has
+        // it.
+        unsafe { sse2::all_digits(bytes) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        scalar_all_digits(bytes)
+    }
+}
+
+/// [`all_digits`], a byte at a time: the reference, and the path of targets without SSE2.
+pub fn scalar_all_digits(bytes: &[u8; 16]) -> bool {
+    bytes.iter().all(u8::is_ascii_digit)
+}
+
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2 {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8, _mm_sub_epi8,
     };
 
     /// [`super::newlines`] with SSE2: four compares of 16 bytes, their masks side by side.
@@ -72,6 +93,20 @@ mod sse2 {
             mask |= u64::from(hits) << (16 * i);
         }
         mask
+    }
+
+    /// [`super::all_digits`] with SSE2: each byte less `'0'` is at most 9 (unsigned: a byte
+    /// below `'0'` wraps around to 0xD0 or more), for all 16 at once.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub fn all_digits(bytes: &[u8; 16]) -> bool {
+        // SAFETY: the load reads the 16 bytes of `bytes`, borrowed here, and `_mm_loadu_si128`
+        // has no alignment requirement.
+        let v = unsafe { _mm_loadu_si128(bytes.as_ptr().cast::<__m128i>()) };
+        let nine = _mm_set1_epi8(9);
+        let values = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+        // Where the greater of a value and 9 is 9, the value was a digit.
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(values, nine), nine)) == 0xFFFF
     }
 
     /// [`super::separators`] with SSE2: two compares of all 16 bytes at once.
@@ -118,6 +153,19 @@ mod tests {
         ) {
             let bytes: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(newlines(&bytes), scalar_newlines(&bytes));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_simd_digit_check_is_the_scalar_one(
+            bytes in proptest::collection::vec(
+                prop_oneof![8 => b'0'..=b'9', 1 => any::<u8>()],
+                16,
+            )
+        ) {
+            let bytes: [u8; 16] = bytes.try_into().unwrap();
+            prop_assert_eq!(all_digits(&bytes), scalar_all_digits(&bytes));
         }
     }
 
