@@ -15,9 +15,9 @@ pub(super) struct Recent<'b, V> {
 const RECENT: usize = 64;
 
 /// A measurement name as written, with its first and last eight bytes as words (overlapping when
-/// it is shorter than 16; a name shorter than 8 is folded into one word, a byte at a time, which
-/// with the length tells it apart: `"\0a"` and `"a"` fold alike but differ in length). Names up to
-/// 16 bytes long, nearly all of them, are hashed and told apart by two words, without `memcmp`.
+/// it is shorter than 16; a name of 4 to 7 bytes gives its first and last four, one of 1 to 3 its
+/// first, middle and last byte, which cover it). With the length they tell names up to 16 bytes
+/// long, nearly all of them, apart, and hash them, in a few loads and without `memcmp`.
 #[derive(Clone, Copy)]
 struct NameKey<'b> {
     name: &'b [u8],
@@ -30,10 +30,21 @@ impl<'b> NameKey<'b> {
     fn new(name: &'b [u8]) -> Self {
         let (first, last) = match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
             (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
-            _ => {
-                let word = name.iter().fold(0, |w, &b| w << 8 | u64::from(b));
-                (word, word)
-            }
+            _ => match (name.first_chunk::<4>(), name.last_chunk::<4>()) {
+                (Some(first), Some(last)) => (
+                    u64::from(u32::from_le_bytes(*first)),
+                    u64::from(u32::from_le_bytes(*last)),
+                ),
+                _ => match name {
+                    [] => (0, 0),
+                    [first, ..] => {
+                        let word = u64::from(*first) << 16
+                            | u64::from(name[name.len() / 2]) << 8
+                            | u64::from(name[name.len() - 1]);
+                        (word, word)
+                    }
+                },
+            },
         };
         NameKey { name, first, last }
     }
