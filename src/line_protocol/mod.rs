@@ -456,6 +456,33 @@ impl<'a> SeriesKey<'a> {
         }
     }
 
+    /// The tags as written, their leading comma included, up to the first unescaped space:
+    /// points whose tags are the same bytes have the same value for every tag.
+    #[inline]
+    pub fn tag_section(&self) -> &'a [u8] {
+        let mut at = 0;
+        let end = loop {
+            let found = match self.rest.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+                Some(chunk) => match simd::spaces(chunk) {
+                    0 => {
+                        at += 16;
+                        continue;
+                    }
+                    mask => at + mask.trailing_zeros() as usize,
+                },
+                None => match self.rest.get(at..).and_then(|t| memchr::memchr(b' ', t)) {
+                    Some(i) => at + i,
+                    None => break self.rest.len(),
+                },
+            };
+            if found == 0 || self.rest[found - 1] != b'\\' {
+                break found;
+            }
+            at = found + 1;
+        };
+        &self.rest[..end]
+    }
+
     /// The value of tag `key`, if the point has it: [`SeriesKey::tag`], faster.
     pub fn tag_value(&self, key: &TagKey) -> Option<Escaped<'a>> {
         let Some(written) = &key.written else {
@@ -778,6 +805,22 @@ mod tests {
                 key,
                 rest
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The tag section ends at the first space not after a backslash, 16 bytes at a time or
+        /// in the tail alike.
+        #[test]
+        fn the_tag_section_ends_where_a_byte_loop_ends_it(
+            rest in "[,=\\\\ ab]{0,60}",
+        ) {
+            let key_of = SeriesKey { measurement: b"m", rest: rest.as_bytes() };
+            let bytes = rest.as_bytes();
+            let end = (0..bytes.len())
+                .find(|&i| bytes[i] == b' ' && (i == 0 || bytes[i - 1] != b'\\'))
+                .unwrap_or(bytes.len());
+            proptest::prop_assert_eq!(key_of.tag_section(), &bytes[..end], "{:?}", rest);
         }
     }
 

@@ -243,7 +243,7 @@ impl Word {
         // after adding 6, and the space is itself. The other sixteen in one SIMD compare.
         let lead_ok = lead & 0xF0F0_F0FF == 0x3030_3020
             && lead.wrapping_add(0x0606_0600) & 0xF0F0_F000 == 0x3030_3000;
-        let sixteen = word.last_chunk::<16>()?;
+        let [_, _, _, _, sixteen @ ..] = word;
         (lead_ok && simd::all_digits(sixteen) && head.last() != Some(&b'\\')).then(|| Word {
             lead: lead.swap_bytes(),
             rest: u128::from(middle.swap_bytes()) << 64 | u128::from(low.swap_bytes()),
@@ -320,8 +320,7 @@ fn nanoseconds_per_unit(precision: Option<&str>) -> i64 {
 }
 
 /// The line's last word as a timestamp: an optional `-` and at most 19 decimal digits after the
-/// last space, nothing else. Read from the line's end: looking for the space first (`memrchr`)
-/// and then parsing cost twice as much.
+/// last space, nothing else; the rule [`Timestamps`] reads, as one number, for the tests.
 #[cfg(test)]
 fn last_word_timestamp(line: &[u8]) -> Option<i64> {
     match Word::of(line) {
@@ -342,8 +341,10 @@ fn split_word(word: &[u8; 20]) -> (u32, u64, u64) {
     )
 }
 
-/// [`last_word_timestamp`] for a word of any length: eight digits at a time while eight are
-/// there, then one at a time.
+/// The line's last word as a timestamp (an optional `-` and at most 19 decimal digits after the
+/// last space, nothing else) when it is not a [`Word`]: eight digits at a time while eight are
+/// there, then one at a time. Read from the line's end: looking for the space first (`memrchr`)
+/// and then parsing cost twice as much.
 #[inline(never)]
 fn any_word_timestamp(line: &[u8]) -> Option<i64> {
     const MAX_DIGITS: usize = 19;

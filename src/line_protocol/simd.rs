@@ -29,6 +29,28 @@ pub fn scalar(bytes: &[u8; 16]) -> u16 {
     })
 }
 
+/// Bit `i` set when byte `i` of `bytes` is a ` `.
+#[inline]
+pub fn spaces(bytes: &[u8; 16]) -> u16 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: `sse2::spaces` needs SSE2, and this is compiled only where the target has it.
+        unsafe { sse2::spaces(bytes) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        scalar_spaces(bytes)
+    }
+}
+
+/// [`spaces`], a byte at a time: the reference, and the path of targets without SSE2.
+pub fn scalar_spaces(bytes: &[u8; 16]) -> u16 {
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |mask, (i, &b)| mask | u16::from(b == b' ') << i)
+}
+
 /// Bit `i` set when byte `i` of `bytes` is a `\n`.
 #[inline]
 pub fn newlines(bytes: &[u8; 64]) -> u64 {
@@ -109,6 +131,17 @@ mod sse2 {
         _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(values, nine), nine)) == 0xFFFF
     }
 
+    /// [`super::spaces`] with SSE2: one compare of all 16 bytes at once.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub fn spaces(bytes: &[u8; 16]) -> u16 {
+        // SAFETY: the load reads the 16 bytes of `bytes`, borrowed here, and `_mm_loadu_si128`
+        // has no alignment requirement.
+        let v = unsafe { _mm_loadu_si128(bytes.as_ptr().cast::<__m128i>()) };
+        // movemask fills the low 16 bits: the cast keeps exactly them.
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8))) as u16
+    }
+
     /// [`super::separators`] with SSE2: two compares of all 16 bytes at once.
     #[inline]
     #[target_feature(enable = "sse2")]
@@ -166,6 +199,19 @@ mod tests {
         ) {
             let bytes: [u8; 16] = bytes.try_into().unwrap();
             prop_assert_eq!(all_digits(&bytes), scalar_all_digits(&bytes));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_simd_space_mask_is_the_scalar_one(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b' '), Just(b'\\'), any::<u8>()],
+                16,
+            )
+        ) {
+            let bytes: [u8; 16] = bytes.try_into().unwrap();
+            prop_assert_eq!(spaces(&bytes), scalar_spaces(&bytes));
         }
     }
 

@@ -328,8 +328,8 @@ impl Router {
                     .collect()
             })
             .collect();
-        let mut recent = Recent::default();
-        let mut values = Recent::default();
+        let mut recent: Recent<_> = Recent::default();
+        let mut values: Recent<_> = Recent::default();
         let mut routed = self.split(db, body, precision, |key, before| {
             let measurement = key.measurement();
             let placement = recent.get_or_insert(measurement.raw(), || {
@@ -351,8 +351,10 @@ impl Router {
         mut keep: impl FnMut(&SeriesKey<'b>, ShardId) -> bool,
     ) -> Routed<'_> {
         let mut split = Split::new(self.shards.len(), precision);
-        let mut recent = Recent::default();
-        let mut values = Recent::default();
+        let mut recent: Recent<_> = Recent::default();
+        let mut values: Recent<_> = Recent::default();
+        // Made at the first point spread by a tag: most writes have none.
+        let mut tag_sections: Option<Recent<_, TAG_SECTIONS>> = None;
         let mut lines = line_protocol::lines(body);
         for line in lines.by_ref() {
             match &line.kind {
@@ -362,7 +364,21 @@ impl Router {
                     let placement = recent.get_or_insert(measurement.raw(), || {
                         self.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
                     });
-                    let shard = self.shard_of_point(placement, key, &mut values);
+                    let shard = match placement {
+                        Placement::Shard(shard) => shard,
+                        Placement::ByTag { shards, .. } => {
+                            let sections = tag_sections.get_or_insert_with(Recent::default);
+                            let (among, shard) = sections.get_or_insert(key.tag_section(), || {
+                                (shards, self.shard_of_point(placement, key, &mut values))
+                            });
+                            // Placed by another route: the same tags under another measurement.
+                            if std::ptr::eq(among, shards) {
+                                shard
+                            } else {
+                                self.shard_of_point(placement, key, &mut values)
+                            }
+                        }
+                    };
                     if keep(key, shard) {
                         split.push(body, &line, shard);
                     } else {
@@ -383,6 +399,10 @@ impl Router {
         split.finish(body, plain, &self.shards)
     }
 }
+
+/// Slots for the tag sections of a write spread by a tag, each remembered with its shard: a batch
+/// holds a few hundred series at most, most of them a few dozen.
+const TAG_SECTIONS: usize = 256;
 
 fn update_bytes(hasher: &mut Xxh3, bytes: impl Iterator<Item = u8>) {
     // Unescaped names arrive a byte at a time; hash them in small blocks, not one call a byte.
@@ -802,7 +822,12 @@ mod tests {
                 measurement(),
                 proptest::option::of("[a-z0-9]{0,4}"),
                 0..1000u32,
-                "[a-z]{0,3}",
+                // Escaped separators in another tag's value, one of them looking like the pair.
+                prop_oneof![
+                    "[a-z]{0,3}",
+                    Just("a\\ b".to_owned()),
+                    Just("a\\,customer_id=zz".to_owned()),
+                ],
                 proptest::option::weighted(0.9, -5..1000i64),
             )
                 .prop_map(|((written, measurement), customer, v, other, time)| {

@@ -7,12 +7,9 @@
 /// A fixed table in which each name may sit in one of two slots chosen by its hash, so that a
 /// line compares its name at most twice and a handful of names rarely evict each other: nothing
 /// is allocated per write or per line.
-pub(super) struct Recent<'b, V> {
-    entries: [Option<(NameKey<'b>, V)>; RECENT],
+pub(super) struct Recent<'b, V, const SLOTS: usize = 64> {
+    entries: [Option<(NameKey<'b>, V)>; SLOTS],
 }
-
-/// Slots of [`Recent`]: 64 = 2^6, so a hash gives two slots of six bits each.
-const RECENT: usize = 64;
 
 /// A measurement name as written, with its first and last eight bytes as words (overlapping when
 /// it is shorter than 16; a name of 4 to 7 bytes gives its first and last four, one of 1 to 3 its
@@ -51,8 +48,19 @@ impl<'b> NameKey<'b> {
 
     #[inline]
     fn hash(&self) -> u64 {
-        (self.first ^ self.last.rotate_left(29) ^ self.name.len() as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut hash = self.first ^ self.last.rotate_left(29) ^ self.name.len() as u64;
+        if self.name.len() > 16 {
+            // Every word of a long name: tag sections share their first and last bytes (`,host=`
+            // and the last tag) and differ anywhere between.
+            for word in self.name.chunks_exact(8) {
+                let word = word
+                    .first_chunk::<8>()
+                    .map_or(0, |w| u64::from_le_bytes(*w));
+                hash = hash.wrapping_mul(MIX) ^ word;
+            }
+        }
+        hash.wrapping_mul(MIX)
     }
 
     #[inline]
@@ -64,15 +72,18 @@ impl<'b> NameKey<'b> {
     }
 }
 
-impl<V: Copy> Default for Recent<'_, V> {
+impl<V: Copy, const SLOTS: usize> Default for Recent<'_, V, SLOTS> {
     fn default() -> Self {
         Recent {
-            entries: [None; RECENT],
+            entries: [None; SLOTS],
         }
     }
 }
 
-impl<'b, V: Copy> Recent<'b, V> {
+impl<'b, V: Copy, const SLOTS: usize> Recent<'b, V, SLOTS> {
+    /// Bits of a hash that pick a slot: `SLOTS` is a power of two.
+    const BITS: u32 = SLOTS.trailing_zeros();
+
     /// What was decided for `name` as written; `decide` decides it when it is not remembered.
     // Called for every line from another module (another codegen unit): without the hint it
     // would not be inlined into the line loop.
@@ -80,7 +91,11 @@ impl<'b, V: Copy> Recent<'b, V> {
     pub(super) fn get_or_insert(&mut self, name: &'b [u8], decide: impl FnOnce() -> V) -> V {
         let key = NameKey::new(name);
         let hash = key.hash();
-        let slots = [(hash >> 58) as usize, (hash >> 52) as usize % RECENT];
+        // Two slots from the hash's top bits, for a power of two of them.
+        let slots = [
+            (hash >> (64 - Self::BITS)) as usize,
+            (hash >> (64 - 2 * Self::BITS)) as usize % SLOTS,
+        ];
         for slot in slots {
             if let Some((known, decided)) = &self.entries[slot] {
                 if known.same(&key) {
