@@ -1,17 +1,18 @@
 //! What a write has just decided for a name as written (a measurement's placement, a tag value's
-//! shard), so that each line is placed without matching the routes or hashing a name again.
+//! shard, a tag section's shard), so that each line is placed without matching the routes,
+//! walking its tags or hashing a name again.
 
 /// What was decided for the last few names of a write, by the name as written: a batch usually
 /// cycles through a handful of measurements and tag values, and matching the routes (maybe a
 /// regex) or hashing the name again for every line would cost more than the rest of the routing.
-/// A fixed table in which each name may sit in one of two slots chosen by its hash, so that a
-/// line compares its name at most twice and a handful of names rarely evict each other: nothing
-/// is allocated per write or per line.
+/// A fixed table of `SLOTS` (a power of two) in which each name may sit in one of two slots
+/// chosen by its hash, so that a line compares its name at most twice and a handful of names
+/// rarely evict each other: nothing is allocated per write or per line.
 pub(super) struct Recent<'b, V, const SLOTS: usize = 64> {
     entries: [Option<(NameKey<'b>, V)>; SLOTS],
 }
 
-/// A measurement name as written, with its first and last eight bytes as words (overlapping when
+/// A name as written, with its first and last eight bytes as words (overlapping when
 /// it is shorter than 16; a name of 4 to 7 bytes gives its first and last four, one of 1 to 3 its
 /// first, middle and last byte, which cover it). With the length they tell names up to 16 bytes
 /// long, nearly all of them, apart, and hash them, in a few loads and without `memcmp`.
