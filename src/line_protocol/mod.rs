@@ -422,20 +422,29 @@ fn starts_with(text: &[u8], prefix: &[u8]) -> bool {
 /// The first index at or after `from` whose byte is `,` or ` ` and not escaped (not preceded by a
 /// backslash), or the length; 16 bytes at a time, as a series key's parts are short.
 fn unescaped_separator(text: &[u8], from: usize) -> usize {
+    unescaped(text, from, simd::separators, |b| b == b',' || b == b' ')
+}
+
+/// The first index at or after `from` whose byte `ends` takes and is not escaped (not preceded by
+/// a backslash), or the length: `mask` gives those bytes of 16 at a time as bits.
+#[inline(always)]
+fn unescaped(
+    text: &[u8],
+    from: usize,
+    mask: impl Fn(&[u8; 16]) -> u16,
+    ends: impl Fn(u8) -> bool,
+) -> usize {
     let mut at = from;
     loop {
         let found = match text.get(at..).and_then(<[u8]>::first_chunk::<16>) {
-            Some(chunk) => match simd::separators(chunk) {
+            Some(chunk) => match mask(chunk) {
                 0 => {
                     at += 16;
                     continue;
                 }
-                mask => at + mask.trailing_zeros() as usize,
+                bits => at + bits.trailing_zeros() as usize,
             },
-            None => match text
-                .get(at..)
-                .and_then(|t| t.iter().position(|&b| b == b',' || b == b' '))
-            {
+            None => match text.get(at..).and_then(|t| t.iter().position(|&b| ends(b))) {
                 Some(i) => at + i,
                 None => return text.len(),
             },
@@ -460,27 +469,7 @@ impl<'a> SeriesKey<'a> {
     /// points whose tags are the same bytes have the same value for every tag.
     #[inline]
     pub fn tag_section(&self) -> &'a [u8] {
-        let mut at = 0;
-        let end = loop {
-            let found = match self.rest.get(at..).and_then(<[u8]>::first_chunk::<16>) {
-                Some(chunk) => match simd::spaces(chunk) {
-                    0 => {
-                        at += 16;
-                        continue;
-                    }
-                    mask => at + mask.trailing_zeros() as usize,
-                },
-                None => match self.rest.get(at..).and_then(|t| memchr::memchr(b' ', t)) {
-                    Some(i) => at + i,
-                    None => break self.rest.len(),
-                },
-            };
-            if found == 0 || self.rest[found - 1] != b'\\' {
-                break found;
-            }
-            at = found + 1;
-        };
-        &self.rest[..end]
+        &self.rest[..unescaped(self.rest, 0, simd::spaces, |b| b == b' ')]
     }
 
     /// The value of tag `key`, if the point has it: [`SeriesKey::tag`], faster.

@@ -253,17 +253,9 @@ impl Router {
         match placement {
             Placement::Shard(shard) => shard,
             Placement::ByTag { key: tag, shards } => match key.tag_value(tag) {
-                Some(value) => {
-                    let (among, shard) = values.get_or_insert(value.raw(), || {
-                        (shards, self.shard_of_value(shards, value))
-                    });
-                    // Picked among other shards: the same value under another route.
-                    if std::ptr::eq(among, shards) {
-                        shard
-                    } else {
-                        self.shard_of_value(shards, value)
-                    }
-                }
+                Some(value) => remembered(values, value.raw(), shards, || {
+                    self.shard_of_value(shards, value)
+                }),
                 None => self.pick(xxh3_64(b""), shards),
             },
         }
@@ -366,18 +358,12 @@ impl Router {
                     });
                     let shard = match placement {
                         Placement::Shard(shard) => shard,
-                        Placement::ByTag { shards, .. } => {
-                            let sections = tag_sections.get_or_insert_with(Recent::default);
-                            let (among, shard) = sections.get_or_insert(key.tag_section(), || {
-                                (shards, self.shard_of_point(placement, key, &mut values))
-                            });
-                            // Placed by another route: the same tags under another measurement.
-                            if std::ptr::eq(among, shards) {
-                                shard
-                            } else {
-                                self.shard_of_point(placement, key, &mut values)
-                            }
-                        }
+                        Placement::ByTag { shards, .. } => remembered(
+                            tag_sections.get_or_insert_with(Recent::default),
+                            key.tag_section(),
+                            shards,
+                            || self.shard_of_point(placement, key, &mut values),
+                        ),
                     };
                     if keep(key, shard) {
                         split.push(body, &line, shard);
@@ -397,6 +383,24 @@ impl Router {
         }
         let plain = lines.plain();
         split.finish(body, plain, &self.shards)
+    }
+}
+
+/// The shard `decide` picks among `shards` for `name` (a tag value or a tag section), remembered
+/// for the rest of the write with the shards it was picked among: the same name under another
+/// route, which picks among other shards, is decided afresh.
+#[inline]
+fn remembered<'b, 'r, const SLOTS: usize>(
+    recent: &mut Recent<'b, TagShard<'r>, SLOTS>,
+    name: &'b [u8],
+    shards: &'r [ShardId],
+    mut decide: impl FnMut() -> ShardId,
+) -> ShardId {
+    let (among, shard) = recent.get_or_insert(name, || (shards, decide()));
+    if std::ptr::eq(among, shards) {
+        shard
+    } else {
+        decide()
     }
 }
 
