@@ -111,15 +111,15 @@ impl std::fmt::Display for Shortfall {
 /// copy is counted and its node flagged for resync. When no replica of a shard accepted and some
 /// refused, the client gets the node's refusal.
 #[derive(Debug)]
-pub struct Tally {
+pub struct Tally<'a> {
     consistency: Consistency,
-    shards: Vec<ShardTally>,
+    shards: Vec<ShardTally<'a>>,
     outstanding: usize,
 }
 
 #[derive(Debug)]
-struct ShardTally {
-    name: String,
+struct ShardTally<'a> {
+    name: &'a str,
     replicas: usize,
     required: usize,
     accepted: usize,
@@ -149,7 +149,7 @@ impl WriteOutcome {
     }
 }
 
-impl ShardTally {
+impl ShardTally<'_> {
     fn met(&self) -> bool {
         self.accepted >= self.required
             && self.failures.len() == self.tolerable
@@ -157,16 +157,16 @@ impl ShardTally {
     }
 }
 
-impl Tally {
+impl<'a> Tally<'a> {
     /// A tally for shards named `shards`, each with its replica count.
-    pub fn new<'a>(
+    pub fn new(
         consistency: Consistency,
         shards: impl IntoIterator<Item = (&'a str, usize)>,
     ) -> Self {
         let shards: Vec<ShardTally> = shards
             .into_iter()
             .map(|(name, replicas)| ShardTally {
-                name: name.to_owned(),
+                name,
                 replicas,
                 required: consistency.required(replicas),
                 accepted: 0,
@@ -268,7 +268,7 @@ impl Tally {
             .iter()
             .filter(|s| !s.met())
             .map(|s| Shortfall {
-                shard: s.name.clone(),
+                shard: s.name.to_owned(),
                 replicas: s.replicas,
                 required: s.required,
                 accepted: s.accepted,

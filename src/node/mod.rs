@@ -14,7 +14,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 use actix::{Actor, Addr, Arbiter};
 use futures_util::future::{self, Either, FutureExt};
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{
+    mpsc::{self, error::TrySendError},
+    oneshot,
+};
 
 pub use actor::{Flush, Job, Maintain, Node, NodeSettings, Refused, Retune, Shutdown};
 pub use client::{
@@ -32,6 +35,9 @@ pub type NodeId = usize;
 pub struct NodeHandle {
     status: Arc<NodeStatus>,
     queue: NodeQueue,
+    /// Writes and mutations, in the node's order.
+    jobs: mpsc::Sender<Job>,
+    /// Everything else: control messages and refused copies.
     addr: Addr<Node>,
     arbiter: Arbiter,
 }
@@ -62,12 +68,15 @@ impl NodeHandle {
         let next_seq = queue.next_seq()?;
         let arbiter = Arbiter::new();
         let (actor_status, actor_queue) = (Arc::clone(&status), queue.clone());
-        let addr = Node::start_in_arbiter(&arbiter.handle(), move |_| {
+        let (jobs, inbox) = actor::jobs(settings.capacity);
+        let addr = Node::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            Node::take_jobs(inbox, ctx);
             Node::new(actor_status, actor_queue, next_seq, settings)
         });
         Ok(NodeHandle {
             status,
             queue,
+            jobs,
             addr,
             arbiter,
         })
@@ -84,7 +93,7 @@ impl NodeHandle {
     }
 
     /// Hands new health and retry settings to the actor. `do_send`, not `try_send`: a control
-    /// message must not be refused because the mailbox is full of writes.
+    /// message is never refused for want of room.
     pub fn retune(&self, retune: Retune) {
         self.addr.do_send(retune);
     }
@@ -117,22 +126,9 @@ impl NodeHandle {
         }
     }
 
-    /// Hands `op` to the actor without waiting for room: a full mailbox answers busy at once.
+    /// Hands `op` to the actor without waiting for room: a full line of jobs answers busy at once.
     pub fn deliver(&self, op: Op) -> impl Future<Output = Delivery> + Unpin + 'static {
-        let (reply, answer) = oneshot::channel();
-        match self.addr.try_send(Job { op, reply }) {
-            Ok(()) => {
-                Either::Left(answer.map(|outcome| {
-                    outcome.unwrap_or(Delivery::Failed(GatewayError::Stopped.into()))
-                }))
-            }
-            Err(actix::prelude::SendError::Full(_)) => Either::Right(future::ready(
-                Delivery::Failed(GatewayError::Busy(self.status.snapshot().waiting).into()),
-            )),
-            Err(actix::prelude::SendError::Closed(_)) => Either::Right(future::ready(
-                Delivery::Failed(GatewayError::Stopped.into()),
-            )),
-        }
+        hand_over(&self.jobs, op, &self.status)
     }
 
     /// Has the actor keep `op`, which this node refused while its replicas accepted it, as a dead
@@ -161,8 +157,102 @@ impl NodeHandle {
     }
 }
 
+/// Puts `op` on the actor's line of jobs; resolves to the actor's answer. A full line answers busy
+/// at once, with the count of writes waiting in `status`; a stopped actor, or one that drops the job
+/// unanswered, answers stopped.
+fn hand_over(
+    jobs: &mpsc::Sender<Job>,
+    op: Op,
+    status: &NodeStatus,
+) -> impl Future<Output = Delivery> + Unpin + 'static {
+    let (reply, answer) = oneshot::channel();
+    match jobs.try_send(Job { op, reply }) {
+        Ok(()) => Either::Left(
+            answer.map(|outcome| outcome.unwrap_or(Delivery::Failed(GatewayError::Stopped.into()))),
+        ),
+        Err(TrySendError::Full(_)) => Either::Right(future::ready(Delivery::Failed(
+            GatewayError::Busy(status.snapshot().waiting).into(),
+        ))),
+        Err(TrySendError::Closed(_)) => Either::Right(future::ready(Delivery::Failed(
+            GatewayError::Stopped.into(),
+        ))),
+    }
+}
+
 impl Drop for NodeHandle {
     fn drop(&mut self) {
         self.arbiter.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::Method;
+    use bytes::Bytes;
+
+    fn mutation() -> Op {
+        Op::Mutation(ForwardedQuery {
+            method: Method::POST,
+            query_string: "q=DROP+DATABASE+x".to_owned(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        })
+    }
+
+    fn is_busy(delivery: &Delivery, count: usize) -> bool {
+        matches!(delivery, Delivery::Failed(NodeError::Gateway(GatewayError::Busy(n))) if *n == count)
+    }
+
+    fn is_stopped(delivery: &Delivery) -> bool {
+        matches!(
+            delivery,
+            Delivery::Failed(NodeError::Gateway(GatewayError::Stopped))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_full_line_answers_busy_at_once_and_keeps_what_it_holds_in_order() {
+        let (jobs, mut inbox) = actor::jobs(2);
+        let status = NodeStatus::new("n", "http://127.0.0.1:1");
+        status.set_waiting(7);
+        let first = hand_over(&jobs, mutation(), &status);
+        let second = hand_over(&jobs, mutation(), &status);
+        let third = hand_over(&jobs, mutation(), &status).await;
+        assert!(is_busy(&third, 7), "{third:?}");
+
+        // The actor answers the jobs as they come; each requester hears its own answer.
+        let answers = [NodeResponse::of(204, "1"), NodeResponse::of(204, "2")];
+        for answer in answers {
+            let job = inbox.recv().await.expect("two jobs wait");
+            let _ = job.reply.send(Delivery::Accepted(answer));
+        }
+        for (delivery, body) in [(first.await, "1"), (second.await, "2")] {
+            assert!(
+                matches!(&delivery, Delivery::Accepted(r) if r.body == body),
+                "{delivery:?}"
+            );
+        }
+        // Room again once the actor took them.
+        let fourth = hand_over(&jobs, mutation(), &status);
+        drop(inbox.recv().await.expect("the fourth waits"));
+        assert!(
+            is_stopped(&fourth.await),
+            "a job dropped unanswered is not acknowledged"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopped_actor_answers_stopped() {
+        let (jobs, inbox) = actor::jobs(4);
+        let status = NodeStatus::new("n", "http://127.0.0.1:1");
+        let waiting = hand_over(&jobs, mutation(), &status);
+        drop(inbox);
+        assert!(
+            is_stopped(&waiting.await),
+            "what it held is dropped unanswered"
+        );
+        let late = hand_over(&jobs, mutation(), &status).await;
+        assert!(is_stopped(&late), "{late:?}");
     }
 }

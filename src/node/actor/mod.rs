@@ -31,8 +31,8 @@ use std::{
 };
 
 use actix::prelude::*;
-use futures_util::future::Either;
-use tokio::sync::oneshot;
+use futures_util::{future::Either, stream};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     client::{self, Delivery, ExchangeError, GatewayError, NodeError, QueuedBecause, Retry},
@@ -83,9 +83,8 @@ pub struct NodeSettings {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// The message: do `op`, and say how it went on `reply`.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// Work for the node: do `op`, and say how it went on `reply`. Jobs reach the actor through their
+/// own bounded channel ([`jobs`]), not its actix mailbox.
 pub struct Job {
     /// The work.
     pub op: Op,
@@ -197,6 +196,11 @@ impl Node {
             closing: false,
             settling: false,
         }
+    }
+
+    /// Has the actor in `ctx` handle the jobs sent on `inbox`, one after the other as sent.
+    pub fn take_jobs(mut inbox: mpsc::Receiver<Job>, ctx: &mut Context<Self>) {
+        ctx.add_stream(stream::poll_fn(move |cx| inbox.poll_recv(cx)));
     }
 
     /// Why new work must go to disk rather than straight to the node, if it must.
@@ -486,9 +490,18 @@ impl Handler<Retune> for Node {
     }
 }
 
-impl Handler<Job> for Node {
-    type Result = ();
+/// A node's bounded line of jobs: the sender for the gateway's handlers, the receiver for
+/// [`Node::start`].
+///
+/// Its own channel rather than actix's mailbox because a mailbox message costs two allocations (the
+/// boxed envelope and the queue's node) on every replica of every write; tokio's bounded channel
+/// stores its messages in blocks of 32 that it reuses. Order is a channel's: jobs are handled in
+/// the order they were sent.
+pub fn jobs(capacity: usize) -> (mpsc::Sender<Job>, mpsc::Receiver<Job>) {
+    mpsc::channel(capacity)
+}
 
+impl StreamHandler<Job> for Node {
     fn handle(&mut self, job: Job, ctx: &mut Self::Context) {
         let pending = Pending {
             seq: self.next_seq,
@@ -504,6 +517,10 @@ impl Handler<Job> for Node {
             self.pump(ctx);
         }
     }
+
+    /// The line closes only when the node's handle is gone, which stops the actor's thread too:
+    /// until then the actor keeps its other work (replay, probes) going.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl Handler<Refused> for Node {
