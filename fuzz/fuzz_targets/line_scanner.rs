@@ -1,6 +1,7 @@
-//! Any bytes through the routing scanner and the router: no panic, every newline found by the
-//! 64-byte masks as by a byte loop, every byte in exactly one line, a tag found by the 16-byte pair
-//! walk as by the byte loop, every point line in exactly one shard body.
+//! Any bytes through the routing scanner and the router: no panic, every newline before the first
+//! quote or backslash found by the 64-byte masks as by a byte loop, the lines ending by InfluxDB's
+//! rules, every byte in exactly one line, a tag found by the 16-byte pair walk as by the byte loop,
+//! every point line in exactly one shard body.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -8,7 +9,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use influx_gateway::{
     blueprint::Blueprint,
-    line_protocol::{lines, LineKind, Newlines, TagKey},
+    line_protocol::{line_ends, lines, LineEnds, LineKind, Newlines, TagKey},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -33,12 +34,22 @@ fn customer() -> &'static TagKey {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // Every newline before the 64-byte block holding the first quote or backslash, as a byte loop
+    // finds them, and none from that block on; the lines end where InfluxDB's rules end them.
+    let first_quoted_block = data
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|at| at / 64 * 64);
     let by_bytes = data
         .iter()
         .enumerate()
         .filter(|&(_, &b)| b == b'\n')
-        .map(|(i, _)| i);
-    assert!(Newlines::new(data).eq(by_bytes));
+        .map(|(i, _)| i)
+        .take_while(|&i| first_quoted_block.is_none_or(|block| i < block));
+    let mut newlines = Newlines::new(data);
+    assert!(newlines.by_ref().eq(by_bytes));
+    assert_eq!(newlines.quoted(), first_quoted_block.is_some());
+    assert!(line_ends(data).eq(LineEnds::by_the_rules(data, 0)));
     let mut covered = 0;
     let (mut points, mut invalid) = (0, 0);
     for line in lines(data) {

@@ -44,13 +44,10 @@ pub struct Lines<'a> {
 
 /// Where the lines of a body lie, as InfluxDB splits them, without reading what they hold.
 pub fn line_ends(body: &[u8]) -> LineEnds<'_> {
-    // One SIMD pass over the body instead of one per line: most bodies have neither, and then
-    // every newline ends a line.
-    let plain = memchr::memchr2(b'"', b'\\', body).is_none();
     LineEnds {
         body,
         pos: 0,
-        newlines: plain.then(|| Newlines::new(body)),
+        newlines: Some(Newlines::new(body)),
     }
 }
 
@@ -59,13 +56,20 @@ pub fn line_ends(body: &[u8]) -> LineEnds<'_> {
 pub struct LineEnds<'a> {
     body: &'a [u8],
     pos: usize,
-    /// With no quote or backslash anywhere, the newlines, each the end of a line.
+    /// While no quote or backslash has been met, the newlines, each the end of a line; `None`
+    /// from the line that holds the first one on, whose lines end by InfluxDB's rules.
     newlines: Option<Newlines<'a>>,
 }
 
-/// The position of every `\n` in a body, in order, found 64 bytes at a time
-/// ([`simd::newlines`]): the next line's end is a bit of a mask already built, where a `memchr`
-/// call for each line set up its search afresh.
+/// The position of every `\n` in a body, in order, found 64 bytes at a time up to the first block
+/// holding a `"` or a `\\` ([`simd::finder`]): the next line's end is a bit of a mask already
+/// built, where a `memchr` call for each line set up its search afresh.
+///
+/// Before the first quote or backslash every newline ends a line, so the blocks before it give
+/// line ends as they are. The block that holds one gives none: the line in progress there, and
+/// every line after it, must be read by InfluxDB's rules ([`Newlines::quoted`]). The same loads
+/// that find the newlines find the quotes and backslashes, where a search of the whole body for
+/// them first read it twice.
 #[derive(Debug, Clone)]
 pub struct Newlines<'a> {
     body: &'a [u8],
@@ -73,6 +77,9 @@ pub struct Newlines<'a> {
     next: usize,
     /// Bit `i`: a newline at `next - 64 + i`, for those not taken yet.
     mask: u64,
+    /// The block at `next` holds a quote or a backslash: no newline from it on is given.
+    quoted: bool,
+    find: simd::Finder,
 }
 
 impl<'a> Newlines<'a> {
@@ -82,7 +89,23 @@ impl<'a> Newlines<'a> {
             body,
             next: 0,
             mask: 0,
+            quoted: false,
+            find: simd::finder(),
         }
+    }
+
+    /// Whether the newlines stopped (`next` gave `None`) at a block holding a quote or a
+    /// backslash rather than at the body's end: the line in progress then ends by InfluxDB's
+    /// rules, not at the next newline.
+    pub fn quoted(&self) -> bool {
+        self.quoted
+    }
+
+    /// Whether the body holds neither a quote nor a backslash; what was not read yet is searched
+    /// now.
+    pub fn plain(&self) -> bool {
+        let unread = self.body.get(self.next..).unwrap_or(&[]);
+        !self.quoted && memchr::memchr2(b'"', b'\\', unread).is_none()
     }
 }
 
@@ -93,16 +116,25 @@ impl Iterator for Newlines<'_> {
     fn next(&mut self) -> Option<usize> {
         while self.mask == 0 {
             let start = self.next;
+            if self.quoted {
+                return None;
+            }
             let rest = self.body.get(start..).filter(|rest| !rest.is_empty())?;
-            self.mask = match rest.first_chunk::<64>() {
-                Some(block) => simd::newlines(block),
+            let found = match rest.first_chunk::<64>() {
+                Some(block) => (self.find)(block),
                 None => {
-                    // The last, short block: padded with bytes that are not newlines.
+                    // The last, short block: padded with bytes that are neither newlines nor
+                    // quotes nor backslashes.
                     let mut block = [0u8; 64];
                     block[..rest.len()].copy_from_slice(rest);
-                    simd::newlines(&block)
+                    (self.find)(&block)
                 }
             };
+            let Some(mask) = found else {
+                self.quoted = true;
+                return None;
+            };
+            self.mask = mask;
             self.next = start + 64;
         }
         let bit = self.mask.trailing_zeros() as usize;
@@ -111,10 +143,19 @@ impl Iterator for Newlines<'_> {
     }
 }
 
-impl LineEnds<'_> {
+impl<'a> LineEnds<'a> {
+    /// The lines of `body` from `from`, the start of a line, each ended by InfluxDB's rules.
+    pub fn by_the_rules(body: &'a [u8], from: usize) -> Self {
+        LineEnds {
+            body,
+            pos: from,
+            newlines: None,
+        }
+    }
+
     /// Whether the body holds neither a quote nor a backslash, so that no line can be left open.
     pub fn plain(&self) -> bool {
-        self.newlines.is_some()
+        self.newlines.as_ref().is_some_and(Newlines::plain)
     }
 }
 
@@ -128,7 +169,14 @@ impl Iterator for LineEnds<'_> {
             return None;
         }
         let end = match &mut self.newlines {
-            Some(newlines) => newlines.next().unwrap_or(self.body.len()),
+            Some(newlines) => match newlines.next() {
+                Some(end) => end,
+                None if newlines.quoted() => {
+                    self.newlines = None;
+                    line_end(self.body, start)
+                }
+                None => self.body.len(),
+            },
             None => line_end(self.body, start),
         };
         self.pos = end + 1;
@@ -874,6 +922,32 @@ mod tests {
                 LineKind::Point(key) => format!("{:?} {:?}", key.measurement, key.rest),
             };
             proptest::prop_assert_eq!(found, expected, "{:?}", line);
+        }
+    }
+
+    proptest::proptest! {
+        /// Lines end where InfluxDB's rules end them, read line by line from the start, wherever
+        /// the first quote or backslash falls among the 64-byte blocks; and `plain` says whether
+        /// there is one, however many lines were read.
+        #[test]
+        fn the_lines_end_where_the_rules_end_them(
+            body in proptest::collection::vec(
+                proptest::prop_oneof![
+                    12 => proptest::sample::select(b"\n\n\rab ,=#".to_vec()),
+                    1 => proptest::sample::select(b"\"\\".to_vec()),
+                ],
+                0..300,
+            ),
+            taken in 0usize..8,
+        ) {
+            let found: Vec<_> = line_ends(&body).collect();
+            let by_the_rules: Vec<_> = LineEnds::by_the_rules(&body, 0).collect();
+            proptest::prop_assert_eq!(&found, &by_the_rules, "{:?}", body);
+            let plain = memchr::memchr2(b'"', b'\\', &body).is_none();
+            let mut ends = line_ends(&body);
+            ends.by_ref().take(taken).for_each(drop);
+            proptest::prop_assert_eq!(ends.plain(), plain);
+            ends.for_each(drop);
         }
     }
 

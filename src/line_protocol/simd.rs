@@ -1,11 +1,15 @@
 //! Where a measurement name ends, and where lines end, found many bytes at once as bitmasks.
 //!
 //! This is the crate's one module with `unsafe`: SSE2 compares of 16 bytes at a time, where the
-//! target has SSE2 (every x86_64 one does). Other targets get the scalar loops, which are also the
-//! references the SSE2 paths are proptested against byte for byte. A name is nearly always shorter
-//! than 16 bytes, so one compare finds its end where a byte loop took one step a byte; a line is
-//! about 80, so one mask of 64 bytes gives the next line's end, and often the one after, where a
-//! `memchr` call a line cost twice as many instructions in its set-up as in its search.
+//! target has SSE2 (every x86_64 one does), and AVX2 compares of 32 for the newlines, where the
+//! CPU is found at run time to have AVX2 ([`finder`]). Other targets get the scalar loops, which
+//! are also the references the SIMD paths are proptested against byte for byte. A name is nearly
+//! always shorter than 16 bytes, so one compare finds its end where a byte loop took one step a
+//! byte; a line is about 80, so one mask of 64 bytes gives the next line's end, and often the one
+//! after, where a `memchr` call a line cost twice as many instructions in its set-up as in its
+//! search. The same loads tell whether the block holds a quote or a backslash, after which lines
+//! no longer end at every newline: with AVX2 that costs less than a `memchr2` over the body first;
+//! with SSE2 alone, whose compares overwrite an operand (a copy each), it costs more.
 
 /// Bit `i` set when byte `i` of `bytes` ends a measurement name: a `,` or a ` `.
 #[inline]
@@ -51,26 +55,63 @@ pub fn scalar_spaces(bytes: &[u8; 16]) -> u16 {
         .fold(0, |mask, (i, &b)| mask | u16::from(b == b' ') << i)
 }
 
-/// Bit `i` set when byte `i` of `bytes` is a `\n`.
-#[inline]
-pub fn newlines(bytes: &[u8; 64]) -> u64 {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    {
-        // SAFETY: `sse2::newlines` needs SSE2, and this is compiled only where the target has it.
-        unsafe { sse2::newlines(bytes) }
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    {
-        scalar_newlines(bytes)
-    }
-}
-
-/// [`newlines`], a byte at a time: the reference, and the path of targets without SSE2.
+/// Bit `i` set when byte `i` of `bytes` is a `\n`, a byte at a time: part of the reference of
+/// [`unquoted_newlines`].
 pub fn scalar_newlines(bytes: &[u8; 64]) -> u64 {
     bytes
         .iter()
         .enumerate()
         .fold(0, |mask, (i, &b)| mask | u64::from(b == b'\n') << i)
+}
+
+/// Bit `i` set when byte `i` of `bytes` is a `\n`, when the 64 bytes hold neither a `"` nor a `\\`; `None` when they do. Both come
+/// of the same loads.
+#[inline]
+pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: `sse2::unquoted_newlines` needs SSE2, and this is compiled only where the
+        // target has it.
+        unsafe { sse2::unquoted_newlines(bytes) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        scalar_unquoted_newlines(bytes)
+    }
+}
+
+/// [`unquoted_newlines`] as a function to call.
+pub type Finder = fn(&[u8; 64]) -> Option<u64>;
+
+/// The [`Finder`] this CPU runs fastest: with AVX2 where the CPU has it (found at run time: x86_64
+/// targets promise only SSE2), else [`unquoted_newlines`].
+///
+/// A function to call rather than a branch in [`unquoted_newlines`]: code for AVX2 cannot be
+/// inlined into code built without it, so it is called anyway, and the choice is made once a
+/// body. (Finding eight blocks a call instead of one cost more: the per-block work is the same,
+/// and the line loop no longer inlined.)
+pub fn finder() -> Finder {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return avx2_unquoted_newlines;
+        }
+    }
+    unquoted_newlines
+}
+
+/// [`unquoted_newlines`] with AVX2; private, for only [`finder`] hands it out, and only where the
+/// CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+fn avx2_unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
+    // SAFETY: `avx2::unquoted_newlines` needs AVX2, and this function is reached only through
+    // `finder`, which returns it only when the CPU was found to have it.
+    unsafe { avx2::unquoted_newlines(bytes) }
+}
+
+/// [`unquoted_newlines`], a byte at a time: the reference, and the path of targets without SSE2.
+pub fn scalar_unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
+    (!bytes.iter().any(|&b| b == b'"' || b == b'\\')).then(|| scalar_newlines(bytes))
 }
 
 /// Whether all 16 bytes are ASCII digits.
@@ -97,15 +138,20 @@ pub fn scalar_all_digits(bytes: &[u8; 16]) -> bool {
 mod sse2 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8, _mm_sub_epi8,
+        _mm_set1_epi8, _mm_setzero_si128, _mm_sub_epi8,
     };
 
-    /// [`super::newlines`] with SSE2: four compares of 16 bytes, their masks side by side.
+    /// [`super::unquoted_newlines`] with SSE2: a compare for newlines of each 16-byte quarter,
+    /// their masks side by side, and two more for quotes and backslashes gathered in one register
+    /// that is tested once.
     #[inline]
     #[target_feature(enable = "sse2")]
-    pub fn newlines(bytes: &[u8; 64]) -> u64 {
+    pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
         let newline = _mm_set1_epi8(b'\n' as i8);
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
         let mut mask = 0u64;
+        let mut quoted = _mm_setzero_si128();
         for (i, quarter) in bytes.chunks_exact(16).enumerate() {
             // SAFETY: each load reads one 16-byte quarter of `bytes`, borrowed here, and
             // `_mm_loadu_si128` has no alignment requirement.
@@ -113,8 +159,10 @@ mod sse2 {
             // movemask fills the low 16 bits and leaves the rest clear.
             let hits = _mm_movemask_epi8(_mm_cmpeq_epi8(v, newline)) as u16;
             mask |= u64::from(hits) << (16 * i);
+            let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+            quoted = _mm_or_si128(quoted, special);
         }
-        mask
+        (_mm_movemask_epi8(quoted) == 0).then_some(mask)
     }
 
     /// [`super::all_digits`] with SSE2: each byte less `'0'` is at most 9 (unsigned: a byte
@@ -158,6 +206,48 @@ mod sse2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8, _mm256_testz_si256,
+    };
+
+    /// [`super::unquoted_newlines`] with AVX2: the SSE2 path's compares, 32 bytes at a time, each
+    /// with its own destination (SSE2's overwrite their operand, which cost a copy each).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
+        // SAFETY: the two loads read the first and second 32 bytes of `bytes`, borrowed here, and
+        // `_mm256_loadu_si256` has no alignment requirement.
+        let (low, high) = unsafe {
+            (
+                _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>()),
+                _mm256_loadu_si256(bytes.as_ptr().add(32).cast::<__m256i>()),
+            )
+        };
+        let (quote, backslash) = (_mm256_set1_epi8(b'"' as i8), _mm256_set1_epi8(b'\\' as i8));
+        let special = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_cmpeq_epi8(low, quote),
+                _mm256_cmpeq_epi8(low, backslash),
+            ),
+            _mm256_or_si256(
+                _mm256_cmpeq_epi8(high, quote),
+                _mm256_cmpeq_epi8(high, backslash),
+            ),
+        );
+        if _mm256_testz_si256(special, special) == 0 {
+            return None;
+        }
+        let newline = _mm256_set1_epi8(b'\n' as i8);
+        // movemask gives one bit a byte, 32 of them: the cast keeps them as they are.
+        let low = _mm256_movemask_epi8(_mm256_cmpeq_epi8(low, newline)) as u32;
+        let high = _mm256_movemask_epi8(_mm256_cmpeq_epi8(high, newline)) as u32;
+        Some(u64::from(high) << 32 | u64::from(low))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,12 +270,18 @@ mod tests {
         #[test]
         fn the_simd_newline_mask_is_the_scalar_one(
             bytes in proptest::collection::vec(
-                prop_oneof![Just(b'\n'), Just(b'\r'), Just(0x8a), any::<u8>()],
+                prop_oneof![
+                    8 => prop_oneof![Just(b'\n'), Just(b'\r'), Just(0x8a), any::<u8>()],
+                    1 => prop_oneof![Just(b'"'), Just(b'\\'), Just(0xa2), Just(0xdc)],
+                ],
                 64,
             )
         ) {
             let bytes: [u8; 64] = bytes.try_into().unwrap();
-            prop_assert_eq!(newlines(&bytes), scalar_newlines(&bytes));
+            prop_assert_eq!(unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
+            // AVX2 here, where the CPU has it.
+            prop_assert_eq!(finder()(&bytes), scalar_unquoted_newlines(&bytes));
+
         }
     }
 
@@ -222,10 +318,22 @@ mod tests {
             bytes[i] = b'\n';
         }
         assert_eq!(
-            newlines(&bytes),
-            1 | 1 << 15 | 1 << 16 | 1 << 31 | 1 << 47 | 1 << 63
+            unquoted_newlines(&bytes),
+            Some(1 | 1 << 15 | 1 << 16 | 1 << 31 | 1 << 47 | 1 << 63)
         );
-        assert_eq!(newlines(&[b'\r'; 64]), 0);
+        assert_eq!(unquoted_newlines(&[b'\r'; 64]), Some(0));
+        assert_eq!(
+            finder()(&bytes),
+            Some(1 | 1 << 15 | 1 << 16 | 1 << 31 | 1 << 47 | 1 << 63)
+        );
+        for special in [b'"', b'\\'] {
+            for at in [0, 17, 63] {
+                let mut quoted = bytes;
+                quoted[at] = special;
+                assert_eq!(unquoted_newlines(&quoted), None);
+                assert_eq!(finder()(&quoted), None);
+            }
+        }
     }
 
     #[test]
