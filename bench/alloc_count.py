@@ -63,7 +63,7 @@ def under_valgrind(tool, directory, name, command, writes, payload):
                             stdin=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ping(url, limit=120)
+        wait_ping(url, limit=600)  # dhat reading a line-tables build takes minutes to start
         for _ in range(writes):
             status, answer = request(f"{url}/write?db=bench", data=payload, method="POST")
             if status != 204:
