@@ -491,7 +491,7 @@ impl Handler<Retune> for Node {
 }
 
 /// A node's bounded line of jobs: the sender for the gateway's handlers, the receiver for
-/// [`Node::start`].
+/// [`Node::take_jobs`].
 ///
 /// Its own channel rather than actix's mailbox because a mailbox message costs two allocations (the
 /// boxed envelope and the queue's node) on every replica of every write; tokio's bounded channel
