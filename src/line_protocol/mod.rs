@@ -62,7 +62,7 @@ pub struct LineEnds<'a> {
 }
 
 /// The position of every `\n` in a body, in order, found 64 bytes at a time up to the first block
-/// holding a `"` or a `\\` ([`simd::finder`]): the next line's end is a bit of a mask already
+/// holding a `"` or a `\\` ([`simd::Finder`]): the next line's end is a bit of a mask already
 /// built, where a `memchr` call for each line set up its search afresh.
 ///
 /// Before the first quote or backslash every newline ends a line, so the blocks before it give
@@ -90,7 +90,7 @@ impl<'a> Newlines<'a> {
             next: 0,
             mask: 0,
             quoted: false,
-            find: simd::finder(),
+            find: simd::Finder::fastest(),
         }
     }
 
@@ -121,13 +121,13 @@ impl Iterator for Newlines<'_> {
             }
             let rest = self.body.get(start..).filter(|rest| !rest.is_empty())?;
             let found = match rest.first_chunk::<64>() {
-                Some(block) => (self.find)(block),
+                Some(block) => self.find.find(block),
                 None => {
                     // The last, short block: padded with bytes that are neither newlines nor
                     // quotes nor backslashes.
                     let mut block = [0u8; 64];
                     block[..rest.len()].copy_from_slice(rest);
-                    (self.find)(&block)
+                    self.find.find(&block)
                 }
             };
             let Some(mask) = found else {

@@ -2,7 +2,7 @@
 //!
 //! This is the crate's one module with `unsafe`: SSE2 compares of 16 bytes at a time, where the
 //! target has SSE2 (every x86_64 one does), and AVX2 compares of 32 for the newlines, where the
-//! CPU is found at run time to have AVX2 ([`finder`]). Other targets get the scalar loops, which
+//! CPU is found at run time to have AVX2 ([`Finder`]). Other targets get the scalar loops, which
 //! are also the references the SIMD paths are proptested against byte for byte. A name is nearly
 //! always shorter than 16 bytes, so one compare finds its end where a byte loop took one step a
 //! byte; a line is about 80, so one mask of 64 bytes gives the next line's end, and often the one
@@ -80,33 +80,37 @@ pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
     }
 }
 
-/// [`unquoted_newlines`] as a function to call.
-pub type Finder = fn(&[u8; 64]) -> Option<u64>;
-
-/// The [`Finder`] this CPU runs fastest: with AVX2 where the CPU has it (found at run time: x86_64
-/// targets promise only SSE2), else [`unquoted_newlines`].
+/// [`unquoted_newlines`] as this CPU runs it fastest: with AVX2 where the CPU has it (found at
+/// run time: x86_64 targets promise only SSE2), else [`unquoted_newlines`].
 ///
 /// A function to call rather than a branch in [`unquoted_newlines`]: code for AVX2 cannot be
 /// inlined into code built without it, so it is called anyway, and the choice is made once a
-/// body. (Finding eight blocks a call instead of one cost more: the per-block work is the same,
-/// and the line loop no longer inlined.)
-pub fn finder() -> Finder {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return avx2_unquoted_newlines;
-        }
-    }
-    unquoted_newlines
-}
+/// body. The AVX2 function itself is held, not a safe wrapper around it, which was a second call.
+/// (Finding eight blocks a call instead of one cost more: the per-block work is the same, and the
+/// line loop no longer inlined.)
+#[derive(Debug, Clone, Copy)]
+pub struct Finder(unsafe fn(&[u8; 64]) -> Option<u64>);
 
-/// [`unquoted_newlines`] with AVX2; private, for only [`finder`] hands it out, and only where the
-/// CPU has AVX2.
-#[cfg(target_arch = "x86_64")]
-fn avx2_unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
-    // SAFETY: `avx2::unquoted_newlines` needs AVX2, and this function is reached only through
-    // `finder`, which returns it only when the CPU was found to have it.
-    unsafe { avx2::unquoted_newlines(bytes) }
+impl Finder {
+    /// The fastest this CPU runs.
+    pub fn fastest() -> Finder {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Finder(avx2::unquoted_newlines);
+            }
+        }
+        Finder(unquoted_newlines)
+    }
+
+    /// [`unquoted_newlines`] of `bytes`.
+    #[inline]
+    pub fn find(self, bytes: &[u8; 64]) -> Option<u64> {
+        // SAFETY: the function is `avx2::unquoted_newlines`, which needs AVX2, only when
+        // `fastest` (the only way to make a `Finder`) found the CPU to have it; otherwise it is
+        // `unquoted_newlines`, which is safe.
+        unsafe { (self.0)(bytes) }
+    }
 }
 
 /// [`unquoted_newlines`], a byte at a time: the reference, and the path of targets without SSE2.
@@ -280,7 +284,7 @@ mod tests {
             let bytes: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
             // AVX2 here, where the CPU has it.
-            prop_assert_eq!(finder()(&bytes), scalar_unquoted_newlines(&bytes));
+            prop_assert_eq!(Finder::fastest().find(&bytes), scalar_unquoted_newlines(&bytes));
 
         }
     }
@@ -323,7 +327,7 @@ mod tests {
         );
         assert_eq!(unquoted_newlines(&[b'\r'; 64]), Some(0));
         assert_eq!(
-            finder()(&bytes),
+            Finder::fastest().find(&bytes),
             Some(1 | 1 << 15 | 1 << 16 | 1 << 31 | 1 << 47 | 1 << 63)
         );
         for special in [b'"', b'\\'] {
@@ -331,7 +335,7 @@ mod tests {
                 let mut quoted = bytes;
                 quoted[at] = special;
                 assert_eq!(unquoted_newlines(&quoted), None);
-                assert_eq!(finder()(&quoted), None);
+                assert_eq!(Finder::fastest().find(&quoted), None);
             }
         }
     }
