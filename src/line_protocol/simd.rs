@@ -285,7 +285,6 @@ mod tests {
             prop_assert_eq!(unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
             // AVX2 here, where the CPU has it.
             prop_assert_eq!(Finder::fastest().find(&bytes), scalar_unquoted_newlines(&bytes));
-
         }
     }
 
