@@ -62,7 +62,7 @@ pub struct LineEnds<'a> {
 }
 
 /// The position of every `\n` in a body, in order, found 64 bytes at a time up to the first block
-/// holding a `"` or a `\\` ([`simd::Finder`]): the next line's end is a bit of a mask already
+/// holding a `"` or a `\\` ([`simd::Blocks`]): the next line's end is a bit of a mask already
 /// built, where a `memchr` call for each line set up its search afresh.
 ///
 /// Before the first quote or backslash every newline ends a line, so the blocks before it give
@@ -71,7 +71,7 @@ pub struct LineEnds<'a> {
 /// that find the newlines find the quotes and backslashes, where a search of the whole body for
 /// them first read it twice.
 #[derive(Debug, Clone)]
-pub struct Newlines<'a> {
+pub struct Newlines<'a, B = simd::Finder> {
     body: &'a [u8],
     /// Where the block after the one in `mask` starts.
     next: usize,
@@ -79,18 +79,26 @@ pub struct Newlines<'a> {
     mask: u64,
     /// The block at `next` holds a quote or a backslash: no newline from it on is given.
     quoted: bool,
-    find: simd::Finder,
+    blocks: B,
 }
 
 impl<'a> Newlines<'a> {
     /// The newlines of `body`.
     pub fn new(body: &'a [u8]) -> Self {
+        Newlines::with(body, simd::Finder::fastest())
+    }
+}
+
+impl<'a, B: simd::Blocks> Newlines<'a, B> {
+    /// The newlines of `body`, each block searched by `blocks`.
+    #[inline]
+    pub fn with(body: &'a [u8], blocks: B) -> Self {
         Newlines {
             body,
             next: 0,
             mask: 0,
             quoted: false,
-            find: simd::Finder::fastest(),
+            blocks,
         }
     }
 
@@ -109,10 +117,11 @@ impl<'a> Newlines<'a> {
     }
 }
 
-impl Iterator for Newlines<'_> {
+impl<B: simd::Blocks> Iterator for Newlines<'_, B> {
     type Item = usize;
 
-    #[inline]
+    // Always: a walk built for AVX2 holds the block search only where this is inlined into it.
+    #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         while self.mask == 0 {
             let start = self.next;
@@ -121,13 +130,13 @@ impl Iterator for Newlines<'_> {
             }
             let rest = self.body.get(start..).filter(|rest| !rest.is_empty())?;
             let found = match rest.first_chunk::<64>() {
-                Some(block) => self.find.find(block),
+                Some(block) => self.blocks.unquoted_newlines(block),
                 None => {
                     // The last, short block: padded with bytes that are neither newlines nor
                     // quotes nor backslashes.
                     let mut block = [0u8; 64];
                     block[..rest.len()].copy_from_slice(rest);
-                    self.find.find(&block)
+                    self.blocks.unquoted_newlines(&block)
                 }
             };
             let Some(mask) = found else {

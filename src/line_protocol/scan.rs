@@ -54,21 +54,28 @@ impl Scan {
     /// line's last word, without parsing the rest: a line whose last word is a number either has
     /// it as its timestamp or is refused by influxd (and writes nothing).
     pub fn of(body: &[u8], precision: Option<&str>) -> Scan {
-        Scan::lines(body, Timestamps::new(precision))
+        simd::with_fastest(Pass {
+            body,
+            stamps: Timestamps::new(precision),
+        })
     }
 
     /// The same pass without reading timestamps (the span is `Unknown`): for queued records,
     /// whose order the span does not decide.
     pub fn untimed(body: &[u8]) -> Scan {
-        Scan::lines(body, Timestamps::untimed())
+        simd::with_fastest(Pass {
+            body,
+            stamps: Timestamps::untimed(),
+        })
     }
 
     /// The lines up to the first block holding a quote or a backslash are those the newlines
     /// end; from the line in progress there on, the lines are read by InfluxDB's rules.
-    fn lines(body: &[u8], mut stamps: Timestamps) -> Scan {
+    #[inline(always)]
+    fn lines(body: &[u8], mut stamps: Timestamps, blocks: impl simd::Blocks) -> Scan {
         let mut points = 0;
         let mut start = 0;
-        let mut newlines = line_protocol::Newlines::new(body);
+        let mut newlines = line_protocol::Newlines::with(body, blocks);
         for end in newlines.by_ref() {
             points += Scan::plain_line(&body[start..end], &mut stamps);
             start = end + 1;
@@ -116,6 +123,21 @@ impl Scan {
             span: stamps.span(),
             ends_cleanly: line_protocol::ends_cleanly(body),
         }
+    }
+}
+
+/// [`Scan::lines`] as a [`simd::Walk`], built once for each instruction set.
+struct Pass<'a> {
+    body: &'a [u8],
+    stamps: Timestamps,
+}
+
+impl simd::Walk for Pass<'_> {
+    type Output = Scan;
+
+    #[inline(always)]
+    fn walk<B: simd::Blocks>(self, blocks: B) -> Scan {
+        Scan::lines(self.body, self.stamps, blocks)
     }
 }
 
@@ -601,9 +623,16 @@ mod tests {
             let stamps = Timestamps::new(precision);
             let body = format!("{}{end}", lines.join("\n"));
             let body = body.as_bytes();
+            let by_the_rules = Scan::by_the_rules(body, 0, 0, stamps);
+            // AVX2 where the CPU has it, and the target's baseline.
             proptest::prop_assert_eq!(
-                Scan::lines(body, stamps),
-                Scan::by_the_rules(body, 0, 0, stamps),
+                simd::with_fastest(Pass { body, stamps }),
+                by_the_rules,
+                "{:?}", body
+            );
+            proptest::prop_assert_eq!(
+                Scan::lines(body, stamps, simd::Baseline),
+                by_the_rules,
                 "{:?}", body
             );
         }

@@ -2,7 +2,7 @@
 //!
 //! This is the crate's one module with `unsafe`: SSE2 compares of 16 bytes at a time, where the
 //! target has SSE2 (every x86_64 one does), and AVX2 compares of 32 for the newlines, where the
-//! CPU is found at run time to have AVX2 ([`Finder`]). Other targets get the scalar loops, which
+//! CPU is found at run time to have AVX2 ([`with_fastest`], [`Finder`]). Other targets get the scalar loops, which
 //! are also the references the SIMD paths are proptested against byte for byte. A name is nearly
 //! always shorter than 16 bytes, so one compare finds its end where a byte loop took one step a
 //! byte; a line is about 80, so one mask of 64 bytes gives the next line's end, and often the one
@@ -80,14 +80,77 @@ pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
     }
 }
 
-/// [`unquoted_newlines`] as this CPU runs it fastest: with AVX2 where the CPU has it (found at
-/// run time: x86_64 targets promise only SSE2), else [`unquoted_newlines`].
+/// How a line walk finds the newlines of a 64-byte block ([`unquoted_newlines`]): a walk is
+/// generic over it, so that the one built for AVX2 has the search inlined into its loop, where a
+/// call for every block cost its own set-up, its constants reloaded and the loop's registers
+/// saved around it.
+pub trait Blocks: Copy {
+    /// [`unquoted_newlines`] of `bytes`.
+    fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64>;
+}
+
+/// The target's own instructions (SSE2 on x86_64, else the scalar loop): needs no detection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Baseline;
+
+impl Blocks for Baseline {
+    #[inline(always)]
+    fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
+        unquoted_newlines(bytes)
+    }
+}
+
+/// AVX2, which this CPU was found to have: private, so that only [`with_fastest`] makes one,
+/// after it looked.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Blocks for Avx2 {
+    #[inline(always)]
+    fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
+        // SAFETY: `avx2::unquoted_newlines` needs AVX2, and an `Avx2` exists only once
+        // `with_fastest` found the CPU to have it.
+        unsafe { avx2::unquoted_newlines(bytes) }
+    }
+}
+
+/// A pass over a body's lines, run by [`with_fastest`] with the [`Blocks`] this CPU runs
+/// fastest. Its `walk` is `#[inline(always)]`, and so is every function of it generic over
+/// `Blocks`: what is not inlined into the AVX2 entry is built without AVX2, and calls the block
+/// search instead of holding it.
 ///
-/// A function to call rather than a branch in [`unquoted_newlines`]: code for AVX2 cannot be
-/// inlined into code built without it, so it is called anyway, and the choice is made once a
-/// body. The AVX2 function itself is held, not a safe wrapper around it, which was a second call.
-/// (Finding eight blocks a call instead of one cost more: the per-block work is the same, and the
-/// line loop no longer inlined.)
+/// [`crate::line_protocol::Scan`] is one (routing cost 141 → 115 instructions a point when every
+/// point goes everywhere). The router's split is not: built for AVX2, its loop, which copies each
+/// line out with `memcpy` and holds far more state, took about as many instructions and 8 % more
+/// time.
+pub trait Walk {
+    /// What the pass gives.
+    type Output;
+    /// Runs the pass with `blocks`.
+    fn walk<B: Blocks>(self, blocks: B) -> Self::Output;
+}
+
+/// Runs `walk` with AVX2 where the CPU has it (found at run time: x86_64 targets promise only
+/// SSE2), else with [`Baseline`]; the whole walk is then built for AVX2, not just the search.
+#[inline]
+pub fn with_fastest<W: Walk>(walk: W) -> W::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `avx2::walk` needs AVX2, which the CPU was just found to have.
+            return unsafe { avx2::walk(walk) };
+        }
+    }
+    walk.walk(Baseline)
+}
+
+/// The [`Blocks`] of a line walk built once, for every CPU (an iterator handed to its caller, the
+/// router's split): AVX2 where the CPU has it, called for each block, else
+/// [`unquoted_newlines`]. The AVX2 function itself is held, not a safe wrapper around it, which
+/// was a second call. (Finding eight blocks a call instead of one cost more: the per-block work is
+/// the same, and the line loop no longer inlined.)
 #[derive(Debug, Clone, Copy)]
 pub struct Finder(unsafe fn(&[u8; 64]) -> Option<u64>);
 
@@ -102,10 +165,11 @@ impl Finder {
         }
         Finder(unquoted_newlines)
     }
+}
 
-    /// [`unquoted_newlines`] of `bytes`.
+impl Blocks for Finder {
     #[inline]
-    pub fn find(self, bytes: &[u8; 64]) -> Option<u64> {
+    fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
         // SAFETY: the function is `avx2::unquoted_newlines`, which needs AVX2, only when
         // `fastest` (the only way to make a `Finder`) found the CPU to have it; otherwise it is
         // `unquoted_newlines`, which is safe.
@@ -212,6 +276,7 @@ mod sse2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::Walk;
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
         _mm256_set1_epi8, _mm256_testz_si256,
@@ -250,6 +315,13 @@ mod avx2 {
         let high = _mm256_movemask_epi8(_mm256_cmpeq_epi8(high, newline)) as u32;
         Some(u64::from(high) << 32 | u64::from(low))
     }
+
+    /// Runs `walk` built for AVX2: its `#[inline(always)]` functions are inlined here, and the
+    /// block search into their loops.
+    #[target_feature(enable = "avx2")]
+    pub fn walk<W: Walk>(walk: W) -> W::Output {
+        walk.walk(super::Avx2)
+    }
 }
 
 #[cfg(test)]
@@ -284,7 +356,7 @@ mod tests {
             let bytes: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
             // AVX2 here, where the CPU has it.
-            prop_assert_eq!(Finder::fastest().find(&bytes), scalar_unquoted_newlines(&bytes));
+            prop_assert_eq!(Finder::fastest().unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
         }
     }
 
@@ -326,7 +398,7 @@ mod tests {
         );
         assert_eq!(unquoted_newlines(&[b'\r'; 64]), Some(0));
         assert_eq!(
-            Finder::fastest().find(&bytes),
+            Finder::fastest().unquoted_newlines(&bytes),
             Some(1 | 1 << 15 | 1 << 16 | 1 << 31 | 1 << 47 | 1 << 63)
         );
         for special in [b'"', b'\\'] {
@@ -334,7 +406,7 @@ mod tests {
                 let mut quoted = bytes;
                 quoted[at] = special;
                 assert_eq!(unquoted_newlines(&quoted), None);
-                assert_eq!(Finder::fastest().find(&quoted), None);
+                assert_eq!(Finder::fastest().unquoted_newlines(&quoted), None);
             }
         }
     }
