@@ -1,7 +1,8 @@
 //! Any bytes through the routing scanner and the router: no panic, every newline before the first
 //! quote or backslash found by the 64-byte masks as by a byte loop, the lines ending by InfluxDB's
 //! rules, every byte in exactly one line, a tag found by the 16-byte pair walk as by the byte loop,
-//! every point line in exactly one shard body.
+//! every point line in exactly one shard body, and the whole-body scan's points and time span
+//! those of the lines one by one.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -9,7 +10,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use influx_gateway::{
     blueprint::Blueprint,
-    line_protocol::{line_ends, lines, LineEnds, LineKind, Newlines, TagKey},
+    line_protocol::{self, line_ends, lines, LineEnds, LineKind, Newlines, Scan, TagKey, Timestamps},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -52,9 +53,14 @@ fuzz_target!(|data: &[u8]| {
     assert!(line_ends(data).eq(LineEnds::by_the_rules(data, 0)));
     let mut covered = 0;
     let (mut points, mut invalid) = (0, 0);
+    // What the whole-body scan (built for AVX2 where the CPU has it) must find, line by line.
+    let mut stamps = Timestamps::new(None);
     for line in lines(data) {
         assert_eq!(line.span.start, covered);
         covered = line.span.end;
+        if matches!(line.kind, LineKind::Point(_) | LineKind::Invalid(_)) {
+            stamps.line(&data[line.span.start..line.text_end]);
+        }
         match line.kind {
             LineKind::Point(key) => {
                 points += 1;
@@ -79,6 +85,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_eq!(covered, data.len());
+    assert_eq!(
+        Scan::of(data, None),
+        Scan {
+            points: (points + invalid) as u64,
+            span: stamps.span(),
+            ends_cleanly: line_protocol::ends_cleanly(data),
+        }
+    );
 
     // Split by shard, each body read again: the same points, each exactly once.
     let body = Bytes::copy_from_slice(data);
