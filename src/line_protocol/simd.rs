@@ -1,15 +1,15 @@
 //! Where a measurement name ends, and where lines end, found many bytes at once as bitmasks.
 //!
 //! This is the crate's one module with `unsafe`: SSE2 compares of 16 bytes at a time, where the
-//! target has SSE2 (every x86_64 one does), and AVX2 compares of 32 for the newlines, where the
-//! CPU is found at run time to have AVX2 ([`with_fastest`], [`Finder`]). Other targets get the scalar loops, which
-//! are also the references the SIMD paths are proptested against byte for byte. A name is nearly
-//! always shorter than 16 bytes, so one compare finds its end where a byte loop took one step a
-//! byte; a line is about 80, so one mask of 64 bytes gives the next line's end, and often the one
-//! after, where a `memchr` call a line cost twice as many instructions in its set-up as in its
-//! search. The same loads tell whether the block holds a quote or a backslash, after which lines
-//! no longer end at every newline: with AVX2 that costs less than a `memchr2` over the body first;
-//! with SSE2 alone, whose compares overwrite an operand (a copy each), it costs more.
+//! target has SSE2 (every x86_64 one does), and AVX2 compares of 32 for the newlines, where the CPU
+//! is found at run time to have AVX2 ([`with_fastest`], [`Finder`]). Other targets get the scalar
+//! loops, which are also the references the SIMD paths are proptested against byte for byte. A name
+//! is nearly always shorter than 16 bytes, so one compare finds its end where a byte loop took one
+//! step a byte; a line is about 80, so one mask of 64 bytes gives the next line's end, and often
+//! the one after, where a `memchr` call a line cost twice as many instructions in its set-up as in
+//! its search. The same loads tell whether the block holds a quote or a backslash, after which
+//! lines no longer end at every newline: with AVX2 that costs less than a `memchr2` over the body
+//! first; with SSE2 alone, whose compares overwrite an operand (a copy each), it costs more.
 
 /// Bit `i` set when byte `i` of `bytes` ends a measurement name: a `,` or a ` `.
 #[inline]
@@ -117,9 +117,9 @@ impl Blocks for Avx2 {
 }
 
 /// A pass over a body's lines, run by [`with_fastest`] with the [`Blocks`] this CPU runs
-/// fastest. Its `walk` is `#[inline(always)]`, and so is every function of it generic over
-/// `Blocks`: what is not inlined into the AVX2 entry is built without AVX2, and calls the block
-/// search instead of holding it.
+/// fastest. Its `walk` is `#[inline(always)]`, and so is each function its loop runs (such as
+/// `Newlines::next`): what is not inlined into the AVX2 entry is built without AVX2, and calls
+/// the block search instead of holding it.
 ///
 /// [`crate::line_protocol::Scan`] is one (routing cost 141 → 115 instructions a point when every
 /// point goes everywhere). The router's split is not: built for AVX2, its loop, which copies each
@@ -356,7 +356,10 @@ mod tests {
             let bytes: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
             // AVX2 here, where the CPU has it.
-            prop_assert_eq!(Finder::fastest().unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
+            prop_assert_eq!(
+                Finder::fastest().unquoted_newlines(&bytes),
+                scalar_unquoted_newlines(&bytes)
+            );
         }
     }
 
