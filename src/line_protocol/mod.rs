@@ -62,7 +62,7 @@ pub struct LineEnds<'a> {
 }
 
 /// The position of every `\n` in a body, in order, found 64 bytes at a time up to the first block
-/// holding a `"` or a `\\` ([`simd::Blocks`]): the next line's end is a bit of a mask already
+/// holding a `"` or a `\\` ([`simd::BlockSearch`]): the next line's end is a bit of a mask already
 /// built, where a `memchr` call for each line set up its search afresh.
 ///
 /// Before the first quote or backslash every newline ends a line, so the blocks before it give
@@ -89,10 +89,10 @@ impl<'a> Newlines<'a> {
     }
 }
 
-impl<'a, B: simd::Blocks> Newlines<'a, B> {
+impl<'a, B: simd::BlockSearch> Newlines<'a, B> {
     /// The newlines of `body`, each block searched by `blocks`.
     #[inline]
-    pub fn with(body: &'a [u8], blocks: B) -> Self {
+    pub(crate) fn with(body: &'a [u8], blocks: B) -> Self {
         Newlines {
             body,
             next: 0,
@@ -117,7 +117,7 @@ impl<'a, B: simd::Blocks> Newlines<'a, B> {
     }
 }
 
-impl<B: simd::Blocks> Iterator for Newlines<'_, B> {
+impl<B: simd::BlockSearch> Iterator for Newlines<'_, B> {
     type Item = usize;
 
     // Always: a walk built for AVX2 holds the block search only where this is inlined into it.

@@ -1,6 +1,7 @@
 //! Where a measurement name ends, and where lines end, found many bytes at once as bitmasks.
 //!
-//! This is the crate's one module with `unsafe`: SSE2 compares of 16 bytes at a time, where the
+//! This module holds the crate's SIMD, and all its `unsafe` but the allocator's settings
+//! (`memory.rs`): SSE2 compares of 16 bytes at a time, where the
 //! target has SSE2 (every x86_64 one does), and AVX2 compares of 32 for the newlines, where the CPU
 //! is found at run time to have AVX2 ([`with_fastest`], [`Finder`]). Other targets get the scalar
 //! loops, which are also the references the SIMD paths are proptested against byte for byte. A name
@@ -64,8 +65,8 @@ pub fn scalar_newlines(bytes: &[u8; 64]) -> u64 {
         .fold(0, |mask, (i, &b)| mask | u64::from(b == b'\n') << i)
 }
 
-/// Bit `i` set when byte `i` of `bytes` is a `\n`, when the 64 bytes hold neither a `"` nor a `\\`; `None` when they do. Both come
-/// of the same loads.
+/// Bit `i` set when byte `i` of `bytes` is a `\n`, when the 64 bytes hold neither a `"` nor a
+/// `\\`; `None` when they do. Both come of the same loads.
 #[inline]
 pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -84,58 +85,42 @@ pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
 /// generic over it, so that the one built for AVX2 has the search inlined into its loop, where a
 /// call for every block cost its own set-up, its constants reloaded and the loop's registers
 /// saved around it.
-pub trait Blocks: Copy {
+pub trait BlockSearch: Copy {
     /// [`unquoted_newlines`] of `bytes`.
     fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64>;
 }
 
 /// The target's own instructions (SSE2 on x86_64, else the scalar loop): needs no detection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Baseline;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Baseline;
 
-impl Blocks for Baseline {
+impl BlockSearch for Baseline {
     #[inline(always)]
     fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
         unquoted_newlines(bytes)
     }
 }
 
-/// AVX2, which this CPU was found to have: private, so that only [`with_fastest`] makes one,
-/// after it looked.
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug, Clone, Copy)]
-struct Avx2;
-
-#[cfg(target_arch = "x86_64")]
-impl Blocks for Avx2 {
-    #[inline(always)]
-    fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
-        // SAFETY: `avx2::unquoted_newlines` needs AVX2, and an `Avx2` exists only once
-        // `with_fastest` found the CPU to have it.
-        unsafe { avx2::unquoted_newlines(bytes) }
-    }
-}
-
-/// A pass over a body's lines, run by [`with_fastest`] with the [`Blocks`] this CPU runs
+/// A pass over a body's lines, run by [`with_fastest`] with the [`BlockSearch`] this CPU runs
 /// fastest. Its `walk` is `#[inline(always)]`, and so is each function its loop runs (such as
 /// `Newlines::next`): what is not inlined into the AVX2 entry is built without AVX2, and calls
 /// the block search instead of holding it.
 ///
-/// [`crate::line_protocol::Scan`] is one (routing cost 141 → 115 instructions a point when every
-/// point goes everywhere). The router's split is not: built for AVX2, its loop, which copies each
+/// [`crate::line_protocol::Scan`]'s pass is one (routing cost 141 → 115 instructions a point
+/// when every point goes everywhere). The router's split is not: built for AVX2, its loop, which copies each
 /// line out with `memcpy` and holds far more state, took about as many instructions and 8 % more
 /// time.
-pub trait Walk {
+pub(crate) trait LineWalk {
     /// What the pass gives.
     type Output;
     /// Runs the pass with `blocks`.
-    fn walk<B: Blocks>(self, blocks: B) -> Self::Output;
+    fn walk<B: BlockSearch>(self, blocks: B) -> Self::Output;
 }
 
 /// Runs `walk` with AVX2 where the CPU has it (found at run time: x86_64 targets promise only
 /// SSE2), else with [`Baseline`]; the whole walk is then built for AVX2, not just the search.
 #[inline]
-pub fn with_fastest<W: Walk>(walk: W) -> W::Output {
+pub(crate) fn with_fastest<W: LineWalk>(walk: W) -> W::Output {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -146,7 +131,7 @@ pub fn with_fastest<W: Walk>(walk: W) -> W::Output {
     walk.walk(Baseline)
 }
 
-/// The [`Blocks`] of a line walk built once, for every CPU (an iterator handed to its caller, the
+/// The [`BlockSearch`] of a line walk built once, for every CPU (an iterator handed to its caller, the
 /// router's split): AVX2 where the CPU has it, called for each block, else
 /// [`unquoted_newlines`]. The AVX2 function itself is held, not a safe wrapper around it, which
 /// was a second call. (Finding eight blocks a call instead of one cost more: the per-block work is
@@ -167,7 +152,7 @@ impl Finder {
     }
 }
 
-impl Blocks for Finder {
+impl BlockSearch for Finder {
     #[inline]
     fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
         // SAFETY: the function is `avx2::unquoted_newlines`, which needs AVX2, only when
@@ -276,7 +261,7 @@ mod sse2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::Walk;
+    use super::{BlockSearch, LineWalk};
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
         _mm256_set1_epi8, _mm256_testz_si256,
@@ -319,8 +304,22 @@ mod avx2 {
     /// Runs `walk` built for AVX2: its `#[inline(always)]` functions are inlined here, and the
     /// block search into their loops.
     #[target_feature(enable = "avx2")]
-    pub fn walk<W: Walk>(walk: W) -> W::Output {
-        walk.walk(super::Avx2)
+    pub fn walk<W: LineWalk>(walk: W) -> W::Output {
+        walk.walk(Avx2(()))
+    }
+
+    /// AVX2, which this CPU was found to have: its field is private to this module, where only
+    /// [`walk`] makes one, which [`super::with_fastest`] calls after it looked.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Avx2(());
+
+    impl BlockSearch for Avx2 {
+        #[inline(always)]
+        fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
+            // SAFETY: `unquoted_newlines` needs AVX2, and an `Avx2` exists only inside `walk`,
+            // which needs AVX2 itself.
+            unsafe { unquoted_newlines(bytes) }
+        }
     }
 }
 
