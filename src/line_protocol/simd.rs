@@ -107,9 +107,9 @@ impl BlockSearch for Baseline {
 /// the block search instead of holding it.
 ///
 /// [`crate::line_protocol::Scan`]'s pass is one (routing cost 141 → 115 instructions a point
-/// when every point goes everywhere). The router's split is not: built for AVX2, its loop, which copies each
-/// line out with `memcpy` and holds far more state, took about as many instructions and 8 % more
-/// time.
+/// when every point goes everywhere). The router's split is not: built for AVX2, its loop, which
+/// copies each line out with `memcpy` and holds far more state, took about as many instructions
+/// and 8 % more time.
 pub(crate) trait LineWalk {
     /// What the pass gives.
     type Output;
@@ -131,8 +131,8 @@ pub(crate) fn with_fastest<W: LineWalk>(walk: W) -> W::Output {
     walk.walk(Baseline)
 }
 
-/// The [`BlockSearch`] of a line walk built once, for every CPU (an iterator handed to its caller, the
-/// router's split): AVX2 where the CPU has it, called for each block, else
+/// The [`BlockSearch`] of a line walk built once, for every CPU (an iterator handed to its
+/// caller, the router's split): AVX2 where the CPU has it, called for each block, else
 /// [`unquoted_newlines`]. The AVX2 function itself is held, not a safe wrapper around it, which
 /// was a second call. (Finding eight blocks a call instead of one cost more: the per-block work is
 /// the same, and the line loop no longer inlined.)
@@ -316,8 +316,9 @@ mod avx2 {
     impl BlockSearch for Avx2 {
         #[inline(always)]
         fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
-            // SAFETY: `unquoted_newlines` needs AVX2, and an `Avx2` exists only inside `walk`,
-            // which needs AVX2 itself.
+            // SAFETY: `unquoted_newlines` needs AVX2. An `Avx2` is made only by `walk` (its field
+            // is private to this module), which needs AVX2 itself and so runs only on a CPU
+            // that has it: `with_fastest` calls it after detection.
             unsafe { unquoted_newlines(bytes) }
         }
     }
