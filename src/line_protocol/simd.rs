@@ -1,16 +1,16 @@
 //! Where a measurement name ends, and where lines end, found many bytes at once as bitmasks.
 //!
 //! This module holds the crate's SIMD, and all its `unsafe` but the allocator's settings
-//! (`memory.rs`): SSE2 compares of 16 bytes at a time, where the
-//! target has SSE2 (every x86_64 one does), and AVX2 compares of 32 for the newlines, where the CPU
-//! is found at run time to have AVX2 ([`with_fastest`], [`Finder`]). Other targets get the scalar
-//! loops, which are also the references the SIMD paths are proptested against byte for byte. A name
-//! is nearly always shorter than 16 bytes, so one compare finds its end where a byte loop took one
-//! step a byte; a line is about 80, so one mask of 64 bytes gives the next line's end, and often
-//! the one after, where a `memchr` call a line cost twice as many instructions in its set-up as in
-//! its search. The same loads tell whether the block holds a quote or a backslash, after which
-//! lines no longer end at every newline: with AVX2 that costs less than a `memchr2` over the body
-//! first; with SSE2 alone, whose compares overwrite an operand (a copy each), it costs more.
+//! (`memory.rs`): SSE2 compares of 16 bytes at a time, where the target has SSE2 (every x86_64 one
+//! does), and AVX2 compares of 32 for the newlines, where the CPU is found at run time to have AVX2
+//! ([`with_fastest`], [`Finder`]). Other targets get the scalar loops, which are also the
+//! references the SIMD paths are proptested against byte for byte. A name is nearly always shorter
+//! than 16 bytes, so one compare finds its end where a byte loop took one step a byte; a line is
+//! about 80, so one mask of 64 bytes gives the next line's end, and often the one after, where a
+//! `memchr` call a line cost twice as many instructions in its set-up as in its search. The same
+//! loads tell whether the block holds a quote or a backslash, after which lines no longer end at
+//! every newline: with AVX2 that costs less than a `memchr2` over the body first; with SSE2 alone,
+//! whose compares overwrite an operand (a copy each), it costs more.
 
 /// Bit `i` set when byte `i` of `bytes` ends a measurement name: a `,` or a ` `.
 #[inline]
