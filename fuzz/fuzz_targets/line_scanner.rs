@@ -58,8 +58,11 @@ fuzz_target!(|data: &[u8]| {
     for line in lines(data) {
         assert_eq!(line.span.start, covered);
         covered = line.span.end;
+        // The text is the span, less the newline that ended the line when one did.
+        let whole = &data[line.span.clone()];
+        assert!(whole == line.text || whole == [line.text, b"\n"].concat());
         if matches!(line.kind, LineKind::Point(_) | LineKind::Invalid(_)) {
-            stamps.line(&data[line.span.start..line.text_end]);
+            stamps.line(line.text);
         }
         match line.kind {
             LineKind::Point(key) => {

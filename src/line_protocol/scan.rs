@@ -75,7 +75,7 @@ impl Scan {
     fn lines(body: &[u8], mut stamps: Timestamps, blocks: impl simd::BlockSearch) -> Scan {
         let mut points = 0;
         let mut start = 0;
-        let mut newlines = line_protocol::Newlines::with(body, blocks);
+        let mut newlines = line_protocol::NewlineSearch::with(body, blocks);
         for end in newlines.by_ref() {
             points += Scan::plain_line(&body[start..end], &mut stamps);
             start = end + 1;

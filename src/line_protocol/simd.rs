@@ -3,14 +3,14 @@
 //! This module holds the crate's SIMD, and all its `unsafe` but the allocator's settings
 //! (`memory.rs`): SSE2 compares of 16 bytes at a time, where the target has SSE2 (every x86_64 one
 //! does), and AVX2 compares of 32 for the newlines, where the CPU is found at run time to have AVX2
-//! ([`with_fastest`], [`Finder`]). Other targets get the scalar loops, which are also the
-//! references the SIMD paths are proptested against byte for byte. A name is nearly always shorter
-//! than 16 bytes, so one compare finds its end where a byte loop took one step a byte; a line is
-//! about 80, so one mask of 64 bytes gives the next line's end, and often the one after, where a
-//! `memchr` call a line cost twice as many instructions in its set-up as in its search. The same
-//! loads tell whether the block holds a quote or a backslash, after which lines no longer end at
-//! every newline: with AVX2 that costs less than a `memchr2` over the body first; with SSE2 alone,
-//! whose compares overwrite an operand (a copy each), it costs more.
+//! ([`with_fastest`]). Other targets get the scalar loops, which are also the references the SIMD
+//! paths are proptested against byte for byte. A name is nearly always shorter than 16 bytes, so
+//! one compare finds its end where a byte loop took one step a byte; a line is about 80, so one
+//! mask of 64 bytes gives the next line's end, and often the one after, where a `memchr` call a
+//! line cost twice as many instructions in its set-up as in its search. The same loads tell whether
+//! the block holds a quote or a backslash, after which lines no longer end at every newline: with
+//! AVX2 that costs less than a `memchr2` over the body first; with SSE2 alone, whose compares
+//! overwrite an operand (a copy each), it costs more.
 
 /// Bit `i` set when byte `i` of `bytes` ends a measurement name: a `,` or a ` `.
 #[inline]
@@ -107,9 +107,10 @@ impl BlockSearch for Baseline {
 /// the block search instead of holding it.
 ///
 /// [`crate::line_protocol::Scan`]'s pass is one (routing cost 141 → 115 instructions a point
-/// when every point goes everywhere). The router's split is not: built for AVX2, its loop, which
-/// copies each line out with `memcpy` and holds far more state, took about as many instructions
-/// and 8 % more time.
+/// when every point goes everywhere), and so is each fill of [`crate::line_protocol::Newlines`],
+/// which finds the newlines ahead of the router's split. The split itself is not: built for AVX2,
+/// its loop, which copies each line out with `memcpy` and holds far more state, took about as
+/// many instructions and 8 % more time.
 pub(crate) trait LineWalk {
     /// What the pass gives.
     type Output;
@@ -129,37 +130,6 @@ pub(crate) fn with_fastest<W: LineWalk>(walk: W) -> W::Output {
         }
     }
     walk.walk(Baseline)
-}
-
-/// The [`BlockSearch`] of a line walk built once, for every CPU (an iterator handed to its
-/// caller, the router's split): AVX2 where the CPU has it, called for each block, else
-/// [`unquoted_newlines`]. The AVX2 function itself is held, not a safe wrapper around it, which
-/// was a second call. (Finding eight blocks a call instead of one cost more: the per-block work is
-/// the same, and the line loop no longer inlined.)
-#[derive(Debug, Clone, Copy)]
-pub struct Finder(unsafe fn(&[u8; 64]) -> Option<u64>);
-
-impl Finder {
-    /// The fastest this CPU runs.
-    pub fn fastest() -> Finder {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Finder(avx2::unquoted_newlines);
-            }
-        }
-        Finder(unquoted_newlines)
-    }
-}
-
-impl BlockSearch for Finder {
-    #[inline]
-    fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64> {
-        // SAFETY: the function is `avx2::unquoted_newlines`, which needs AVX2, only when
-        // `fastest` (the only way to make a `Finder`) found the CPU to have it; otherwise it is
-        // `unquoted_newlines`, which is safe.
-        unsafe { (self.0)(bytes) }
-    }
 }
 
 /// [`unquoted_newlines`], a byte at a time: the reference, and the path of targets without SSE2.
@@ -329,6 +299,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The mask of `bytes` as a walk run by [`with_fastest`] finds it: AVX2's, where the CPU has
+    /// it.
+    fn fastest(bytes: &[u8; 64]) -> Option<u64> {
+        struct One<'b>(&'b [u8; 64]);
+        impl LineWalk for One<'_> {
+            type Output = Option<u64>;
+            fn walk<B: BlockSearch>(self, blocks: B) -> Option<u64> {
+                blocks.unquoted_newlines(self.0)
+            }
+        }
+        with_fastest(One(bytes))
+    }
+
     proptest! {
         #[test]
         fn the_simd_mask_is_the_scalar_one(
@@ -357,7 +340,7 @@ mod tests {
             prop_assert_eq!(unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
             // AVX2 here, where the CPU has it.
             prop_assert_eq!(
-                Finder::fastest().unquoted_newlines(&bytes),
+                fastest(&bytes),
                 scalar_unquoted_newlines(&bytes)
             );
         }
@@ -401,7 +384,7 @@ mod tests {
         );
         assert_eq!(unquoted_newlines(&[b'\r'; 64]), Some(0));
         assert_eq!(
-            Finder::fastest().unquoted_newlines(&bytes),
+            fastest(&bytes),
             Some(1 | 1 << 15 | 1 << 16 | 1 << 31 | 1 << 47 | 1 << 63)
         );
         for special in [b'"', b'\\'] {
@@ -409,7 +392,7 @@ mod tests {
                 let mut quoted = bytes;
                 quoted[at] = special;
                 assert_eq!(unquoted_newlines(&quoted), None);
-                assert_eq!(Finder::fastest().unquoted_newlines(&quoted), None);
+                assert_eq!(fastest(&quoted), None);
             }
         }
     }

@@ -44,7 +44,7 @@ use self::{
     split::Split,
 };
 use crate::{
-    line_protocol::{self, Escaped, LineError, LineKind, Scan, SeriesKey, TagKey, TimeSpan},
+    line_protocol::{self, Escaped, Line, LineError, LineKind, Scan, SeriesKey, TagKey, TimeSpan},
     node::NodeId,
 };
 
@@ -325,7 +325,11 @@ impl Router {
         let mut routed = self.split(db, body, precision, |key, before| {
             let measurement = key.measurement();
             let placement = recent.get_or_insert(measurement.raw(), || {
-                current.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
+                current.placement_by(
+                    db,
+                    move |m| m.matches(measurement),
+                    move || measurement.bytes(),
+                )
             });
             !covered[before][current.shard_of_point(placement, key, &mut values)]
         });
@@ -348,13 +352,17 @@ impl Router {
         // Made at the first point spread by a tag: most writes have none.
         let mut tag_sections: Option<Recent<_, TAG_SECTIONS>> = None;
         let mut lines = line_protocol::lines(body);
-        for line in lines.by_ref() {
-            match &line.kind {
+        for Line { span, text, kind } in lines.by_ref() {
+            match kind {
                 LineKind::Blank | LineKind::Comment => {}
                 LineKind::Point(key) => {
                     let measurement = key.measurement();
                     let placement = recent.get_or_insert(measurement.raw(), || {
-                        self.placement_by(db, |m| m.matches(&measurement), || measurement.bytes())
+                        self.placement_by(
+                            db,
+                            move |m| m.matches(measurement),
+                            move || measurement.bytes(),
+                        )
                     });
                     let shard = match placement {
                         Placement::Shard(shard) => shard,
@@ -362,21 +370,21 @@ impl Router {
                             tag_sections.get_or_insert_with(Recent::default),
                             key.tag_section(),
                             shards,
-                            || self.shard_of_point(placement, key, &mut values),
+                            || self.shard_of_point(placement, &key, &mut values),
                         ),
                     };
-                    if keep(key, shard) {
-                        split.push(body, &line, shard);
+                    if keep(&key, shard) {
+                        split.push(body, span, text, shard);
                     } else {
-                        split.leave_out(body, line.span.start);
+                        split.leave_out(body, span.start);
                     }
                 }
                 LineKind::Invalid(error) => {
-                    split.leave_out(body, line.span.start);
-                    let text = String::from_utf8_lossy(&body[line.span]);
+                    split.leave_out(body, span.start);
+                    let text = String::from_utf8_lossy(&body[span]);
                     split.unroutable.push(Unroutable {
                         line: text.trim().to_owned(),
-                        error: error.clone(),
+                        error,
                     });
                 }
             }

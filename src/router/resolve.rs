@@ -72,7 +72,7 @@ pub(super) enum Matcher {
 
 impl Matcher {
     /// Whether `measurement`, as written in a line, is one this route takes.
-    pub(super) fn matches(&self, measurement: &Escaped<'_>) -> bool {
+    pub(super) fn matches(&self, measurement: Escaped<'_>) -> bool {
         match self {
             Matcher::Exact(name) => measurement.eq_str(name),
             Matcher::Prefix(prefix) => measurement.starts_with_str(prefix),

@@ -5,67 +5,80 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use super::{Routed, Shard, ShardBatch, ShardId, Unroutable};
-use crate::line_protocol::{self, Line, Timestamps};
+use crate::line_protocol::{self, Timestamps};
 
 /// The per-shard bodies of one write, built while its lines are read.
 pub(super) struct Split {
-    shard_count: usize,
+    /// What each shard gets, by shard: one table, so that a line finds all of its shard's state
+    /// with one index.
+    shares: Vec<Share>,
     /// While every line so far went to one shard: that shard; the body is still shared.
     sole: Option<ShardId>,
-    /// Set once lines go to several shards or one is left out: a buffer per shard.
-    buffers: Option<Vec<BytesMut>>,
-    /// Points per shard.
-    points: Vec<u64>,
-    /// The timestamps of each shard's points. An unroutable line's is in none: it is not sent,
-    /// and orders nothing.
-    stamps: Vec<Timestamps>,
-    /// The last line that went to a shard: only the body's final line can be left open.
+    /// Set once lines go to several shards or one is left out: each share's lines are copied
+    /// into its buffer.
+    copying: bool,
+    /// The body's final line, when it went to a shard: the only line that can be left open.
     last: Option<(ShardId, Range<usize>)>,
     /// Lines left out, with their reasons.
     pub(super) unroutable: Vec<Unroutable>,
 }
 
+/// One shard's part of a write.
+struct Share {
+    points: u64,
+    /// The timestamps of its points. An unroutable line's is in no share: it is not sent, and
+    /// orders nothing.
+    stamps: Timestamps,
+    /// Its lines, once copying; empty, and unallocated, before.
+    buffer: BytesMut,
+}
+
 impl Split {
     /// For a write whose timestamps are in `precision` (`/write`'s parameter).
     pub(super) fn new(shard_count: usize, precision: Option<&str>) -> Self {
+        let stamps = Timestamps::new(precision);
         Split {
-            shard_count,
+            shares: (0..shard_count)
+                .map(|_| Share {
+                    points: 0,
+                    stamps,
+                    buffer: BytesMut::new(),
+                })
+                .collect(),
             sole: None,
-            buffers: None,
-            points: vec![0; shard_count],
-            stamps: vec![Timestamps::new(precision); shard_count],
+            copying: false,
             last: None,
             unroutable: Vec::new(),
         }
     }
 
-    /// Sends `line`, a point, to `shard`.
+    /// Sends the line at `span`, a point whose text (`span` without its `\n`) is `text`, to
+    /// `shard`.
     // Called for every line from another module (another codegen unit): without the hint it
     // would not be inlined into the line loop, and with a plain `#[inline]` it was not always.
     #[inline(always)]
-    pub(super) fn push(&mut self, body: &Bytes, line: &Line<'_>, shard: ShardId) {
-        let span = line.span.clone();
-        self.points[shard] += 1;
-        self.stamps[shard].line(&body[span.start..line.text_end]);
-        self.last = Some((shard, span.clone()));
-        if self.buffers.is_none() {
+    pub(super) fn push(&mut self, body: &Bytes, span: Range<usize>, text: &[u8], shard: ShardId) {
+        if span.end == body.len() {
+            self.last = Some((shard, span.clone()));
+        }
+        if !self.copying {
             match self.sole {
-                None if self.unroutable.is_empty() => {
-                    self.sole = Some(shard);
-                    return;
-                }
-                Some(sole) if sole == shard => return,
+                None if self.unroutable.is_empty() => self.sole = Some(shard),
+                Some(sole) if sole == shard => {}
                 _ => self.start_copying(body, span.start),
             }
         }
-        if let Some(buffers) = &mut self.buffers {
-            buffers[shard].extend_from_slice(&body[span]);
+        let share = &mut self.shares[shard];
+        share.points += 1;
+        share.stamps.line(text);
+        if self.copying {
+            share.buffer.extend_from_slice(&body[span]);
         }
     }
 
     /// The line at `start` is left out: the lines before it can no longer share the body.
     pub(super) fn leave_out(&mut self, body: &Bytes, start: usize) {
-        if self.buffers.is_none() {
+        if !self.copying {
             self.start_copying(body, start);
         }
     }
@@ -73,14 +86,14 @@ impl Split {
     /// Switches to one buffer per shard; everything before `upto` went to the sole shard. Each
     /// starts with room for its even share of the rest, so that most never grow.
     fn start_copying(&mut self, body: &Bytes, upto: usize) {
-        let room = (body.len() - upto) / self.shard_count + 1024;
-        let mut buffers: Vec<BytesMut> = (0..self.shard_count)
-            .map(|_| BytesMut::with_capacity(room))
-            .collect();
-        if let Some(sole) = self.sole {
-            buffers[sole].extend_from_slice(&body[..upto]);
+        let room = (body.len() - upto) / self.shares.len().max(1) + 1024;
+        for share in &mut self.shares {
+            share.buffer.reserve(room);
         }
-        self.buffers = Some(buffers);
+        if let Some(share) = self.sole.and_then(|sole| self.shares.get_mut(sole)) {
+            share.buffer.extend_from_slice(&body[..upto]);
+        }
+        self.copying = true;
     }
 
     /// The batches; `plain` says the body holds no quote or backslash, so that no line is open.
@@ -89,34 +102,35 @@ impl Split {
         // last may have been left open (an escape, a quote), and so is the share that holds it.
         let open_end = match &self.last {
             _ if plain => None,
-            Some((shard, span)) if span.end == body.len() => {
+            Some((shard, span)) => {
                 (!line_protocol::ends_cleanly(&body[span.clone()])).then_some(*shard)
             }
-            _ => None,
+            None => None,
         };
-        let batches = match (self.buffers, self.sole) {
-            (Some(buffers), _) => buffers
+        let batches = match (self.copying, self.sole) {
+            (true, _) => self
+                .shares
                 .into_iter()
                 .zip(shards)
                 .enumerate()
-                .filter(|(_, (b, _))| !b.is_empty())
-                .map(|(id, (b, shard))| ShardBatch {
+                .filter(|(_, (share, _))| !share.buffer.is_empty())
+                .map(|(id, (share, shard))| ShardBatch {
                     shard,
-                    body: fitted(b),
-                    points: self.points[id],
+                    body: fitted(share.buffer),
+                    points: share.points,
                     ends_cleanly: open_end != Some(id),
-                    span: self.stamps[id].span(),
+                    span: share.stamps.span(),
                 })
                 .collect(),
             // The whole body, its blank and comment lines too: the last of those may be open.
-            (None, Some(sole)) => vec![ShardBatch {
+            (false, Some(sole)) => vec![ShardBatch {
                 shard: &shards[sole],
                 body: body.clone(),
-                points: self.points[sole],
+                points: self.shares[sole].points,
                 ends_cleanly: plain || line_protocol::ends_cleanly(body),
-                span: self.stamps[sole].span(),
+                span: self.shares[sole].stamps.span(),
             }],
-            (None, None) => Vec::new(),
+            (false, None) => Vec::new(),
         };
         Routed {
             batches,
