@@ -73,10 +73,8 @@ pub struct LineEnds<'a> {
 ///
 /// The search runs ahead of its reader, [`AHEAD`] newlines at a time, in a loop built for the
 /// fastest instructions this CPU has ([`simd::with_fastest`]), and the reader takes each line's
-/// end with a load. The router's split, whose loop does much besides, had called the block search
-/// (through a pointer to its AVX2 build) for every block and kept the search's state in registers
-/// the rest of the loop needed: finding the newlines ahead took it from 327 to 304 instructions a
-/// point.
+/// end with a load: a reader whose loop does much besides (the router's split) then neither calls
+/// the block search for every block nor keeps the search's state in registers it needs.
 #[derive(Debug, Clone)]
 pub struct Newlines<'a> {
     /// The search, where the last fill left it; each fill searches on with its own instructions.
@@ -148,24 +146,24 @@ impl simd::LineWalk for Fill<'_, '_> {
 
     #[inline(always)]
     fn walk<B: simd::BlockSearch>(self, blocks: B) {
-        let ahead = self.0;
-        let mut search = ahead.search.clone().searching_with(blocks);
+        let newlines = self.0;
+        let mut search = newlines.search.searching_with(blocks);
         let mut filled = 0;
         // Not a `zip` of the slots and the search: its `next` was left out of line, built
         // without AVX2, and called the block search.
-        while let Some(slot) = ahead.found.get_mut(filled) {
+        while let Some(slot) = newlines.found.get_mut(filled) {
             let Some(end) = search.next() else { break };
             *slot = end;
             filled += 1;
         }
-        ahead.search = search.searching_with(simd::Baseline);
-        (ahead.given, ahead.filled) = (0, filled);
+        newlines.search = search.searching_with(simd::Baseline);
+        (newlines.given, newlines.filled) = (0, filled);
     }
 }
 
 /// The search behind [`Newlines`], one block at a time, each searched by `B`: a walk generic over
 /// it has the search inlined (see [`simd::LineWalk`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct NewlineSearch<'a, B> {
     body: &'a [u8],
     /// Where the block after the one in `mask` starts.
@@ -335,8 +333,8 @@ pub enum LineError {
 pub struct SeriesKey<'a> {
     measurement: &'a [u8],
     /// The rest of the line after the measurement, with the `\r` a CRLF ending leaves, which
-    /// belongs to no name: [`SeriesKey::rest`] leaves it out, when a tag is asked for (routing by
-    /// measurement never reads the rest). Where its tag section ends is only looked for then too.
+    /// belongs to no name: [`SeriesKey::rest`] leaves it out when the tags are read, which routing
+    /// by measurement never does. Where the tag section ends is only looked for then too.
     rest: &'a [u8],
 }
 
@@ -399,12 +397,12 @@ impl<'a> Iterator for Lines<'a> {
     // always followed once the loop grew.
     #[inline(always)]
     fn next(&mut self) -> Option<Line<'a>> {
-        let ends = self.ends.next()?;
+        let range = self.ends.next()?;
         let body = self.ends.body;
-        let text = &body[ends.clone()];
+        let text = &body[range.clone()];
         // The span takes the `\n`; the text does not.
         Some(Line {
-            span: ends.start..(ends.end + 1).min(body.len()),
+            span: range.start..(range.end + 1).min(body.len()),
             text,
             kind: classify(text),
         })
@@ -622,11 +620,17 @@ impl<'a> SeriesKey<'a> {
     }
 
     /// The tags as written, their leading comma included, up to the first unescaped space:
-    /// points whose tags are the same bytes have the same value for every tag. (A line without a
-    /// space, which influxd refuses for want of fields, keeps the `\r` of a CRLF ending here.)
+    /// points whose tags are the same bytes have the same value for every tag.
     #[inline]
     pub fn tag_section(&self) -> &'a [u8] {
-        &self.rest[..unescaped(self.rest, 0, simd::spaces, |b| b == b' ')]
+        let end = unescaped(self.rest, 0, simd::spaces, |b| b == b' ');
+        match self.rest.get(..end) {
+            Some(section) if end < self.rest.len() => section,
+            // No space: the tags run to the line's end, whose `\r` (of a CRLF ending) is none of
+            // theirs. Kept, the section of a line without fields would be the same bytes as that
+            // of a point whose last tag value ends in a `\r`.
+            _ => self.rest(),
+        }
     }
 
     /// The rest of the line after the measurement, without the `\r` a CRLF ending leaves.

@@ -85,7 +85,7 @@ pub fn unquoted_newlines(bytes: &[u8; 64]) -> Option<u64> {
 /// generic over it, so that the one built for AVX2 has the search inlined into its loop, where a
 /// call for every block cost its own set-up, its constants reloaded and the loop's registers
 /// saved around it.
-pub trait BlockSearch: Copy {
+pub(crate) trait BlockSearch: Copy {
     /// [`unquoted_newlines`] of `bytes`.
     fn unquoted_newlines(self, bytes: &[u8; 64]) -> Option<u64>;
 }
@@ -103,7 +103,7 @@ impl BlockSearch for Baseline {
 
 /// A pass over a body's lines, run by [`with_fastest`] with the [`BlockSearch`] this CPU runs
 /// fastest. Its `walk` is `#[inline(always)]`, and so is each function its loop runs (such as
-/// `Newlines::next`): what is not inlined into the AVX2 entry is built without AVX2, and calls
+/// `NewlineSearch::next`): what is not inlined into the AVX2 entry is built without AVX2, and calls
 /// the block search instead of holding it.
 ///
 /// [`crate::line_protocol::Scan`]'s pass is one (routing cost 141 → 115 instructions a point

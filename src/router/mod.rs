@@ -792,6 +792,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_tag_value_ending_in_cr_is_not_taken_for_a_crlf_line_end() {
+        // A line without fields and a CRLF ending, then a point whose last tag value ends in a
+        // raw `\r`: the point goes where its own value, `\r` and all, sends it, not where the
+        // first line's tags were remembered to go.
+        let r = router(ISSUE_EXAMPLE);
+        let values: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
+        let shard_of = |value: &str| r.shards()[r.shard_for_tag(&[0, 1], value)].name.clone();
+        // Values whose shard changes with the `\r`, so that a mix-up would show.
+        let telling: Vec<&String> = values
+            .iter()
+            .filter(|v| shard_of(v) != shard_of(&format!("{v}\r")))
+            .collect();
+        assert!(!telling.is_empty());
+        for value in telling {
+            let body = format!(
+                "http_requests,customer_id={value}\r\nhttp_requests,customer_id={value}\r n=1i 1\n"
+            );
+            let routed = r.route("db", &Bytes::from(body), None);
+            let point = routed
+                .batches
+                .iter()
+                .find(|b| b.body.windows(3).any(|w| w == b"n=1"))
+                .map(|b| b.shard.name.clone());
+            assert_eq!(point, Some(shard_of(&format!("{value}\r"))), "{value}");
+        }
+    }
+
     mod split_property {
         use super::*;
         use proptest::prelude::*;

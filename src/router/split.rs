@@ -90,8 +90,8 @@ impl Split {
         for share in &mut self.shares {
             share.buffer.reserve(room);
         }
-        if let Some(share) = self.sole.and_then(|sole| self.shares.get_mut(sole)) {
-            share.buffer.extend_from_slice(&body[..upto]);
+        if let Some(sole) = self.sole {
+            self.shares[sole].buffer.extend_from_slice(&body[..upto]);
         }
         self.copying = true;
     }
