@@ -119,13 +119,18 @@ pub(crate) trait LineWalk {
 }
 
 /// Runs `walk` with AVX2 where the CPU has it (found at run time: x86_64 targets promise only
-/// SSE2), else with [`Baseline`]; the whole walk is then built for AVX2, not just the search.
+/// SSE2), else with [`Baseline`]; the whole walk is then built for AVX2, not just the search, and
+/// for BMI1, which the CPUs with AVX2 have too (Intel's from Haswell, AMD's from Excavator; both
+/// are asked for): its `blsr` clears a mask's lowest bit in one instruction where the baseline
+/// takes three, once for every newline.
 #[inline]
 pub(crate) fn with_fastest<W: LineWalk>(walk: W) -> W::Output {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: `avx2::walk` needs AVX2, which the CPU was just found to have.
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("bmi1")
+        {
+            // SAFETY: `avx2::walk` needs AVX2 and BMI1, which the CPU was just found to have.
             return unsafe { avx2::walk(walk) };
         }
     }
@@ -271,9 +276,9 @@ mod avx2 {
         Some(u64::from(high) << 32 | u64::from(low))
     }
 
-    /// Runs `walk` built for AVX2: its `#[inline(always)]` functions are inlined here, and the
-    /// block search into their loops.
-    #[target_feature(enable = "avx2")]
+    /// Runs `walk` built for AVX2 and BMI1: its `#[inline(always)]` functions are inlined here,
+    /// and the block search into their loops.
+    #[target_feature(enable = "avx2,bmi1")]
     pub fn walk<W: LineWalk>(walk: W) -> W::Output {
         walk.walk(Avx2(()))
     }
