@@ -85,8 +85,10 @@ pub struct Newlines<'a> {
     filled: usize,
 }
 
-/// How many newlines [`Newlines`] finds at a time.
+/// How many newlines [`Newlines`] finds at a time: a power of two, so that an index below it is
+/// kept by a mask ([`Newlines::next`]).
 const AHEAD: usize = 64;
+const _: () = assert!(AHEAD.is_power_of_two());
 
 impl<'a> Newlines<'a> {
     /// The newlines of `body`.
@@ -132,9 +134,10 @@ impl Iterator for Newlines<'_> {
                 return None;
             }
         }
-        let end = self.found.get(self.given).copied();
+        // Masked, not checked: `given < filled <= AHEAD`, a power of two, so the mask keeps it.
+        let end = self.found[self.given & (AHEAD - 1)];
         self.given += 1;
-        end
+        Some(end)
     }
 }
 

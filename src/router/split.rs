@@ -70,7 +70,7 @@ impl Split {
         }
         let share = &mut self.shares[shard];
         share.points += 1;
-        share.stamps.line(text);
+        share.stamps.timed_line(text);
         if self.copying {
             share.buffer.extend_from_slice(&body[span]);
         }
