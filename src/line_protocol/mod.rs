@@ -335,9 +335,8 @@ pub enum LineError {
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesKey<'a> {
     measurement: &'a [u8],
-    /// The rest of the line after the measurement, with the `\r` a CRLF ending leaves, which
-    /// belongs to no name: [`SeriesKey::rest`] leaves it out when the tags are read, which routing
-    /// by measurement never does. Where the tag section ends is only looked for then too.
+    /// The rest of the line after the measurement. Where its tag section ends is only looked for
+    /// when a tag is asked for: routing by measurement never needs it.
     rest: &'a [u8],
 }
 
@@ -499,7 +498,7 @@ fn classify(text: &[u8]) -> LineKind<'_> {
         // A '\r' ending the line is never a separator, so it is after `name_end`.
         return LineKind::Point(SeriesKey {
             measurement: &text[..name_end],
-            rest: &text[name_end..],
+            rest: without_cr(&text[name_end..]),
         });
     }
     let (start, name_end) = key_bounds(text);
@@ -508,8 +507,8 @@ fn classify(text: &[u8]) -> LineKind<'_> {
         Some(b'#') => LineKind::Comment,
         Some(b',') => LineKind::Invalid(LineError::MissingMeasurement),
         Some(_) => {
-            // `name_end` was found in the text without a `\r` ending it, so it is before one.
-            let (measurement, rest) = text[start..].split_at(name_end - start);
+            let key = without_cr(&text[start..]);
+            let (measurement, rest) = key.split_at(name_end - start);
             LineKind::Point(SeriesKey { measurement, rest })
         }
     }
@@ -626,20 +625,7 @@ impl<'a> SeriesKey<'a> {
     /// points whose tags are the same bytes have the same value for every tag.
     #[inline]
     pub fn tag_section(&self) -> &'a [u8] {
-        let end = unescaped(self.rest, 0, simd::spaces, |b| b == b' ');
-        match self.rest.get(..end) {
-            Some(section) if end < self.rest.len() => section,
-            // No space: the tags run to the line's end, whose `\r` (of a CRLF ending) is none of
-            // theirs. Kept, the section of a line without fields would be the same bytes as that
-            // of a point whose last tag value ends in a `\r`.
-            _ => self.rest(),
-        }
-    }
-
-    /// The rest of the line after the measurement, without the `\r` a CRLF ending leaves.
-    #[inline]
-    fn rest(&self) -> &'a [u8] {
-        without_cr(self.rest)
+        &self.rest[..unescaped(self.rest, 0, simd::spaces, |b| b == b' ')]
     }
 
     /// The value of tag `key`, if the point has it: [`SeriesKey::tag`], faster.
@@ -647,7 +633,7 @@ impl<'a> SeriesKey<'a> {
         let Some(written) = &key.written else {
             return self.tag(&key.name);
         };
-        let Some((b',', tags)) = self.rest().split_first() else {
+        let Some((b',', tags)) = self.rest.split_first() else {
             return None;
         };
         // Pair by pair: an unescaped comma always ends a pair and an unescaped space the tags,
@@ -672,7 +658,7 @@ impl<'a> SeriesKey<'a> {
 
     /// The value of tag `key` (compared to the unescaped key), if the point has it.
     pub fn tag(&self, key: &str) -> Option<Escaped<'a>> {
-        let Some((b',', tags)) = self.rest().split_first() else {
+        let Some((b',', tags)) = self.rest.split_first() else {
             return None;
         };
         // One walk over the tag section, a byte at a time: its pairs are short, and finding each
@@ -1045,8 +1031,7 @@ mod tests {
                 LineKind::Blank => "blank".to_owned(),
                 LineKind::Comment => "comment".to_owned(),
                 LineKind::Invalid(_) => "invalid".to_owned(),
-                // The `\r` a CRLF ending leaves is left out once the rest is read.
-                LineKind::Point(key) => format!("{:?} {:?}", key.measurement, key.rest()),
+                LineKind::Point(key) => format!("{:?} {:?}", key.measurement, key.rest),
             };
             proptest::prop_assert_eq!(found, expected, "{:?}", line);
         }

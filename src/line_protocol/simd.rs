@@ -344,10 +344,7 @@ mod tests {
             let bytes: [u8; 64] = bytes.try_into().unwrap();
             prop_assert_eq!(unquoted_newlines(&bytes), scalar_unquoted_newlines(&bytes));
             // AVX2 here, where the CPU has it.
-            prop_assert_eq!(
-                fastest(&bytes),
-                scalar_unquoted_newlines(&bytes)
-            );
+            prop_assert_eq!(fastest(&bytes), scalar_unquoted_newlines(&bytes));
         }
     }
 
