@@ -144,21 +144,28 @@ impl simd::LineWalk for Pass<'_> {
 /// The time span of a write gathered one line at a time: what [`Scan`] does for a whole body,
 /// and what the router does while it splits one, so that a sharded body is read once.
 ///
-/// Nearly every timestamp is written in 19 digits (nanoseconds since 2001). Those are kept as
-/// written and compared as [`Word`]s, whose order is the numbers' order, and only the least and
-/// the greatest are read as numbers, when the span is asked for: reading each one cost more than
-/// the rest of the scan. Any other word is read and scaled as it comes.
+/// Nearly every timestamp is written in 19 digits (nanoseconds since 2001), and in one write
+/// nearly all of them begin with the same three digits (they change every 115 days). Those are
+/// kept as written: the first such word's [`Word::lead`] is the write's, and the last sixteen
+/// digits of each word that shares it are compared as one number, whose order is the timestamps'
+/// order. Only the least and the greatest are read as numbers, when the span is asked for: reading
+/// each one cost more than the rest of the scan. Any other word is read and scaled as it comes.
 #[derive(Debug, Clone, Copy)]
 pub struct Timestamps {
     /// Nanoseconds per unit of the write's precision; 0 once the span is known to be unknown.
     unit: i64,
-    /// The least and greatest of the timestamps not written in 19 digits, scaled.
+    /// The least and greatest of the timestamps not kept as words, scaled.
     first: i64,
     last: i64,
-    /// The least and greatest 19-digit words; `least > greatest` while there is none.
-    least: Word,
-    greatest: Word,
+    /// The lead of the write's first 19-digit word, [`NO_LEAD`] before it.
+    lead: u32,
+    /// The least and greatest [`Word::rest`] of the words with that lead.
+    least: u128,
+    greatest: u128,
 }
+
+/// No word's lead: a lead begins with a space.
+const NO_LEAD: u32 = 0;
 
 impl Timestamps {
     /// For a write with `precision` (`/write`'s parameter).
@@ -167,8 +174,9 @@ impl Timestamps {
             unit: nanoseconds_per_unit(precision),
             first: i64::MAX,
             last: i64::MIN,
-            least: Word::ABOVE_ALL,
-            greatest: Word::BELOW_ALL,
+            lead: NO_LEAD,
+            least: 0,
+            greatest: 0,
         }
     }
 
@@ -195,24 +203,36 @@ impl Timestamps {
     /// less than the check on every line. The span stays unknown.
     #[inline(always)]
     pub fn timed_line(&mut self, line: &[u8]) {
-        if let Some(word) = Word::of(line) {
-            // Branches, not conditional moves of three words each: timestamps mostly rise
-            // through a write, so that one of them is taken for every line and the other for none.
-            if word.after(&self.greatest) {
-                self.greatest = word;
+        match Word::of(line) {
+            // Timestamps mostly rise through a write, so that nearly every word is a new
+            // greatest, and one that is not may be a new least. A new greatest cannot be: the
+            // first word, least and greatest both, is below it.
+            Some(word) if word.lead == self.lead => {
+                if word.rest > self.greatest {
+                    self.greatest = word.rest;
+                } else if word.rest < self.least {
+                    self.least = word.rest;
+                }
             }
-            if self.least.after(&word) {
-                self.least = word;
-            }
-            return;
+            // Not the word: passed on, it was written to the stack for every line.
+            _ => self.other_line(line),
         }
-        self.other_line(line);
     }
 
-    /// A line whose last word is not 19 digits.
+    /// A line whose last word is not 19 digits with the write's lead: the write's first word, one
+    /// with another lead, or another timestamp.
     #[inline(never)]
     fn other_line(&mut self, line: &[u8]) {
-        match any_word_timestamp(line).and_then(|t| t.checked_mul(self.unit)) {
+        let time = match Word::of(line) {
+            Some(word) if self.lead == NO_LEAD => {
+                self.lead = word.lead;
+                (self.least, self.greatest) = (word.rest, word.rest);
+                return;
+            }
+            Some(word) => word.value(),
+            None => any_word_timestamp(line),
+        };
+        match time.and_then(|t| t.checked_mul(self.unit)) {
             Some(time) => {
                 self.first = self.first.min(time);
                 self.last = self.last.max(time);
@@ -227,10 +247,16 @@ impl Timestamps {
             return TimeSpan::Unknown;
         }
         let (mut first, mut last) = (self.first, self.last);
-        if self.least <= self.greatest {
+        if self.lead != NO_LEAD {
             // Words are never negative, so scaling keeps their order: when the greatest fits in
             // an `i64` once scaled, every word between does.
-            let scaled = |word: Word| word.value().and_then(|t| t.checked_mul(self.unit));
+            let scaled = |rest| {
+                let word = Word {
+                    lead: self.lead,
+                    rest,
+                };
+                word.value().and_then(|t| t.checked_mul(self.unit))
+            };
             let (Some(least), Some(greatest)) = (scaled(self.least), scaled(self.greatest)) else {
                 return TimeSpan::Unknown;
             };
@@ -250,19 +276,13 @@ impl Timestamps {
 /// digits, then the other sixteen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Word {
+    /// The space and the first three digits.
     lead: u32,
+    /// The other sixteen digits.
     rest: u128,
 }
 
 impl Word {
-    /// Above every word: its bytes are not a space and digits.
-    const ABOVE_ALL: Word = Word {
-        lead: u32::MAX,
-        rest: u128::MAX,
-    };
-    /// Below every word.
-    const BELOW_ALL: Word = Word { lead: 0, rest: 0 };
-
     /// The line's last word when it is 19 digits: checked and kept in three loads.
     #[inline(always)]
     fn of(line: &[u8]) -> Option<Word> {
@@ -277,13 +297,6 @@ impl Word {
             lead: lead.swap_bytes(),
             rest: u128::from(middle.swap_bytes()) << 64 | u128::from(low.swap_bytes()),
         })
-    }
-
-    /// `self > other`, as two compares: the derived order builds an `Ordering` of each field
-    /// first, which cost twice the instructions on every line.
-    #[inline(always)]
-    fn after(&self, other: &Word) -> bool {
-        self.lead > other.lead || (self.lead == other.lead && self.rest > other.rest)
     }
 
     /// The number the word writes, if an `i64` holds it.
@@ -523,6 +536,33 @@ mod tests {
     }
 
     #[test]
+    fn words_with_another_lead_than_the_first_are_in_the_span() {
+        // The first word's lead is the write's; the first word is neither the least nor the
+        // greatest, and words with other leads come between.
+        let mut stamps = Timestamps::new(None);
+        for time in [
+            1_600_000_000_000_000_005_i64,
+            1_600_000_000_000_000_001,
+            1_600_000_000_000_000_009,
+            1_700_000_000_000_000_000,
+            1_599_999_999_999_999_999,
+            1_600_000_000_000_000_003,
+            42,
+        ] {
+            stamps.timed_line(format!("cpu v=1 {time}").as_bytes());
+        }
+        assert_eq!(stamps.span(), range(42, 1_700_000_000_000_000_000));
+        let mut falling = Timestamps::new(None);
+        for time in (1..=9).rev() {
+            falling.timed_line(format!("cpu v=1 160000000000000000{time}").as_bytes());
+        }
+        assert_eq!(
+            falling.span(),
+            range(1_600_000_000_000_000_001, 1_600_000_000_000_000_009)
+        );
+    }
+
+    #[test]
     fn points_are_the_lines_that_are_neither_blank_nor_comments() {
         let points = |body: &str| Scan::of(body.as_bytes(), None).points;
         assert_eq!(points("cpu v=1 1\n\n  # note\nmem v=2\r\n\t\0disk v=3"), 3);
@@ -683,12 +723,15 @@ mod tests {
 
     proptest::proptest! {
         /// A write's span is the span of every line's number, read a byte at a time and scaled:
-        /// 19-digit words (near `i64::MAX` too), other lengths, negative ones and lines without
-        /// a timestamp mixed, in every precision.
+        /// 19-digit words (near `i64::MAX` too, and many with one lead, rising, falling or in no
+        /// order), other lengths, negative ones and lines without a timestamp mixed, in every
+        /// precision.
         #[test]
         fn the_span_is_the_least_and_greatest_number_scaled(
             words in proptest::collection::vec(
                 proptest::prop_oneof![
+                    "160[0-9]{16}",
+                    "160000000000000000[0-9]",
                     "1[0-9]{18}",
                     "9[0-9]{18}",
                     "922337203685477580[0-9]",
