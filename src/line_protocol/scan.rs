@@ -145,11 +145,13 @@ impl simd::LineWalk for Pass<'_> {
 /// and what the router does while it splits one, so that a sharded body is read once.
 ///
 /// Nearly every timestamp is written in 19 digits (nanoseconds since 2001), and in one write
-/// nearly all of them begin with the same three digits (they change every 115 days). Those are
+/// nearly all of them begin with the same three digits (they change every 10^16 ns, about 116
+/// days). Those are
 /// kept as written: the first such word's [`Word::lead`] is the write's, and the last sixteen
 /// digits of each word that shares it are compared as one number, whose order is the timestamps'
 /// order. Only the least and the greatest are read as numbers, when the span is asked for: reading
-/// each one cost more than the rest of the scan. Any other word is read and scaled as it comes.
+/// each one cost more than the rest of the scan. Any other timestamp, a 19-digit one with another
+/// lead too, is read and scaled as it comes.
 #[derive(Debug, Clone, Copy)]
 pub struct Timestamps {
     /// Nanoseconds per unit of the write's precision; 0 once the span is known to be unknown.
@@ -159,7 +161,8 @@ pub struct Timestamps {
     last: i64,
     /// The lead of the write's first 19-digit word, [`NO_LEAD`] before it.
     lead: u32,
-    /// The least and greatest [`Word::rest`] of the words with that lead.
+    /// The least and greatest [`Word::rest`] of the words with that lead; nothing while there is
+    /// no lead.
     least: u128,
     greatest: u128,
 }
@@ -204,9 +207,9 @@ impl Timestamps {
     #[inline(always)]
     pub fn timed_line(&mut self, line: &[u8]) {
         match Word::of(line) {
-            // Timestamps mostly rise through a write, so that nearly every word is a new
-            // greatest, and one that is not may be a new least. A new greatest cannot be: the
-            // first word, least and greatest both, is below it.
+            // Timestamps mostly rise (or repeat) through a write, so that a word is most often a
+            // new greatest, and then it is no new least: `least <= greatest` holds from the first
+            // word on, which set both.
             Some(word) if word.lead == self.lead => {
                 if word.rest > self.greatest {
                     self.greatest = word.rest;
@@ -214,13 +217,14 @@ impl Timestamps {
                     self.least = word.rest;
                 }
             }
-            // Not the word: passed on, it was written to the stack for every line.
+            // The line is passed on, not the word: passing the word sent it through the stack on
+            // every line, the fast path's too.
             _ => self.other_line(line),
         }
     }
 
     /// A line whose last word is not 19 digits with the write's lead: the write's first word, one
-    /// with another lead, or another timestamp.
+    /// with another lead, another timestamp, or none.
     #[inline(never)]
     fn other_line(&mut self, line: &[u8]) {
         let time = match Word::of(line) {
@@ -538,9 +542,10 @@ mod tests {
     #[test]
     fn words_with_another_lead_than_the_first_are_in_the_span() {
         // The first word's lead is the write's; the first word is neither the least nor the
-        // greatest, and words with other leads come between.
+        // greatest, and other timestamps come before and between.
         let mut stamps = Timestamps::new(None);
         for time in [
+            7,
             1_600_000_000_000_000_005_i64,
             1_600_000_000_000_000_001,
             1_600_000_000_000_000_009,
@@ -551,7 +556,21 @@ mod tests {
         ] {
             stamps.timed_line(format!("cpu v=1 {time}").as_bytes());
         }
-        assert_eq!(stamps.span(), range(42, 1_700_000_000_000_000_000));
+        assert_eq!(stamps.span(), range(7, 1_700_000_000_000_000_000));
+        // A word too great for an `i64`, first or after the lead is set, with the same lead or
+        // another: the span is unknown.
+        for times in [
+            ["9223372036854775808", "9220000000000000000"],
+            ["9220000000000000000", "9223372036854775808"],
+            ["9990000000000000000", "1600000000000000000"],
+            ["1600000000000000000", "9990000000000000000"],
+        ] {
+            let mut stamps = Timestamps::new(None);
+            for time in times {
+                stamps.timed_line(format!("cpu v=1 {time}").as_bytes());
+            }
+            assert_eq!(stamps.span(), TimeSpan::Unknown, "{times:?}");
+        }
         let mut falling = Timestamps::new(None);
         for time in (1..=9).rev() {
             falling.timed_line(format!("cpu v=1 160000000000000000{time}").as_bytes());
@@ -743,11 +762,14 @@ mod tests {
             precision in proptest::sample::select(vec![None, Some("s"), Some("ms"), Some("h"), Some("ns")]),
         ) {
             let mut stamps = Timestamps::new(precision);
+            // What the router's split does: every line read, after an overflow too.
+            let mut read_on = stamps;
             let unit = nanoseconds_per_unit(precision);
             let mut expected = Some((i64::MAX, i64::MIN));
             for word in &words {
                 let line = format!("cpu v=1 {word}");
                 stamps.line(line.as_bytes());
+                read_on.timed_line(line.as_bytes());
                 let scaled = reference(line.as_bytes()).and_then(|t| t.checked_mul(unit));
                 expected = match (expected, scaled) {
                     (Some((first, last)), Some(t)) => Some((first.min(t), last.max(t))),
@@ -760,6 +782,7 @@ mod tests {
                 Some((first, last)) => TimeSpan::Range { first, last },
             };
             proptest::prop_assert_eq!(stamps.span(), expected, "{:?} {:?}", words, precision);
+            proptest::prop_assert_eq!(read_on.span(), expected, "{:?} {:?}", words, precision);
         }
     }
 
