@@ -146,12 +146,11 @@ impl simd::LineWalk for Pass<'_> {
 ///
 /// Nearly every timestamp is written in 19 digits (nanoseconds since 2001), and in one write
 /// nearly all of them begin with the same three digits (they change every 10^16 ns, about 116
-/// days). Those are
-/// kept as written: the first such word's [`Word::lead`] is the write's, and the last sixteen
-/// digits of each word that shares it are compared as one number, whose order is the timestamps'
-/// order. Only the least and the greatest are read as numbers, when the span is asked for: reading
-/// each one cost more than the rest of the scan. Any other timestamp, a 19-digit one with another
-/// lead too, is read and scaled as it comes.
+/// days). Those are kept as written: the first such word's lead (its space and first three
+/// digits) is the write's, and the last sixteen digits of each word that shares it are compared
+/// as one number, whose order is the timestamps' order. Only the least and the greatest are read
+/// as numbers, when the span is asked for: reading each one cost more than the rest of the scan.
+/// Any other timestamp, a 19-digit one with another lead too, is read and scaled as it comes.
 #[derive(Debug, Clone, Copy)]
 pub struct Timestamps {
     /// Nanoseconds per unit of the write's precision; 0 once the span is known to be unknown.
