@@ -14,7 +14,9 @@ three fields, timestamps varying per request) for --duration seconds; everything
 2. the gateway's own ceiling: through the gateway to a null sink (nginx `return 204`) vs nginx
    `proxy_pass` to the same sink, with measurement sharding over three sinks, tag sharding (by
    `host`) over three sinks and replicating to three; and, for scale, nginx itself replicating to three (`mirror`), and the floor of the
-   gateway's own stack: actix-web and awc forwarding bodies unread (examples/forward_floor.rs);
+   gateway's own stack: actix-web and awc forwarding bodies unread (examples/forward_floor.rs),
+   from the thread that received them and, as the gateway's node actors do, from one thread per
+   upstream (the floor of the gateway's shape);
 3. small-query latency: p50/p99 of `SELECT last(v) FROM m0` straight vs through the gateway;
 4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
    writing the same points straight, and the queue's disk use after the drain;
@@ -232,12 +234,14 @@ http {{
 class Floor:
     """examples/forward_floor: actix-web and awc, the gateway's HTTP server and client, forwarding
     each body unread to every upstream and answering 204 once all of them did; with `split`, one
-    contiguous part of the body to each, cut at newlines (sharding whose choice costs nothing)."""
+    contiguous part of the body to each, cut at newlines (sharding whose choice costs nothing);
+    with `threads`, each upstream's copies sent from a thread of its own, as the gateway's node
+    actors send theirs (the floor of the gateway's shape)."""
 
-    def __init__(self, upstreams, split=False):
+    def __init__(self, upstreams, split=False, threads=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        flags = ["--split"] if split else []
+        flags = (["--split"] if split else []) + (["--threads"] if threads else [])
         self.proc = subprocess.Popen([FORWARD_FLOOR, *flags, f"127.0.0.1:{self.port}", *upstreams],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL)
@@ -473,13 +477,19 @@ def main():
                              [(f"s{i}", url) for i, url in enumerate(sink, 1)])
         floor_one, floor_three = Floor(sink[:1]), Floor(sink)
         floor_split = Floor(sink, split=True)
-        running += [sharded, tagged, replicated, floor_one, floor_three, floor_split]
+        floor_threads = Floor(sink, threads=True)
+        split_threads = Floor(sink, split=True, threads=True)
+        running += [sharded, tagged, replicated, floor_one, floor_three, floor_split,
+                    floor_threads, split_threads]
+        floors = (floor_three, floor_split, floor_threads, split_threads)
         targets = {
             "proxy": f"http://127.0.0.1:{nginx.proxy}",
             "mirror": f"http://127.0.0.1:{nginx.mirror}",
             "floor1": floor_one.url,
             "floor3": floor_three.url,
             "split3": floor_split.url,
+            "threads3": floor_threads.url,
+            "split3threads": split_threads.url,
             "sharded": sharded.url,
             "tagged": tagged.url,
             "replicated": replicated.url,
@@ -498,10 +508,13 @@ def main():
                                  ("sharded", "null sink, gateway, measurement shards", sharded),
                                  ("tagged", "null sink, gateway, tag shards", tagged),
                                  ("floor3", "null sink, floor to 3", floor_three),
-                                 ("split3", "null sink, floor split in 3", floor_split)):
+                                 ("split3", "null sink, floor split in 3", floor_split),
+                                 ("threads3", "null sink, floor to 3 through 3 threads",
+                                  floor_threads),
+                                 ("split3threads", "null sink, floor split in 3 through 3 threads",
+                                  split_threads)):
             cpu.measure(what, lambda n=name: throughput(targets[n], "x", plain),
-                        {"gateway" if proc not in (floor_three, floor_split) else "floor":
-                         proc.proc.pid})
+                        {"gateway" if proc not in floors else "floor": proc.proc.pid})
         row("null sink, measurement shards: gateway vs nginx proxy", rate["proxy"],
             rate["sharded"], "points/s", 1.0)
         row("null sink, 3 replicas: gateway vs nginx proxy", rate["proxy"], rate["replicated"],
@@ -514,10 +527,20 @@ def main():
             "points/s")
         row("null sink: floor split in 3 parts, 3 sinks vs proxy", rate["proxy"], rate["split3"],
             "points/s")
+        row("null sink: floor to 3 through 3 threads vs floor to 3", rate["floor3"],
+            rate["threads3"], "points/s")
+        row("null sink: floor split through 3 threads vs floor split", rate["split3"],
+            rate["split3threads"], "points/s")
         row("null sink, measurement shards: gateway vs floor split", rate["split3"],
             rate["sharded"], "points/s", 0.85)
         row("null sink, 3 replicas: gateway vs floor to 3", rate["floor3"], rate["replicated"],
             "points/s", 0.95)
+        row("null sink, 3 replicas: gateway vs floor, 3 threads", rate["threads3"],
+            rate["replicated"], "points/s")
+        row("null sink, measurement shards: gateway vs split, 3 threads",
+            rate["split3threads"], rate["sharded"], "points/s")
+        row("null sink, tag shards: gateway vs split, 3 threads", rate["split3threads"],
+            rate["tagged"], "points/s")
         row("null sink, tag shards: gateway vs floor split", rate["split3"], rate["tagged"],
             "points/s", 0.7)
         for proc in running:

@@ -12,15 +12,22 @@
 //! into near-equal lengths: close to what sharding would cost if choosing each line's shard cost
 //! nothing (the gateway's shares of a body are not equal: they follow its measurements).
 //!
+//! With `--threads`, each upstream's copies are sent from a thread of its own, as the gateway's
+//! node actors send theirs: the request's thread hands each body over a bounded channel and waits
+//! for the answers to come back. That is the floor of the gateway's shape, not only of its stack:
+//! what handing a write to per-node threads costs, with nothing done there but the send.
+//!
 //! ```text
-//! forward_floor [--split] 127.0.0.1:9000 http://127.0.0.1:9001 [http://127.0.0.1:9002 ...]
+//! forward_floor [--split] [--threads] 127.0.0.1:9000 http://127.0.0.1:9001 [http://127.0.0.1:9002 ...]
 //! ```
 
 use std::{process::ExitCode, rc::Rc};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix::Arbiter;
+use actix_web::{http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot};
 
 /// Connections per upstream and worker: what a node's client allows by default
 /// (`write.max_in_flight` 8, plus two).
@@ -31,6 +38,41 @@ struct Upstreams {
     client: awc::Client,
     urls: Rc<[String]>,
     split: bool,
+    /// With `--threads`: the way to each upstream's sending thread, in the order of `urls`.
+    relays: Option<Vec<mpsc::Sender<Job>>>,
+}
+
+/// One copy for an upstream's sending thread, and where its answer goes.
+struct Job {
+    /// The request's path and query.
+    target: String,
+    body: Bytes,
+    answer: oneshot::Sender<Result<StatusCode, String>>,
+}
+
+/// Starts the thread that sends every copy for `url`, each as soon as it arrives, as a node
+/// actor does; returns the thread (kept for the server's life) and the way to it.
+fn relay(url: String) -> (Arbiter, mpsc::Sender<Job>) {
+    // Bounded, as a node actor's mailbox is.
+    let (jobs, mut inbox) = mpsc::channel::<Job>(1024);
+    let thread = Arbiter::new();
+    thread.spawn_fn(move || {
+        // The client is made on the thread that uses it: awc is per thread.
+        let client = influx_gateway::node::client::http_client(None, CONNECTIONS);
+        actix_web::rt::spawn(async move {
+            while let Some(job) = inbox.recv().await {
+                let send = client
+                    .post(format!("{url}{}", job.target))
+                    .send_body(job.body);
+                actix_web::rt::spawn(async move {
+                    let answer = send.await.map(|r| r.status()).map_err(|e| e.to_string());
+                    // The request may have gone: nobody is left to tell.
+                    let _ = job.answer.send(answer);
+                });
+            }
+        });
+    });
+    (thread, jobs)
 }
 
 /// `body` in `parts` contiguous slices of about equal length, each cut just after a newline.
@@ -58,17 +100,44 @@ async fn forward(req: HttpRequest, body: Bytes, upstreams: web::Data<Upstreams>)
     } else {
         vec![body; upstreams.urls.len()]
     };
-    let sends = upstreams.urls.iter().zip(bodies).map(|(url, body)| {
-        upstreams
-            .client
-            .post(format!("{url}{}{query}", req.path()))
-            .send_body(body)
-    });
-    for answer in join_all(sends).await {
+    let target = format!("{}{query}", req.path());
+    let answers = match &upstreams.relays {
+        None => {
+            let sends = upstreams.urls.iter().zip(bodies).map(|(url, body)| {
+                upstreams
+                    .client
+                    .post(format!("{url}{target}"))
+                    .send_body(body)
+            });
+            join_all(sends)
+                .await
+                .into_iter()
+                .map(|answer| answer.map(|r| r.status()).map_err(|e| e.to_string()))
+                .collect()
+        }
+        Some(relays) => {
+            let handed = relays.iter().zip(bodies).map(|(jobs, body)| async {
+                let (answer, answered) = oneshot::channel();
+                let target = target.clone();
+                jobs.send(Job {
+                    target,
+                    body,
+                    answer,
+                })
+                .await
+                .map_err(|_| "the sending thread is gone".to_owned())?;
+                answered
+                    .await
+                    .map_err(|_| "the sending thread is gone".to_owned())?
+            });
+            join_all(handed).await
+        }
+    };
+    for answer in answers {
         match answer {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => return HttpResponse::build(response.status()).finish(),
-            Err(e) => return HttpResponse::BadGateway().body(e.to_string()),
+            Ok(status) if status.is_success() => {}
+            Ok(status) => return HttpResponse::build(status).finish(),
+            Err(e) => return HttpResponse::BadGateway().body(e),
         }
     }
     HttpResponse::NoContent().finish()
@@ -76,17 +145,27 @@ async fn forward(req: HttpRequest, body: Bytes, upstreams: web::Data<Upstreams>)
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let split = args.first().is_some_and(|a| a == "--split");
-    if split {
-        args.remove(0);
-    }
+    let mut flag = |name: &str| match args.iter().position(|a| a == name) {
+        Some(at) => {
+            args.remove(at);
+            true
+        }
+        None => false,
+    };
+    let (split, threads) = (flag("--split"), flag("--threads"));
     let Some((listen, urls)) = args.split_first().filter(|(_, urls)| !urls.is_empty()) else {
-        eprintln!("usage: forward_floor [--split] LISTEN_ADDR UPSTREAM_URL...");
+        eprintln!("usage: forward_floor [--split] [--threads] LISTEN_ADDR UPSTREAM_URL...");
         return ExitCode::from(2);
     };
     let urls: Vec<String> = urls.to_vec();
     influx_gateway::memory::tune();
     let served = actix_web::rt::System::new().block_on(async move {
+        // One sending thread per upstream, shared by every worker, as node actors are.
+        let (_threads, relays): (Vec<Arbiter>, Vec<mpsc::Sender<Job>>) = if threads {
+            urls.iter().cloned().map(relay).unzip()
+        } else {
+            (Vec::new(), Vec::new())
+        };
         HttpServer::new(move || {
             App::new()
                 .app_data(web::PayloadConfig::new(64 << 20))
@@ -94,6 +173,7 @@ fn main() -> ExitCode {
                     client: influx_gateway::node::client::http_client(None, CONNECTIONS),
                     urls: urls.clone().into(),
                     split,
+                    relays: threads.then(|| relays.clone()),
                 }))
                 .default_service(web::to(forward))
         })
