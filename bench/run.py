@@ -15,8 +15,9 @@ three fields, timestamps varying per request) for --duration seconds; everything
    `proxy_pass` to the same sink, with measurement sharding over three sinks, tag sharding (by
    `host`) over three sinks and replicating to three; and, for scale, nginx itself replicating to three (`mirror`), and the floor of the
    gateway's own stack: actix-web and awc forwarding bodies unread (examples/forward_floor.rs),
-   from the thread that received them and, as the gateway's node actors do, from one thread per
-   upstream (the floor of the gateway's shape);
+   from the thread that received them, as the gateway's node actors do from one thread per
+   upstream (the floor of the gateway's shape), and from the HTTP workers' own threads (the
+   floor of a gateway whose node actors lived there);
 3. small-query latency: p50/p99 of `SELECT last(v) FROM m0` straight vs through the gateway;
 4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
    writing the same points straight, and the queue's disk use after the drain;
@@ -236,12 +237,14 @@ class Floor:
     each body unread to every upstream and answering 204 once all of them did; with `split`, one
     contiguous part of the body to each, cut at newlines (sharding whose choice costs nothing);
     with `threads`, each upstream's copies sent from a thread of its own, as the gateway's node
-    actors send theirs (the floor of the gateway's shape)."""
+    actors send theirs (the floor of the gateway's shape); with `on_workers`, from one of the HTTP
+    workers' threads instead (the floor of a gateway whose node actors lived there)."""
 
-    def __init__(self, upstreams, split=False, threads=False):
+    def __init__(self, upstreams, split=False, threads=False, on_workers=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        flags = (["--split"] if split else []) + (["--threads"] if threads else [])
+        flags = ((["--split"] if split else []) + (["--threads"] if threads else [])
+                 + (["--on-workers"] if on_workers else []))
         self.proc = subprocess.Popen([FORWARD_FLOOR, *flags, f"127.0.0.1:{self.port}", *upstreams],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL)
@@ -479,9 +482,12 @@ def main():
         floor_split = Floor(sink, split=True)
         floor_threads = Floor(sink, threads=True)
         split_threads = Floor(sink, split=True, threads=True)
+        floor_workers = Floor(sink, on_workers=True)
+        split_workers = Floor(sink, split=True, on_workers=True)
         running += [sharded, tagged, replicated, floor_one, floor_three, floor_split,
-                    floor_threads, split_threads]
-        floors = (floor_three, floor_split, floor_threads, split_threads)
+                    floor_threads, split_threads, floor_workers, split_workers]
+        floors = (floor_three, floor_split, floor_threads, split_threads, floor_workers,
+                  split_workers)
         targets = {
             "proxy": f"http://127.0.0.1:{nginx.proxy}",
             "mirror": f"http://127.0.0.1:{nginx.mirror}",
@@ -490,6 +496,8 @@ def main():
             "split3": floor_split.url,
             "threads3": floor_threads.url,
             "split3threads": split_threads.url,
+            "workers3": floor_workers.url,
+            "split3workers": split_workers.url,
             "sharded": sharded.url,
             "tagged": tagged.url,
             "replicated": replicated.url,
@@ -512,7 +520,11 @@ def main():
                                  ("threads3", "null sink, floor to 3 through 3 threads",
                                   floor_threads),
                                  ("split3threads", "null sink, floor split in 3 through 3 threads",
-                                  split_threads)):
+                                  split_threads),
+                                 ("workers3", "null sink, floor to 3 from the HTTP workers",
+                                  floor_workers),
+                                 ("split3workers", "null sink, floor split from the HTTP workers",
+                                  split_workers)):
             cpu.measure(what, lambda n=name: throughput(targets[n], "x", plain),
                         {"gateway" if proc not in floors else "floor": proc.proc.pid})
         row("null sink, measurement shards: gateway vs nginx proxy", rate["proxy"],
@@ -531,6 +543,10 @@ def main():
             rate["threads3"], "points/s")
         row("null sink: floor split through 3 threads vs floor split", rate["split3"],
             rate["split3threads"], "points/s")
+        row("null sink: floor to 3 from the HTTP workers vs floor to 3", rate["floor3"],
+            rate["workers3"], "points/s")
+        row("null sink: floor split from the HTTP workers vs floor split", rate["split3"],
+            rate["split3workers"], "points/s")
         row("null sink, measurement shards: gateway vs floor split", rate["split3"],
             rate["sharded"], "points/s", 0.85)
         row("null sink, 3 replicas: gateway vs floor to 3", rate["floor3"], rate["replicated"],

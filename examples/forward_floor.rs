@@ -17,11 +17,21 @@
 //! for the answers to come back. That is the floor of the gateway's shape, not only of its stack:
 //! what handing a write to per-node threads costs, with nothing done there but the send.
 //!
+//! With `--on-workers`, the same hand-over, but each upstream's sender runs on one of the HTTP
+//! workers' threads (upstream i on worker i % W) instead of a thread of its own: the floor of a
+//! gateway whose node actors lived on its HTTP workers, which an earlier measurement had left
+//! open. Some copies are then sent from the thread that received the body, the others one hop
+//! away, and no thread is added.
+//!
 //! ```text
-//! forward_floor [--split] [--threads] 127.0.0.1:9000 http://127.0.0.1:9001 [http://127.0.0.1:9002 ...]
+//! forward_floor [--split] [--threads | --on-workers] 127.0.0.1:9000 http://127.0.0.1:9001 [http://127.0.0.1:9002 ...]
 //! ```
 
-use std::{process::ExitCode, rc::Rc};
+use std::{
+    process::ExitCode,
+    rc::Rc,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use actix::Arbiter;
 use actix_web::{http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer};
@@ -33,12 +43,52 @@ use tokio::sync::{mpsc, oneshot};
 /// (`write.max_in_flight` 8, plus two).
 const CONNECTIONS: usize = 10;
 
+/// HTTP workers: actix-web's default, which the gateway keeps, one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Where each upstream's copies are sent from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// The thread that received the request: the floor of the stack.
+    Requests,
+    /// A thread of the upstream's own, as a node actor's (`--threads`).
+    Threads,
+    /// One of the HTTP workers' threads, upstream i on worker i % W (`--on-workers`).
+    Workers,
+}
+
+/// The senders not yet started on a worker, for `--on-workers`.
+struct OnWorkers {
+    /// The index the next worker to start takes.
+    next: usize,
+    /// Each upstream's URL and line of jobs, taken by the worker that sends for it.
+    inboxes: Vec<Option<(String, mpsc::Receiver<Job>)>>,
+}
+
+impl OnWorkers {
+    /// Starts, on the calling worker's thread, the senders of the upstreams it is given.
+    fn start_here(&mut self, workers: usize) {
+        let worker = self.next;
+        self.next += 1;
+        for (i, inbox) in self.inboxes.iter_mut().enumerate() {
+            if i % workers == worker % workers {
+                if let Some((url, inbox)) = inbox.take() {
+                    actix_web::rt::spawn(send_all(url, inbox));
+                }
+            }
+        }
+    }
+}
+
 /// What each worker thread holds: its own client (awc is per thread) and the upstream URLs.
 struct Upstreams {
     client: awc::Client,
     urls: Rc<[String]>,
     split: bool,
-    /// With `--threads`: the way to each upstream's sending thread, in the order of `urls`.
+    /// With `--threads` or `--on-workers`: the way to each upstream's sender, in the order of
+    /// `urls`.
     relays: Option<Vec<mpsc::Sender<Job>>>,
 }
 
@@ -54,25 +104,28 @@ struct Job {
 /// actor does; returns the thread (kept for the server's life) and the way to it.
 fn relay(url: String) -> (Arbiter, mpsc::Sender<Job>) {
     // Bounded, as a node actor's mailbox is.
-    let (jobs, mut inbox) = mpsc::channel::<Job>(1024);
+    let (jobs, inbox) = mpsc::channel::<Job>(1024);
     let thread = Arbiter::new();
     thread.spawn_fn(move || {
-        // The client is made on the thread that uses it: awc is per thread.
-        let client = influx_gateway::node::client::http_client(None, CONNECTIONS);
-        actix_web::rt::spawn(async move {
-            while let Some(job) = inbox.recv().await {
-                let send = client
-                    .post(format!("{url}{}", job.target))
-                    .send_body(job.body);
-                actix_web::rt::spawn(async move {
-                    let answer = send.await.map(|r| r.status()).map_err(|e| e.to_string());
-                    // The request may have gone: nobody is left to tell.
-                    let _ = job.answer.send(answer);
-                });
-            }
-        });
+        actix_web::rt::spawn(send_all(url, inbox));
     });
     (thread, jobs)
+}
+
+/// Sends every copy that arrives on `inbox` to `url`, from the thread it runs on.
+async fn send_all(url: String, mut inbox: mpsc::Receiver<Job>) {
+    // The client is made on the thread that uses it: awc is per thread.
+    let client = influx_gateway::node::client::http_client(None, CONNECTIONS);
+    while let Some(job) = inbox.recv().await {
+        let send = client
+            .post(format!("{url}{}", job.target))
+            .send_body(job.body);
+        actix_web::rt::spawn(async move {
+            let answer = send.await.map(|r| r.status()).map_err(|e| e.to_string());
+            // The request may have gone: nobody is left to tell.
+            let _ = job.answer.send(answer);
+        });
+    }
 }
 
 /// `body` in `parts` contiguous slices of about equal length, each cut just after a newline.
@@ -152,21 +205,55 @@ fn main() -> ExitCode {
         }
         None => false,
     };
-    let (split, threads) = (flag("--split"), flag("--threads"));
+    let split = flag("--split");
+    let placement = match (flag("--threads"), flag("--on-workers")) {
+        (_, true) => Placement::Workers,
+        (true, false) => Placement::Threads,
+        (false, false) => Placement::Requests,
+    };
     let Some((listen, urls)) = args.split_first().filter(|(_, urls)| !urls.is_empty()) else {
-        eprintln!("usage: forward_floor [--split] [--threads] LISTEN_ADDR UPSTREAM_URL...");
+        eprintln!(
+            "usage: forward_floor [--split] [--threads | --on-workers] LISTEN_ADDR UPSTREAM_URL..."
+        );
         return ExitCode::from(2);
     };
     let urls: Vec<String> = urls.to_vec();
     influx_gateway::memory::tune();
     let served = actix_web::rt::System::new().block_on(async move {
-        // One sending thread per upstream, shared by every worker, as node actors are.
-        let (_threads, relays): (Vec<Arbiter>, Vec<mpsc::Sender<Job>>) = if threads {
-            urls.iter().cloned().map(relay).unzip()
-        } else {
-            (Vec::new(), Vec::new())
-        };
+        // One sending thread per upstream, shared by every worker, as node actors are; or, with
+        // --on-workers, upstream i's sender on worker i % W.
+        let (_threads, relays, on_workers): (Vec<Arbiter>, Vec<mpsc::Sender<Job>>, _) =
+            match placement {
+                Placement::Requests => (Vec::new(), Vec::new(), None),
+                Placement::Threads => {
+                    let (threads, relays) = urls.iter().cloned().map(relay).unzip();
+                    (threads, relays, None)
+                }
+                Placement::Workers => {
+                    let (relays, inboxes) = urls
+                        .iter()
+                        .map(|url| {
+                            let (jobs, inbox) = mpsc::channel::<Job>(1024);
+                            (jobs, Some((url.clone(), inbox)))
+                        })
+                        .unzip();
+                    (
+                        Vec::new(),
+                        relays,
+                        Some(Arc::new(Mutex::new(OnWorkers { next: 0, inboxes }))),
+                    )
+                }
+            };
+        let threads = placement != Placement::Requests;
+        let workers = workers();
         HttpServer::new(move || {
+            // The factory runs once on each worker's thread: it starts that worker's senders there.
+            if let Some(on_workers) = &on_workers {
+                on_workers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .start_here(workers);
+            }
             App::new()
                 .app_data(web::PayloadConfig::new(64 << 20))
                 .app_data(web::Data::new(Upstreams {
@@ -178,6 +265,7 @@ fn main() -> ExitCode {
                 .default_service(web::to(forward))
         })
         .tcp_nodelay(true)
+        .workers(workers)
         .bind(listen.as_str())?
         .run()
         .await
