@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Instructions one write request costs the gateway in user space, beside the floors of its stack
+and of its shape (examples/forward_floor.rs): a figure that does not swing with the machine's
+load, where the null-sink rates of bench/run.py swing by a third on a busy host.
+
+    cargo build --release --bins --examples && python3 bench/instr_count.py [WORD ...]
+
+(with WORDs, only the settings whose names hold one of them: `gateway`, `floor`, `shards`...)
+
+Each program runs under valgrind's callgrind in front of nginx null sinks, as in
+bench/alloc_count.py, with counting off until it answers /ping: start-up is not counted, nor the
+spinning of a thread that waits for another's lazy start-up, which valgrind (running one thread at
+a time) stretches as long as its scheduler pleases. Then FEW writes of the same 5,000-point body,
+one at a time, and in a second run MANY: the difference of the two totals over MANY - FEW writes
+is what a request costs, shutdown and the first writes' warm-up cancelling out.
+
+Only user-space instructions are counted: not the kernel's copies into the sockets, nor thread
+switches. A copy of n bytes counts about n instructions (valgrind counts each step of glibc's
+`rep movsb`: two more copies of the 348 KB body counted 0.75 M more), whatever it costs in time. So this complements bench/run.py's rates rather than
+replacing them: it shows what the gateway's own code adds to the floor's, exactly, from one run to
+the next. Needs valgrind and nginx (Debian: valgrind nginx-light).
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from alloc_count import body, gateway  # noqa: E402
+from replay_rate import free_port, request, wait_ping  # noqa: E402
+from run import FORWARD_FLOOR, GATEWAY, Nginx  # noqa: E402
+
+FEW, MANY = 10, 60
+
+SHARDS = ("shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
+          "  - {name: c, replicas: [s3]}\n")
+
+GATEWAYS = [
+    ("1 node", 1, ""),
+    ("3 replicas", 3, ""),
+    ("measurement shards, 3 nodes", 3, SHARDS),
+    ("tag shards (host), 3 nodes", 3,
+     SHARDS + "routes:\n  - {measurement_regex: \".\", by_tag: host}\n"),
+]
+
+FLOORS = [
+    ("to 1", [], 1),
+    ("to 3", [], 3),
+    ("cut in 3", ["--split"], 3),
+    ("to 3, node threads", ["--threads"], 3),
+    ("cut in 3, node threads", ["--split", "--threads"], 3),
+    ("to 3, HTTP workers", ["--on-workers"], 3),
+    ("cut in 3, HTTP workers", ["--split", "--on-workers"], 3),
+]
+
+
+def total_instructions(root, name, command, writes, payload):
+    """Starts `command(directory, port)` under callgrind, counting nothing until it answers
+    /ping; sends `writes` writes and stops it: the instructions all its threads executed since."""
+    directory = os.path.join(root, f"{name}-{writes}".replace(" ", "-").replace(",", ""))
+    os.makedirs(directory)
+    log = os.path.join(directory, "callgrind.log")
+    port = free_port()
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                             "--callgrind-out-file=/dev/null", f"--log-file={log}",
+                             *command(directory, port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ping(url, limit=600)
+        subprocess.run(["callgrind_control", "--instr=on", str(proc.pid)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        for _ in range(writes):
+            status, answer = request(f"{url}/write?db=bench", data=payload, method="POST")
+            if status != 204:
+                sys.exit(f"{name}: a write answered {status}: {answer[:200]!r}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with open(log) as f:
+        found = re.search(r"Collected : (\d+)", f.read())
+    if not found:
+        sys.exit(f"{name}: callgrind printed no total (see {log})")
+    return int(found.group(1))
+
+
+def main():
+    for program in ("valgrind", "nginx"):
+        if not shutil.which(program):
+            sys.exit(f"{program} not found: apt-get install valgrind nginx-light")
+    if not (os.path.exists(GATEWAY) and os.path.exists(FORWARD_FLOOR)):
+        sys.exit("build first: cargo build --release --bins --examples")
+    only = sys.argv[1:]
+    root = tempfile.mkdtemp(prefix="gateway-instructions-")
+    nginx = Nginx(root)
+    try:
+        sinks = [f"http://127.0.0.1:{port}" for port in nginx.sinks]
+        payload = body()
+        settings = [(f"gateway, {name}", lambda d, p, n=nodes, e=extra: gateway(d, p, sinks[:n], e))
+                    for name, nodes, extra in GATEWAYS]
+        settings += [(f"floor, {name}", lambda d, p, f=flags, n=nodes:
+                      [FORWARD_FLOOR, *f, f"127.0.0.1:{p}", *sinks[:n]])
+                     for name, flags, nodes in FLOORS]
+        print(f"{'setting':<42} {'instructions a write':>20} {'a point':>9}", flush=True)
+        for name, command in settings:
+            if only and not any(word in name for word in only):
+                continue
+            few = total_instructions(root, name, command, FEW, payload)
+            many = total_instructions(root, name, command, MANY, payload)
+            per_write = (many - few) / (MANY - FEW)
+            print(f"{name:<42} {per_write:>20,.0f} {per_write / 5_000:>9.1f}", flush=True)
+    finally:
+        nginx.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
