@@ -15,8 +15,8 @@ three fields, timestamps varying per request) for --duration seconds; everything
    `proxy_pass` to the same sink, with measurement sharding over three sinks, tag sharding (by
    `host`) over three sinks and replicating to three; and, for scale, nginx itself replicating to three (`mirror`), and the floor of the
    gateway's own stack: actix-web and awc forwarding bodies unread (examples/forward_floor.rs),
-   from the thread that received them, as the gateway's node actors do from one thread per
-   upstream (the floor of the gateway's shape), and from the HTTP workers' own threads (the
+   from the thread that received them; from one thread per upstream, as the gateway's node
+   actors send (the floor of the gateway's shape); and from the HTTP workers' own threads (the
    floor of a gateway whose node actors lived there);
 3. small-query latency: p50/p99 of `SELECT last(v) FROM m0` straight vs through the gateway;
 4. replay after an outage (bench/replay_rate.py): a backlog drained into a returning influxd vs
