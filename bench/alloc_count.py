@@ -54,9 +54,10 @@ def gateway(directory, port, sinks, extra):
     return [GATEWAY, "--config", config]
 
 
-def under_valgrind(tool, directory, name, command, writes, payload):
-    """Starts `command(directory, port)` under valgrind with `tool` (its options), sends `writes`
-    writes of `payload`, and stops it with SIGTERM."""
+def under_valgrind(tool, directory, name, command, writes, payload, ready=None):
+    """Starts `command(directory, port)` under valgrind with `tool` (its options), calls
+    `ready(pid)` once it answers /ping, sends `writes` writes of `payload`, and stops it with
+    SIGTERM."""
     port = free_port()
     proc = subprocess.Popen(["valgrind", *tool, *command(directory, port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -64,6 +65,8 @@ def under_valgrind(tool, directory, name, command, writes, payload):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ping(url, limit=600)  # dhat reading a line-tables build takes minutes to start
+        if ready:
+            ready(proc.pid)
         for _ in range(writes):
             status, answer = request(f"{url}/write?db=bench", data=payload, method="POST")
             if status != 204:

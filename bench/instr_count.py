@@ -24,14 +24,12 @@ the next. Needs valgrind and nginx (Debian: valgrind nginx-light).
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from alloc_count import body, gateway  # noqa: E402
-from replay_rate import free_port, request, wait_ping  # noqa: E402
+from alloc_count import body, gateway, under_valgrind  # noqa: E402
 from run import FORWARD_FLOOR, GATEWAY, Nginx  # noqa: E402
 
 FEW, MANY = 10, 60
@@ -64,28 +62,14 @@ def total_instructions(root, name, command, writes, payload):
     directory = os.path.join(root, f"{name}-{writes}".replace(" ", "-").replace(",", ""))
     os.makedirs(directory)
     log = os.path.join(directory, "callgrind.log")
-    port = free_port()
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                             "--callgrind-out-file=/dev/null", f"--log-file={log}",
-                             *command(directory, port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ping(url, limit=600)
-        subprocess.run(["callgrind_control", "--instr=on", str(proc.pid)], check=True,
+
+    def count_from_now(pid):
+        subprocess.run(["callgrind_control", "--instr=on", str(pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        for _ in range(writes):
-            status, answer = request(f"{url}/write?db=bench", data=payload, method="POST")
-            if status != 204:
-                sys.exit(f"{name}: a write answered {status}: {answer[:200]!r}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+    under_valgrind(["--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
+                    f"--log-file={log}"], directory, name, command, writes, payload,
+                   ready=count_from_now)
     with open(log) as f:
         found = re.search(r"Collected : (\d+)", f.read())
     if not found:
