@@ -26,12 +26,22 @@ from run import FORWARD_FLOOR, GATEWAY, Nginx  # noqa: E402
 
 FEW, MANY = 10, 60
 
-SETTINGS = [
+# Three shards of one node each, as bench/run.py's sharded gateways.
+SHARDS = ("shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
+          "  - {name: c, replicas: [s3]}\n")
+
+# (name, nodes, YAML added to the gateway's configuration)
+GATEWAYS = [
     ("1 node", 1, ""),
     ("3 replicas", 3, ""),
-    ("measurement shards, 3 nodes", 3,
-     "shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
-     "  - {name: c, replicas: [s3]}\n"),
+    ("measurement shards, 3 nodes", 3, SHARDS),
+]
+
+# (name, forward_floor's flags, upstreams)
+FLOORS = [
+    ("to 1", [], 1),
+    ("to 3", [], 3),
+    ("split in 3", ["--split"], 3),
 ]
 
 
@@ -95,33 +105,41 @@ def total_allocations(root, name, command, writes, payload):
     return int(found.group(1).replace(",", ""))
 
 
-def main():
+def per_write(prefix, gateways, floors, total, only=()):
+    """Yields (setting, what one write costs) for each gateway setting and floor, those whose
+    names hold a word of `only` if any: `total(root, name, command, writes, payload)` counts what
+    a run of `writes` writes cost, and the cost of a write is the difference of a FEW and a MANY
+    run over MANY - FEW. Checks what the count needs first; runs in front of nginx null sinks."""
     for program in ("valgrind", "nginx"):
         if not shutil.which(program):
             sys.exit(f"{program} not found: apt-get install valgrind nginx-light")
     if not (os.path.exists(GATEWAY) and os.path.exists(FORWARD_FLOOR)):
         sys.exit("build first: cargo build --release --bins --examples")
-    root = tempfile.mkdtemp(prefix="gateway-allocs-")
+    root = tempfile.mkdtemp(prefix=prefix)
     nginx = Nginx(root)
     try:
         sinks = [f"http://127.0.0.1:{port}" for port in nginx.sinks]
         payload = body()
-        settings = []
-        for name, nodes, extra in SETTINGS:
-            settings.append((f"gateway, {name}",
-                             lambda d, p, n=nodes, e=extra: gateway(d, p, sinks[:n], e)))
-        for name, flags, nodes in (("floor, to 1", [], 1), ("floor, to 3", [], 3),
-                                   ("floor, split in 3", ["--split"], 3)):
-            settings.append((name, lambda d, p, f=flags, n=nodes:
-                             [FORWARD_FLOOR, *f, f"127.0.0.1:{p}", *sinks[:n]]))
-        print(f"{'setting':<40} {'allocations a write':>20}", flush=True)
+        settings = [(f"gateway, {name}", lambda d, p, n=nodes, e=extra: gateway(d, p, sinks[:n], e))
+                    for name, nodes, extra in gateways]
+        settings += [(f"floor, {name}", lambda d, p, f=flags, n=nodes:
+                      [FORWARD_FLOOR, *f, f"127.0.0.1:{p}", *sinks[:n]])
+                     for name, flags, nodes in floors]
         for name, command in settings:
-            few = total_allocations(root, name, command, FEW, payload)
-            many = total_allocations(root, name, command, MANY, payload)
-            print(f"{name:<40} {(many - few) / (MANY - FEW):>20,.1f}", flush=True)
+            if only and not any(word in name for word in only):
+                continue
+            few = total(root, name, command, FEW, payload)
+            many = total(root, name, command, MANY, payload)
+            yield name, (many - few) / (MANY - FEW)
     finally:
         nginx.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def main():
+    print(f"{'setting':<40} {'allocations a write':>20}", flush=True)
+    for name, allocations in per_write("gateway-allocs-", GATEWAYS, FLOORS, total_allocations):
+        print(f"{name:<40} {allocations:>20,.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,19 +23,11 @@ the next. Needs valgrind and nginx (Debian: valgrind nginx-light).
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from alloc_count import body, gateway, under_valgrind  # noqa: E402
-from run import FORWARD_FLOOR, GATEWAY, Nginx  # noqa: E402
-
-FEW, MANY = 10, 60
-
-SHARDS = ("shards:\n  - {name: a, replicas: [s1]}\n  - {name: b, replicas: [s2]}\n"
-          "  - {name: c, replicas: [s3]}\n")
+from alloc_count import SHARDS, per_write, under_valgrind  # noqa: E402
 
 GATEWAYS = [
     ("1 node", 1, ""),
@@ -78,33 +70,10 @@ def total_instructions(root, name, command, writes, payload):
 
 
 def main():
-    for program in ("valgrind", "nginx"):
-        if not shutil.which(program):
-            sys.exit(f"{program} not found: apt-get install valgrind nginx-light")
-    if not (os.path.exists(GATEWAY) and os.path.exists(FORWARD_FLOOR)):
-        sys.exit("build first: cargo build --release --bins --examples")
-    only = sys.argv[1:]
-    root = tempfile.mkdtemp(prefix="gateway-instructions-")
-    nginx = Nginx(root)
-    try:
-        sinks = [f"http://127.0.0.1:{port}" for port in nginx.sinks]
-        payload = body()
-        settings = [(f"gateway, {name}", lambda d, p, n=nodes, e=extra: gateway(d, p, sinks[:n], e))
-                    for name, nodes, extra in GATEWAYS]
-        settings += [(f"floor, {name}", lambda d, p, f=flags, n=nodes:
-                      [FORWARD_FLOOR, *f, f"127.0.0.1:{p}", *sinks[:n]])
-                     for name, flags, nodes in FLOORS]
-        print(f"{'setting':<42} {'instructions a write':>20} {'a point':>9}", flush=True)
-        for name, command in settings:
-            if only and not any(word in name for word in only):
-                continue
-            few = total_instructions(root, name, command, FEW, payload)
-            many = total_instructions(root, name, command, MANY, payload)
-            per_write = (many - few) / (MANY - FEW)
-            print(f"{name:<42} {per_write:>20,.0f} {per_write / 5_000:>9.1f}", flush=True)
-    finally:
-        nginx.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    print(f"{'setting':<42} {'instructions a write':>20} {'a point':>9}", flush=True)
+    for name, instructions in per_write("gateway-instructions-", GATEWAYS, FLOORS,
+                                        total_instructions, only=sys.argv[1:]):
+        print(f"{name:<42} {instructions:>20,.0f} {instructions / 5_000:>9.1f}", flush=True)
 
 
 if __name__ == "__main__":
